@@ -1,0 +1,130 @@
+//! What every connector shares: the request view, errors, and small normalizers for the
+//! quirks every BSP has (E.164 numbers, second vs millisecond timestamps).
+
+use std::collections::HashMap;
+
+use switchboard_schemas::Event;
+
+/// The parts of an HTTP request a signature check needs.
+pub struct WebhookRequest<'a> {
+    /// Header names lower-cased.
+    pub headers: &'a HashMap<String, String>,
+    pub body: &'a [u8],
+    /// The URL the BSP called, as the BSP saw it (Twilio signs it).
+    pub url: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing signature header {0}")]
+    Missing(&'static str),
+    #[error("signature header {0} is malformed")]
+    Malformed(&'static str),
+    #[error("signature does not match")]
+    Mismatch,
+    #[error("no secret configured for this BSP; refusing unsigned webhooks")]
+    NotConfigured,
+}
+
+/// Why a payload could not be turned into events. `reason` is a stable code (it ends up
+/// in DLQ records and metrics labels), `detail` is for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct ParseError {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl ParseError {
+    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The events of one webhook, and what in it could not be used. A webhook with some
+/// unusable items still yields its good events; the rejects send the raw record to the
+/// DLQ as well, so nothing is dropped silently.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub events: Vec<Event>,
+    pub rejects: Vec<ParseError>,
+}
+
+/// Normalize a phone number to E.164 (`+` and 7–15 digits). Accepts BSP spellings:
+/// `16505551234`, `+16505551234`, `whatsapp:+16505551234`, `16505551234@c.us`.
+pub fn e164(raw: &str) -> Result<String, ParseError> {
+    let s = raw.trim();
+    let s = s.strip_prefix("whatsapp:").unwrap_or(s);
+    let s = s.split('@').next().unwrap_or(s);
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    if (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+    {
+        Ok(format!("+{digits}"))
+    } else {
+        Err(ParseError::new(
+            "bad_phone_number",
+            format!("{raw:?} is not an E.164 phone number"),
+        ))
+    }
+}
+
+/// A customer identity: an E.164 number when there is one, else a business-scoped user
+/// id kept as the BSP sent it.
+pub fn customer_id(phone: Option<&str>, user_id: Option<&str>) -> Result<String, ParseError> {
+    match (phone, user_id) {
+        (Some(p), _) if !p.is_empty() => e164(p),
+        (_, Some(u)) if !u.is_empty() => Ok(u.to_string()),
+        _ => Err(ParseError::new(
+            "missing_customer",
+            "neither a phone number nor a user id identifies the customer",
+        )),
+    }
+}
+
+/// BSP timestamps: seconds or milliseconds since the epoch, as number or string.
+pub fn timestamp_ms(v: &serde_json::Value) -> Result<i64, ParseError> {
+    let n = match v {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+    .filter(|n| *n > 0)
+    .ok_or_else(|| ParseError::new("bad_timestamp", format!("{v} is not a Unix timestamp")))?;
+    // 10^11 s is the year 5138; anything larger is already milliseconds.
+    Ok(if n < 100_000_000_000 { n * 1000 } else { n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn e164_accepts_bsp_spellings_and_rejects_junk() {
+        for s in [
+            "16505551234",
+            "+16505551234",
+            "whatsapp:+16505551234",
+            "16505551234@c.us",
+        ] {
+            assert_eq!(e164(s).unwrap(), "+16505551234", "{s}");
+        }
+        for s in ["", "+", "123", "+0123456789", "abc12345678", "1234567890123456"] {
+            assert_eq!(e164(s).unwrap_err().reason, "bad_phone_number", "{s}");
+        }
+    }
+
+    #[test]
+    fn timestamps_in_seconds_or_millis() {
+        assert_eq!(timestamp_ms(&json!("1603086313")).unwrap(), 1_603_086_313_000);
+        assert_eq!(timestamp_ms(&json!(1603086313)).unwrap(), 1_603_086_313_000);
+        assert_eq!(timestamp_ms(&json!(1603086313123_i64)).unwrap(), 1_603_086_313_123);
+        assert!(timestamp_ms(&json!("soon")).is_err());
+        assert!(timestamp_ms(&json!(-5)).is_err());
+    }
+}

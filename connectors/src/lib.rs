@@ -1,0 +1,44 @@
+//! One module per BSP, each with the same shape:
+//!
+//! - `signature.rs`: how that BSP proves a webhook is genuine (checked by the gateway);
+//! - `inbound.rs`: the parser from that BSP's documented webhook payloads to canonical
+//!   [`Event`]s (run by the normalizer), plus the partition key the gateway uses.
+//!
+//! Parsers are pure functions of a [`RawWebhook`]: no I/O, no clock, so the same raw
+//! record always yields the same events (and event ids).
+
+pub mod bsp;
+pub mod common;
+pub mod dialog360;
+pub mod meta;
+
+pub use bsp::Bsp;
+pub use common::{ParseError, Parsed, SignatureError, WebhookRequest};
+
+use switchboard_schemas::RawWebhook;
+
+/// Parse a raw webhook of any BSP into canonical events.
+pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
+    let bsp: Bsp = raw
+        .bsp
+        .parse()
+        .map_err(|_| ParseError::new("unknown_bsp", format!("no connector for BSP {:?}", raw.bsp)))?;
+    match bsp {
+        Bsp::Meta => meta::inbound::parse(raw, Bsp::Meta),
+        Bsp::Dialog360 => dialog360::inbound::parse(raw),
+        other => Err(ParseError::new(
+            "unsupported_bsp",
+            format!("the {} inbound parser is not built yet", other.slug()),
+        )),
+    }
+}
+
+/// The key of the record on `wa.webhooks.raw`: BSP + business account, so retries of one
+/// webhook land in one partition and are deduplicated in order.
+pub fn routing_key(bsp: Bsp, req: &WebhookRequest<'_>) -> Result<String, ParseError> {
+    let account = match bsp {
+        Bsp::Meta | Bsp::Dialog360 => meta::inbound::account_id(req.body)?,
+        _ => String::from("-"),
+    };
+    Ok(format!("{}:{}", bsp.slug(), account))
+}

@@ -1,0 +1,134 @@
+//! Topic names, the producer every binary uses, and topic creation.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+
+use crate::config::KafkaConfig;
+
+/// Every topic Switchboard uses, with the configured prefix applied.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub webhooks_raw: String,
+    pub webhooks_dlq: String,
+    pub events: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            webhooks_raw: format!("{prefix}wa.webhooks.raw"),
+            webhooks_dlq: format!("{prefix}wa.webhooks.dlq"),
+            events: format!("{prefix}wa.events"),
+        }
+    }
+
+    /// (topic, partitions) with their final partition counts: the local broker cannot add
+    /// partitions later, and a conversation must keep its partition for ordering.
+    pub fn with_partitions(&self, partitions: i32) -> Vec<(String, i32)> {
+        vec![
+            (self.webhooks_raw.clone(), partitions),
+            (self.events.clone(), partitions),
+            (self.webhooks_dlq.clone(), 1),
+        ]
+    }
+}
+
+pub fn base_client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka_brokers)
+        // librdkafka may resolve "localhost" to ::1 where nothing listens.
+        .set("broker.address.family", "v4");
+    c
+}
+
+/// An idempotent, acks=all producer. `delivery_timeout` bounds how long a record may wait
+/// for the broker before its future resolves with an error.
+pub fn producer(cfg: &KafkaConfig, delivery_timeout: Duration) -> anyhow::Result<FutureProducer> {
+    let p: FutureProducer = base_client_config(cfg)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create Kafka producer for {}: {e}", cfg.kafka_brokers))?;
+    Ok(p)
+}
+
+/// A record to produce, owned so it can outlive the input batch.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Produce all records and wait until the broker acknowledged every one of them.
+/// Records are enqueued in order, so per-partition order is kept.
+pub async fn produce_all(producer: &FutureProducer, records: &[OutRecord]) -> Result<(), KafkaError> {
+    let sends = records.iter().map(|r| {
+        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let rec = FutureRecord::to(&r.topic)
+            .key(r.key.as_bytes())
+            .payload(&r.payload)
+            .headers(headers);
+        producer.send(rec, Timeout::After(Duration::from_secs(30)))
+    });
+    futures::future::try_join_all(sends)
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}
+
+/// Create topics that do not exist yet; existing ones are left alone.
+pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[(String, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base_client_config(cfg)
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create Kafka admin client: {e}"))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("create_topics failed on {}: {e}", cfg.kafka_brokers))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Readiness helper: can we fetch cluster metadata within `timeout`?
+pub async fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> Result<(), String> {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        p.client()
+            .fetch_metadata(None, Timeout::After(timeout))
+            .map(|_| ())
+            .map_err(|e| format!("kafka: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

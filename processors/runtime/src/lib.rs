@@ -1,0 +1,28 @@
+//! Shared plumbing of every Switchboard binary, so that no binary re-invents it:
+//!
+//! - [`config`]: one typed config struct per binary, from `SWITCHBOARD_*` env and an
+//!   optional TOML file;
+//! - [`telemetry`]: JSON logs and the Prometheus registry;
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`;
+//! - [`kafka`]: topic names, the idempotent acks=all producer, topic creation;
+//! - [`stream`]: the at-least-once batch loop (offsets follow work);
+//! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+//!
+//! It knows nothing about BSPs or the canonical model.
+
+pub mod config;
+pub mod kafka;
+pub mod ops;
+pub mod shutdown;
+pub mod stream;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,150 @@
+//! The records carried on Switchboard's topics.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub const RAW_WEBHOOK_SCHEMA: &str = include_str!("../avro/raw_webhook.avsc");
+pub const EVENT_SCHEMA: &str = include_str!("../avro/event.avsc");
+pub const DEAD_LETTER_SCHEMA: &str = include_str!("../avro/dead_letter.avsc");
+
+/// A BSP webhook request as the gateway received it (`wa.webhooks.raw`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawWebhook {
+    pub request_id: String,
+    pub bsp: String,
+    pub received_at_ms: i64,
+    pub content_type: String,
+    pub headers: HashMap<String, String>,
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub body: Vec<u8>,
+}
+
+/// One canonical event (`wa.events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Event {
+    pub event_id: String,
+    pub event_type: String,
+    pub bsp: String,
+    pub tenant_id: Option<String>,
+    pub business_number: String,
+    pub business_account_id: Option<String>,
+    pub customer_id: String,
+    pub wamid: String,
+    pub status: Option<String>,
+    pub message_type: Option<String>,
+    pub content: Option<String>,
+    pub context_wamid: Option<String>,
+    pub occurred_at_ms: i64,
+    pub received_at_ms: i64,
+    pub error_code: Option<String>,
+    pub error_title: Option<String>,
+    pub error_detail: Option<String>,
+    pub conversation_id: Option<String>,
+    pub conversation_category: Option<String>,
+    pub pricing_category: Option<String>,
+    pub billable: Option<bool>,
+    pub request_id: String,
+}
+
+impl Event {
+    /// The `wa.events` key: all events of one conversation land in one partition, in order.
+    pub fn conversation_key(&self) -> String {
+        format!("{}:{}", self.business_number, self.customer_id)
+    }
+
+    pub fn status(&self) -> Option<Status> {
+        self.status.as_deref().and_then(|s| s.parse().ok())
+    }
+}
+
+/// A record a processor could not handle (`wa.*.dlq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub reason: String,
+    pub detail: String,
+    pub failed_at_ms: i64,
+    pub key: Option<String>,
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Status,
+    Received,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Status => "message.status",
+            EventType::Received => "message.received",
+        }
+    }
+}
+
+/// Canonical message status. The order of the variants is the monotonic-merge rank: a
+/// message's current status only moves to a higher rank (a late `failed` does not undo a
+/// `delivered`; `read` without `delivered` is fine). `deleted` ranks last because a
+/// message the customer deleted stays deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Accepted,
+    Sent,
+    Failed,
+    Delivered,
+    Read,
+    Played,
+    Deleted,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Accepted,
+        Status::Sent,
+        Status::Failed,
+        Status::Delivered,
+        Status::Read,
+        Status::Played,
+        Status::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Sent => "sent",
+            Status::Failed => "failed",
+            Status::Delivered => "delivered",
+            Status::Read => "read",
+            Status::Played => "played",
+            Status::Deleted => "deleted",
+        }
+    }
+
+    /// Rank used by the sinks' monotonic merge (1 = lowest).
+    pub fn rank(self) -> i16 {
+        self as i16 + 1
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown canonical status {s:?}"))
+    }
+}

@@ -1,0 +1,18 @@
+//! Avro schemas of every Switchboard topic, the Rust types that mirror them, and the codec
+//! that frames them in the Confluent wire format through a schema registry.
+//!
+//! Evolution rule (see `schemas/README.md`): a schema only ever gains optional fields with
+//! defaults, so every reader can decode every record ever written to a topic. The Rust
+//! types here are the single source of field names; `tests::types_match_schemas` pins them
+//! to the `.avsc` files.
+
+mod codec;
+mod event;
+mod ids;
+
+pub use codec::{Codec, CodecError};
+pub use event::{
+    DeadLetter, Event, EventType, RawWebhook, Status, DEAD_LETTER_SCHEMA, EVENT_SCHEMA,
+    RAW_WEBHOOK_SCHEMA,
+};
+pub use ids::{inbound_event_id, status_event_id};
