@@ -26,6 +26,40 @@ pub enum SignatureError {
     NotConfigured,
 }
 
+/// Shared-token check for BSPs that do not sign webhooks (360dialog, Gupshup, Aisensy,
+/// Karix): the operator puts a random token in the webhook URL (`?token=`) or, where the
+/// BSP allows custom headers, in `X-Switchboard-Token`.
+pub fn verify_shared_token(expected: &str, req: &WebhookRequest<'_>) -> Result<(), SignatureError> {
+    const HEADER: &str = "x-switchboard-token";
+    if expected.is_empty() {
+        return Err(SignatureError::NotConfigured);
+    }
+    let from_query = req.url.split_once('?').and_then(|(_, q)| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| v)
+    });
+    let got = req
+        .headers
+        .get(HEADER)
+        .map(String::as_str)
+        .or(from_query)
+        .ok_or(SignatureError::Missing(HEADER))?;
+    if constant_time_eq(got.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Why a payload could not be turned into events. `reason` is a stable code (it ends up
 /// in DLQ records and metrics labels), `detail` is for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +151,24 @@ mod tests {
         for s in ["", "+", "123", "+0123456789", "abc12345678", "1234567890123456"] {
             assert_eq!(e164(s).unwrap_err().reason, "bad_phone_number", "{s}");
         }
+    }
+
+    #[test]
+    fn shared_token_from_header_or_query() {
+        let mut h = HashMap::new();
+        let r = |h: &HashMap<String, String>, url: &'static str| -> Result<(), SignatureError> {
+            verify_shared_token("tok", &WebhookRequest { headers: h, body: b"", url })
+        };
+        assert_eq!(r(&h, "/webhooks/gupshup?token=tok"), Ok(()));
+        assert_eq!(r(&h, "/webhooks/gupshup?a=1&token=tok"), Ok(()));
+        assert_eq!(r(&h, "/webhooks/gupshup?token=toc"), Err(SignatureError::Mismatch));
+        assert_eq!(r(&h, "/webhooks/gupshup"), Err(SignatureError::Missing("x-switchboard-token")));
+        h.insert("x-switchboard-token".into(), "tok".into());
+        assert_eq!(r(&h, "/webhooks/gupshup"), Ok(()));
+        assert_eq!(
+            verify_shared_token("", &WebhookRequest { headers: &h, body: b"", url: "" }),
+            Err(SignatureError::NotConfigured)
+        );
     }
 
     #[test]

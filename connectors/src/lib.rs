@@ -13,7 +13,7 @@ pub mod dialog360;
 pub mod meta;
 
 pub use bsp::Bsp;
-pub use common::{ParseError, Parsed, SignatureError, WebhookRequest};
+pub use common::{verify_shared_token, ParseError, Parsed, SignatureError, WebhookRequest};
 
 use switchboard_schemas::RawWebhook;
 

@@ -1,1 +1,9 @@
+//! Switchboard's stream processors. Each is a plain per-record step (easy to unit-test,
+//! knows nothing about Kafka) wrapped in the shared at-least-once loop of
+//! `switchboard-runtime`.
+//!
+//! - [`normalize`]: `wa.webhooks.raw` → canonical `wa.events` (+ `wa.webhooks.dlq`),
+//!   deduplicated through [`dedupe`].
 
+pub mod dedupe;
+pub mod normalize;

@@ -1,1 +1,95 @@
+//! Sinks for `wa.events`: [`pg`] keeps message state and status history in PostgreSQL,
+//! [`ch`] keeps analytics in ClickHouse. Both are idempotent (writing an event twice
+//! leaves the store as if written once) and run in the shared at-least-once loop, which
+//! stores an offset only after the database acknowledged the batch.
 
+pub mod ch;
+pub mod pg;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_runtime::config::KafkaConfig;
+use switchboard_runtime::stream::StreamConfig;
+
+/// Configuration shared by both sinks (`SWITCHBOARD_*`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub kafka: KafkaConfig,
+    #[serde(flatten)]
+    pub stream: StreamConfig,
+    /// PostgreSQL (pg-sink).
+    #[serde(default)]
+    pub database_url: String,
+    /// ClickHouse HTTP endpoint (ch-sink).
+    #[serde(default = "default_ch_url")]
+    pub clickhouse_url: String,
+    /// ClickHouse database.
+    #[serde(default = "default_ch_db")]
+    pub clickhouse_database: String,
+    /// Validate row types against the table (RowBinaryWithNamesAndTypes); ClickHouse
+    /// 18.16 lacks that format, so the local setup turns it off.
+    #[serde(default)]
+    pub clickhouse_validation: bool,
+    /// Ops endpoints.
+    #[serde(default)]
+    pub ops_addr: Option<String>,
+}
+
+fn default_ch_url() -> String {
+    "http://127.0.0.1:8123".into()
+}
+fn default_ch_db() -> String {
+    "switchboard".into()
+}
+
+/// Retry `f` with capped backoff until it succeeds or `stop` fires: a sink started before
+/// its database waits for it instead of crash-looping.
+pub async fn wait_for<F, Fut, E>(what: &str, stop: &switchboard_runtime::CancellationToken, mut f: F) -> Option<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match f().await {
+            Ok(()) => return Some(()),
+            Err(e) => tracing::warn!(error = %e, "{what} not ready; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Decode a batch of `wa.events` records. A record that can never decode is logged and
+/// skipped: a Switchboard processor wrote it, so this is a schema or registry mix-up an
+/// operator must see, not BSP data to dead-letter. An unreachable registry fails the
+/// batch, which the loop retries.
+pub async fn decode_events(
+    codec: &switchboard_schemas::Codec,
+    batch: &[rdkafka::message::OwnedMessage],
+) -> anyhow::Result<Vec<switchboard_schemas::Event>> {
+    use rdkafka::message::Message;
+    let mut out = Vec::with_capacity(batch.len());
+    for m in batch {
+        match codec.decode(m.payload().unwrap_or_default()).await {
+            Ok(e) => out.push(e),
+            Err(e) if e.is_retryable() => {
+                anyhow::bail!("decoding {}/{}@{}: {e}", m.topic(), m.partition(), m.offset())
+            }
+            Err(e) => tracing::error!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                error = %e,
+                "undecodable event skipped"
+            ),
+        }
+    }
+    Ok(out)
+}

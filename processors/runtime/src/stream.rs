@@ -31,8 +31,9 @@ use crate::telemetry::STREAM;
 /// Loop settings shared by every consumer binary.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StreamConfig {
-    /// Consumer group id.
-    pub group_id: String,
+    /// Consumer group id (each binary has its own default).
+    #[serde(default)]
+    pub group_id: Option<String>,
     /// Largest batch handed to the handler.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -75,12 +76,14 @@ impl ConsumerContext for CommitOnRevoke {
 pub struct StreamLoop {
     consumer: Arc<StreamConsumer<CommitOnRevoke>>,
     cfg: StreamConfig,
+    group: String,
 }
 
 impl StreamLoop {
-    pub fn new(kafka: &KafkaConfig, cfg: StreamConfig, topics: &[&str]) -> anyhow::Result<Self> {
+    pub fn new(kafka: &KafkaConfig, cfg: StreamConfig, default_group: &str, topics: &[&str]) -> anyhow::Result<Self> {
+        let group = cfg.group_id.clone().unwrap_or_else(|| default_group.to_string());
         let consumer: StreamConsumer<CommitOnRevoke> = base_client_config(kafka)
-            .set("group.id", &cfg.group_id)
+            .set("group.id", &group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
@@ -90,19 +93,20 @@ impl StreamLoop {
             .set("max.poll.interval.ms", "600000")
             .set("fetch.wait.max.ms", "50")
             .create_with_context(CommitOnRevoke)
-            .map_err(|e| anyhow::anyhow!("cannot create consumer {}: {e}", cfg.group_id))?;
+            .map_err(|e| anyhow::anyhow!("cannot create consumer {group}: {e}"))?;
         consumer
             .subscribe(topics)
             .map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
         Ok(Self {
             consumer: Arc::new(consumer),
             cfg,
+            group,
         })
     }
 
     /// Run until `shutdown`; then commit what was processed and return.
     pub async fn run<H: BatchHandler>(self, mut handler: H, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let group = self.cfg.group_id.clone();
+        let group = self.group.clone();
         let lag_task = tokio::spawn(report_lag(self.consumer.clone(), group.clone(), shutdown.clone()));
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.cfg.max_batch);
         'outer: loop {
@@ -187,7 +191,7 @@ impl StreamLoop {
         }
         for ((topic, _), _) in &next {
             let n = batch.iter().filter(|m| m.topic() == *topic).count();
-            STREAM.records.with_label_values(&[self.cfg.group_id.as_str(), topic]).inc_by(n as u64);
+            STREAM.records.with_label_values(&[self.group.as_str(), topic]).inc_by(n as u64);
         }
     }
 }

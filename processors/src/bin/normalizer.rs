@@ -1,1 +1,74 @@
-fn main(){}
+//! normalizer: wa.webhooks.raw → wa.events (+ wa.webhooks.dlq). See `normalize`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_processors::dedupe::DedupeStore;
+use switchboard_processors::normalize::{Config, Normalizer};
+use switchboard_runtime::kafka::Topics;
+use switchboard_runtime::stream::StreamLoop;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    switchboard_runtime::telemetry::init("normalizer");
+    let cfg: Config = switchboard_runtime::config::load()?;
+    let shutdown = switchboard_runtime::shutdown::on_signal();
+
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&cfg.database_url)?;
+    let dedupe = DedupeStore::new(pool);
+    // Wait for the database rather than crash-loop when started before it.
+    let mut delay = Duration::from_millis(200);
+    while let Err(e) = dedupe.migrate().await {
+        tracing::warn!(error = %e, "dedupe store not ready; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let producer = switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?;
+    let ready_producer = producer.clone();
+    let ready_dedupe = dedupe.clone();
+    let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
+        let p = ready_producer.clone();
+        let d = ready_dedupe.clone();
+        Box::pin(async move {
+            switchboard_runtime::kafka::broker_reachable(&p, Duration::from_secs(2)).await?;
+            d.ping().await
+        })
+    });
+    let ops = switchboard_runtime::ops::serve(&cfg.ops_addr, switchboard_runtime::ops::router(ready), shutdown.clone()).await?;
+
+    let pruner = {
+        let d = dedupe.clone();
+        let retention = cfg.dedupe_retention;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                match d.prune(retention).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned dedupe store"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dedupe prune failed"),
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+                }
+            }
+        })
+    };
+
+    let handler = Normalizer { codec: switchboard_schemas::Codec::new(&cfg.kafka.schema_registry_url), producer, topics: topics.clone(), dedupe };
+    StreamLoop::new(&cfg.kafka, cfg.stream.clone(), "switchboard-normalizer", &[&topics.webhooks_raw])?
+        .run(handler, shutdown)
+        .await?;
+    pruner.abort();
+    let _ = ops.await;
+    tracing::info!("normalizer stopped");
+    Ok(())
+}

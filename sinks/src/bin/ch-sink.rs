@@ -1,1 +1,54 @@
-fn main(){}
+//! ch-sink: wa.events → ClickHouse `switchboard.events` and its rollups.
+
+use std::sync::{Arc, LazyLock};
+
+use prometheus::{register_int_counter, IntCounter};
+use rdkafka::message::OwnedMessage;
+use switchboard_runtime::kafka::Topics;
+use switchboard_runtime::stream::{BatchHandler, StreamLoop};
+use switchboard_schemas::Codec;
+use switchboard_sinks::ch::ChWriter;
+use switchboard_sinks::Config;
+
+static ROWS: LazyLock<IntCounter> =
+    LazyLock::new(|| register_int_counter!("switchboard_ch_sink_rows_total", "Rows inserted into ClickHouse").expect("registers once"));
+
+struct Handler {
+    codec: Codec,
+    writer: Arc<ChWriter>,
+}
+
+impl BatchHandler for Handler {
+    async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let events = switchboard_sinks::decode_events(&self.codec, batch).await?;
+        let n = self.writer.write(&events).await?;
+        ROWS.inc_by(n as u64);
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    switchboard_runtime::telemetry::init("ch-sink");
+    let cfg: Config = switchboard_runtime::config::load()?;
+    let shutdown = switchboard_runtime::shutdown::on_signal();
+    let writer = Arc::new(ChWriter::new(&cfg.clickhouse_url, &cfg.clickhouse_database, cfg.clickhouse_validation));
+    if switchboard_sinks::wait_for("clickhouse", &shutdown, || writer.migrate()).await.is_none() {
+        return Ok(());
+    }
+    let w = writer.clone();
+    let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
+        let w = w.clone();
+        Box::pin(async move { w.ping().await })
+    });
+    let ops_addr = cfg.ops_addr.clone().unwrap_or_else(|| "127.0.0.1:9103".into());
+    let ops = switchboard_runtime::ops::serve(&ops_addr, switchboard_runtime::ops::router(ready), shutdown.clone()).await?;
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let handler = Handler { codec: Codec::new(&cfg.kafka.schema_registry_url), writer };
+    StreamLoop::new(&cfg.kafka, cfg.stream.clone(), "switchboard-ch-sink", &[&topics.events])?
+        .run(handler, shutdown)
+        .await?;
+    let _ = ops.await;
+    tracing::info!("ch-sink stopped");
+    Ok(())
+}

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Local infrastructure for Switchboard without Docker, on loopback:
+#   Kafka-compatible broker (Nisshi 0.8.1, memory storage)   127.0.0.1:9092
+#   schema registry stand-in (this repo's schema-registry)     127.0.0.1:8081
+#   PostgreSQL 15 (Debian)                                      127.0.0.1:5432
+#   ClickHouse (Debian's clickhouse-server)                     127.0.0.1:8123
+#
+# usage: deploy/infra.sh up|down|status
+# Idempotent: `up` installs what is missing, starts what is not running, and leaves
+# running services alone. Needs root for apt-get and for PostgreSQL's cluster control.
+#
+# env:
+#   SWITCHBOARD_CACHE   where slow-to-build tools are kept across clones (~/.cache/switchboard)
+#   SWITCHBOARD_RUN     pid files, logs and data of the local services (/tmp/switchboard)
+#   SWITCHBOARD_BIN     directory holding this repo's built binaries (schema-registry)
+set -euo pipefail
+
+CACHE=${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}
+RUN=${SWITCHBOARD_RUN:-/tmp/switchboard}
+BIN=${SWITCHBOARD_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/debug}
+NISSHI_VERSION=0.8.1
+NISSHI=$CACHE/nisshi-$NISSHI_VERSION/bin/nisshi
+PG_USER=switchboard PG_PASS=switchboard PG_DB=switchboard
+CH_DIR=$RUN/clickhouse
+
+log() { printf '[infra] %s\n' "$*" >&2; }
+
+wait_for() { # description, seconds, command...
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then log "timed out waiting for $what"; return 1; fi
+    sleep 0.2
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+install_packages() {
+  local need=()
+  command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
+  command -v pg_ctlcluster >/dev/null && [ -d /usr/lib/postgresql/15/bin ] || need+=(postgresql)
+  command -v curl >/dev/null || need+=(curl)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
+install_nisshi() {
+  [ -x "$NISSHI" ] && return 0
+  log "building Nisshi $NISSHI_VERSION once into $CACHE (15-20 min on 2 cores)"
+  mkdir -p "$CACHE"
+  cargo install nisshi --locked --ignore-rust-version --version "$NISSHI_VERSION" \
+    --no-default-features --features dynostore --root "$CACHE/nisshi-$NISSHI_VERSION" >"$CACHE/nisshi-build.log" 2>&1 \
+    || { tail -30 "$CACHE/nisshi-build.log" >&2; return 1; }
+}
+
+start_broker() {
+  if port_open 9092; then log "broker already on :9092"; return 0; fi
+  install_nisshi
+  mkdir -p "$RUN"
+  log "starting Nisshi on 127.0.0.1:9092"
+  nohup "$NISSHI" broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine memory://nisshi/ >"$RUN/broker.log" 2>&1 &
+  echo $! >"$RUN/broker.pid"
+  wait_for "broker" 30 port_open 9092
+}
+
+start_registry() {
+  if curl -sf http://127.0.0.1:8081/subjects >/dev/null 2>&1; then log "schema registry already on :8081"; return 0; fi
+  [ -x "$BIN/schema-registry" ] || { log "no $BIN/schema-registry: build the workspace first"; return 1; }
+  mkdir -p "$RUN"
+  log "starting schema registry on 127.0.0.1:8081"
+  # Memory-only broker, so a fresh broker starts with a fresh registry: ids must match
+  # what is in the topics, and nothing is in the topics yet.
+  SWITCHBOARD_REGISTRY_ADDR=127.0.0.1:8081 SWITCHBOARD_REGISTRY_FILE="$RUN/schema-registry.json" \
+    nohup "$BIN/schema-registry" >"$RUN/registry.log" 2>&1 &
+  echo $! >"$RUN/registry.pid"
+  wait_for "schema registry" 15 curl -sf http://127.0.0.1:8081/subjects
+}
+
+clickhouse_config() {
+  mkdir -p "$CH_DIR"/{data,tmp,user_files,log}
+  cat >"$CH_DIR/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$CH_DIR/log/server.log</log><errorlog>$CH_DIR/log/server.err.log</errorlog><size>100M</size><count>2</count></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>8123</http_port>
+  <tcp_port>9000</tcp_port>
+  <max_concurrent_queries>200</max_concurrent_queries>
+  <keep_alive_timeout>10</keep_alive_timeout>
+  <uncompressed_cache_size>268435456</uncompressed_cache_size>
+  <mark_cache_size>268435456</mark_cache_size>
+  <path>$CH_DIR/data/</path>
+  <tmp_path>$CH_DIR/tmp/</tmp_path>
+  <user_files_path>$CH_DIR/user_files/</user_files_path>
+  <users_config>users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+</yandex>
+XML
+  cat >"$CH_DIR/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default>
+    <max_memory_usage>4000000000</max_memory_usage>
+    <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>
+    <max_query_size>16777216</max_query_size>
+  </default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+XML
+}
+
+start_clickhouse() {
+  if curl -sf http://127.0.0.1:8123/ping >/dev/null 2>&1; then log "ClickHouse already on :8123"; return 0; fi
+  clickhouse_config
+  log "starting ClickHouse on 127.0.0.1:8123"
+  /usr/sbin/clickhouse-server --daemon --pid-file="$CH_DIR/clickhouse.pid" --config-file="$CH_DIR/config.xml"
+  wait_for "ClickHouse" 30 curl -sf http://127.0.0.1:8123/ping
+}
+
+start_postgres() {
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    log "starting PostgreSQL 15"
+    pg_ctlcluster 15 main start
+    wait_for "PostgreSQL" 30 pg_isready -q -h 127.0.0.1 -p 5432
+  else
+    log "PostgreSQL already on :5432"
+  fi
+  # CREATEDB: the test suite gives every test its own database.
+  su postgres -c "psql -qAt -v ON_ERROR_STOP=1" >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASS'; END IF;
+END \$\$;
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB') \gexec
+SQL
+}
+
+stop_pidfile() {
+  local f=$1
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
+up() {
+  install_packages
+  start_postgres
+  start_clickhouse
+  start_broker
+  start_registry
+  cat <<ENV
+SWITCHBOARD_KAFKA_BROKERS=127.0.0.1:9092
+SWITCHBOARD_SCHEMA_REGISTRY_URL=http://127.0.0.1:8081
+SWITCHBOARD_DATABASE_URL=postgres://$PG_USER:$PG_PASS@127.0.0.1:5432/$PG_DB
+SWITCHBOARD_CLICKHOUSE_URL=http://127.0.0.1:8123
+ENV
+}
+
+down() {
+  stop_pidfile "$RUN/registry.pid"
+  stop_pidfile "$RUN/broker.pid"
+  stop_pidfile "$CH_DIR/clickhouse.pid"
+  pg_ctlcluster 15 main stop 2>/dev/null || true
+  log "stopped"
+}
+
+status() {
+  port_open 9092 && echo "broker      up   127.0.0.1:9092" || echo "broker      down"
+  curl -sf http://127.0.0.1:8081/subjects >/dev/null 2>&1 && echo "registry    up   127.0.0.1:8081" || echo "registry    down"
+  pg_isready -q -h 127.0.0.1 -p 5432 && echo "postgresql  up   127.0.0.1:5432" || echo "postgresql  down"
+  curl -sf http://127.0.0.1:8123/ping >/dev/null 2>&1 && echo "clickhouse  up   127.0.0.1:8123" || echo "clickhouse  down"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,40 @@
+//! Gateway configuration (`SWITCHBOARD_*`, see the README's table).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_runtime::config::KafkaConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub kafka: KafkaConfig,
+    /// Listen address for webhooks, API and ops endpoints.
+    #[serde(default = "default_addr")]
+    pub http_addr: String,
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long a webhook may wait for the broker's ack before the BSP gets a 503.
+    #[serde(default = "default_produce_timeout", with = "humantime_serde")]
+    pub produce_timeout: Duration,
+    /// Meta app secret (X-Hub-Signature-256).
+    #[serde(default)]
+    pub meta_app_secret: String,
+    /// Token Meta echoes in the subscription handshake.
+    #[serde(default)]
+    pub meta_verify_token: String,
+    /// Shared token for 360dialog webhooks (`?token=` or `X-Switchboard-Token`).
+    #[serde(default)]
+    pub dialog360_token: String,
+}
+
+fn default_addr() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_produce_timeout() -> Duration {
+    Duration::from_secs(5)
+}

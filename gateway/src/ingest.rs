@@ -1,0 +1,176 @@
+//! `POST /webhooks/{bsp}` and Meta's `GET /webhooks/meta` handshake.
+//!
+//! Order of checks (cheapest first, nothing written until all pass): known BSP (404),
+//! content type (415), size (413), signature (401), well-formed JSON (400), then produce
+//! and wait for the broker's ack (503 + Retry-After if it does not come).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde_json::json;
+use switchboard_connectors::{Bsp, SignatureError, WebhookRequest};
+use switchboard_runtime::kafka::{produce_all, OutRecord};
+use switchboard_schemas::{RawWebhook, RAW_WEBHOOK_SCHEMA};
+
+use crate::error::ApiError;
+use crate::metrics::METRICS;
+use crate::{AppState, RequestId};
+
+/// Headers kept on the raw record: what signature checks and debugging need.
+const KEPT_HEADERS: &[&str] = &[
+    "x-hub-signature-256",
+    "x-twilio-signature",
+    "x-webhook-hmac",
+    "x-webhook-hmac-algorithm",
+    "user-agent",
+];
+
+#[derive(Deserialize)]
+pub struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// `GET /webhooks/{bsp}`: only Meta (and so 360dialog's Cloud API setup, which does not
+/// use it) subscribes with a GET handshake.
+pub async fn handshake(State(app): State<Arc<AppState>>, Path(bsp): Path<String>, Query(q): Query<Handshake>) -> Response {
+    if bsp != "meta" {
+        return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{bsp} webhooks are POSTed")).into_response();
+    }
+    let expected = &app.cfg.meta_verify_token;
+    match (q.mode.as_deref(), q.verify_token.as_deref(), q.challenge) {
+        (Some("subscribe"), Some(t), Some(challenge)) if !expected.is_empty() && t == expected => {
+            (StatusCode::OK, challenge).into_response()
+        }
+        (Some("subscribe"), Some(_), Some(_)) => {
+            ApiError::new(StatusCode::FORBIDDEN, "bad_verify_token", "hub.verify_token does not match").into_response()
+        }
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_handshake", "expected hub.mode=subscribe, hub.verify_token and hub.challenge").into_response(),
+    }
+}
+
+pub async fn webhook(
+    State(app): State<Arc<AppState>>,
+    Path(bsp): Path<String>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let label = bsp.parse::<Bsp>().map(Bsp::slug).unwrap_or("unknown");
+    let result = accept(&app, &bsp, &request_id, &uri, &headers, body).await;
+    METRICS.request_seconds.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => {
+            METRICS.webhooks.with_label_values(&[label, "accepted"]).inc();
+            (StatusCode::OK, Json(json!({"status": "accepted", "request_id": request_id}))).into_response()
+        }
+        Err(e) => {
+            METRICS.webhooks.with_label_values(&[label, e.code]).inc();
+            if e.status.is_server_error() {
+                tracing::warn!(code = e.code, message = %e.message, "webhook not accepted");
+            } else {
+                tracing::info!(code = e.code, message = %e.message, "webhook rejected");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn accept(app: &AppState, bsp: &str, request_id: &str, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<(), ApiError> {
+    let bsp: Bsp = bsp
+        .parse()
+        .ok()
+        .filter(|b: &Bsp| b.inbound_supported())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_bsp", format!("no webhook endpoint for BSP {bsp:?}")))?;
+
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != bsp.content_type() {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("{} sends {}, got {content_type:?}", bsp.slug(), bsp.content_type()),
+        ));
+    }
+
+    let limit = app.cfg.max_body_bytes;
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {limit} bytes"));
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    // Chunked bodies carry no length up front: cap while reading.
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("could not read body: {e}"))
+            }
+        })?
+        .to_bytes();
+
+    let mut kept: HashMap<String, String> = HashMap::new();
+    for name in KEPT_HEADERS.iter().chain(std::iter::once(&"x-switchboard-token")) {
+        if let Some(v) = headers.get(*name).and_then(|v| v.to_str().ok()) {
+            kept.insert((*name).to_string(), v.to_string());
+        }
+    }
+    let url = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+    let req = WebhookRequest { headers: &kept, body: &body, url };
+    verify(app, bsp, &req).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+
+    let key = switchboard_connectors::routing_key(bsp, &req)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
+
+    // The shared token is a credential: it must not travel on to Kafka.
+    kept.remove("x-switchboard-token");
+    let raw = RawWebhook {
+        request_id: request_id.to_string(),
+        bsp: bsp.slug().to_string(),
+        received_at_ms: switchboard_runtime::now_ms(),
+        content_type: content_type.to_string(),
+        headers: kept,
+        body: body.to_vec(),
+    };
+    let topic = &app.topics.webhooks_raw;
+    let payload = app
+        .codec
+        .encode(topic, RAW_WEBHOOK_SCHEMA, &raw)
+        .await
+        .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
+    let started = Instant::now();
+    let rec = OutRecord { topic: topic.clone(), key, payload, headers: vec![("request-id", request_id.to_string())] };
+    let produced = tokio::time::timeout(app.cfg.produce_timeout, produce_all(&app.producer, std::slice::from_ref(&rec))).await;
+    METRICS.produce_seconds.with_label_values(&[topic.as_str()]).observe(started.elapsed().as_secs_f64());
+    match produced {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::unavailable("broker_unavailable", format!("broker did not acknowledge: {e}"))),
+        Err(_) => Err(ApiError::unavailable("broker_unavailable", "broker did not acknowledge in time")),
+    }
+}
+
+fn verify(app: &AppState, bsp: Bsp, req: &WebhookRequest<'_>) -> Result<(), SignatureError> {
+    match bsp {
+        Bsp::Meta => switchboard_connectors::meta::signature::verify(&app.cfg.meta_app_secret, req),
+        Bsp::Dialog360 => switchboard_connectors::verify_shared_token(&app.cfg.dialog360_token, req),
+        _ => Err(SignatureError::NotConfigured),
+    }
+}
+

@@ -1,0 +1,120 @@
+//! The batch step around [`normalize_record`]: decode, dedupe, produce, mark.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounterVec};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
+use switchboard_runtime::stream::BatchHandler;
+use switchboard_runtime::telemetry::LATENCY_BUCKETS;
+use switchboard_schemas::{Codec, DeadLetter, RawWebhook, DEAD_LETTER_SCHEMA, EVENT_SCHEMA};
+
+use super::step::normalize_record;
+use crate::dedupe::DedupeStore;
+
+struct Metrics {
+    events: IntCounterVec,
+    dedupe_hits: IntCounterVec,
+    dead_letters: IntCounterVec,
+    dedupe_seconds: Histogram,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    events: register_int_counter_vec!("switchboard_normalizer_events_total", "Canonical events produced", &["bsp", "event_type"]).expect("registers once"),
+    dedupe_hits: register_int_counter_vec!("switchboard_normalizer_dedupe_hits_total", "Events dropped as duplicates", &["where"]).expect("registers once"),
+    dead_letters: register_int_counter_vec!("switchboard_normalizer_dead_letters_total", "Raw records sent to the DLQ", &["reason"]).expect("registers once"),
+    dedupe_seconds: register_histogram!("switchboard_normalizer_dedupe_seconds", "Dedupe look-up + mark per batch", LATENCY_BUCKETS.to_vec()).expect("registers once"),
+});
+
+pub struct Normalizer {
+    pub codec: Codec,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub dedupe: DedupeStore,
+}
+
+impl BatchHandler for Normalizer {
+    async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let mut events = Vec::new();
+        let mut dead = Vec::new();
+        for m in batch {
+            let payload = m.payload().unwrap_or_default();
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            let dl = |reason: String, detail: String| DeadLetter {
+                source_topic: m.topic().to_string(),
+                source_partition: m.partition(),
+                source_offset: m.offset(),
+                reason,
+                detail,
+                failed_at_ms: switchboard_runtime::now_ms(),
+                key: key.clone(),
+                payload: payload.to_vec(),
+            };
+            let raw: RawWebhook = match self.codec.decode(payload).await {
+                Ok(r) => r,
+                Err(e) if e.is_retryable() => return Err(anyhow::anyhow!("decoding {}/{}@{}: {e}", m.topic(), m.partition(), m.offset())),
+                Err(e) => {
+                    dead.push(dl("undecodable".into(), e.to_string()));
+                    continue;
+                }
+            };
+            let outcome = normalize_record(&raw);
+            if let Some((reason, detail)) = outcome.dead_letter {
+                dead.push(dl(reason, detail));
+            }
+            events.extend(outcome.events);
+        }
+
+        // Within the batch first (a BSP often repeats a webhook within seconds), then
+        // against the store.
+        let mut in_batch = HashSet::new();
+        let before = events.len();
+        events.retain(|e| in_batch.insert(e.event_id.clone()));
+        METRICS.dedupe_hits.with_label_values(&["batch"]).inc_by((before - events.len()) as u64);
+        let started = Instant::now();
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let seen = self.dedupe.seen(&ids).await?;
+        let mut dedupe_time = started.elapsed();
+        METRICS.dedupe_hits.with_label_values(&["store"]).inc_by(seen.len() as u64);
+        events.retain(|e| !seen.contains(&e.event_id));
+
+        let mut out = Vec::with_capacity(events.len() + dead.len());
+        for e in &events {
+            let payload = self.codec.encode(&self.topics.events, EVENT_SCHEMA, e).await?;
+            out.push(OutRecord {
+                topic: self.topics.events.clone(),
+                key: e.conversation_key(),
+                payload,
+                headers: vec![("request-id", e.request_id.clone())],
+            });
+        }
+        for d in &dead {
+            let payload = self.codec.encode(&self.topics.webhooks_dlq, DEAD_LETTER_SCHEMA, d).await?;
+            out.push(OutRecord {
+                topic: self.topics.webhooks_dlq.clone(),
+                key: d.key.clone().unwrap_or_default(),
+                payload,
+                headers: vec![("reason", d.reason.clone())],
+            });
+        }
+        produce_all(&self.producer, &out).await.map_err(|e| anyhow::anyhow!("producing {} records: {e}", out.len()))?;
+
+        let marked: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let started = Instant::now();
+        self.dedupe.mark(&marked).await?;
+        dedupe_time += started.elapsed();
+        METRICS.dedupe_seconds.observe(dedupe_time.as_secs_f64());
+
+        for e in &events {
+            METRICS.events.with_label_values(&[e.bsp.as_str(), e.event_type.as_str()]).inc();
+        }
+        for d in &dead {
+            tracing::warn!(reason = d.reason, detail = d.detail, topic = d.source_topic, partition = d.source_partition, offset = d.source_offset, "raw webhook dead-lettered");
+            METRICS.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
+        }
+        Ok(())
+    }
+}
