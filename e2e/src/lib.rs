@@ -1,1 +1,380 @@
+//! Test harness: starts the real Switchboard binaries as child processes, each test in
+//! its own world (topic prefix, PostgreSQL database, ClickHouse database, ports), against
+//! the services `deploy/infra.sh up` runs on loopback. Binaries come from the same target
+//! directory as the test executable (`deploy/test.sh` builds them first).
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+pub mod bsp;
+
+/// Where the shared local services are (overridable like the binaries' own config).
+pub struct Services {
+    pub brokers: String,
+    pub registry: String,
+    /// A PostgreSQL URL whose role may CREATE DATABASE.
+    pub pg_admin_url: String,
+    pub clickhouse_url: String,
+}
+
+impl Services {
+    pub fn from_env() -> Self {
+        let get = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        Self {
+            brokers: get("SWITCHBOARD_KAFKA_BROKERS", "127.0.0.1:9092"),
+            registry: get("SWITCHBOARD_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
+            pg_admin_url: get("SWITCHBOARD_DATABASE_URL", "postgres://switchboard:switchboard@127.0.0.1:5432/switchboard"),
+            clickhouse_url: get("SWITCHBOARD_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
+        }
+    }
+}
+
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One running binary that can be killed, stopped gracefully and started again with the
+/// same environment.
+pub struct Proc {
+    pub name: &'static str,
+    env: HashMap<String, String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, env: HashMap<String, String>, log_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let mut p = Proc { name, env, child: None, log: log_dir.join(format!("{name}.log")) };
+        p.start()?;
+        Ok(p)
+    }
+
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(bin_dir().join(self.name))
+            .envs(&self.env)
+            .env("SWITCHBOARD_LOG_FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {} from {}", self.name, bin_dir().display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no chance to commit or flush anything.
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            if let Some(pid) = c.id() {
+                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            }
+            let status = tokio::time::timeout(Duration::from_secs(30), c.wait()).await.context("graceful stop timed out")??;
+            anyhow::ensure!(status.success(), "{} exited with {status} on SIGTERM", self.name);
+        }
+        Ok(())
+    }
+
+    pub fn log_tail(&self) -> String {
+        std::fs::read_to_string(&self.log)
+            .map(|s| s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+}
+
+/// The whole ingest spine for one test.
+pub struct Pipeline {
+    pub id: String,
+    pub gateway_url: String,
+    pub meta_secret: String,
+    pub dialog360_token: String,
+    pub pg: sqlx::PgPool,
+    pub pg_url: String,
+    pub ch_db: String,
+    pub services: Services,
+    pub topic_prefix: String,
+    pub gateway: Proc,
+    pub normalizer: Proc,
+    pub pg_sink: Proc,
+    pub ch_sink: Proc,
+    pub http: reqwest::Client,
+    pub log_dir: tempdir::Dir,
+}
+
+pub mod tempdir {
+    /// A directory under the system temp dir, kept after the test for post-mortems.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(name: &str) -> std::io::Result<Self> {
+            let p = std::env::temp_dir().join("switchboard-e2e").join(name);
+            std::fs::create_dir_all(&p)?;
+            Ok(Dir(p))
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Override service URLs per binary (outage tests point one sink at a private server).
+    pub pg_url: Option<String>,
+    pub clickhouse_url: Option<String>,
+    pub brokers: Option<String>,
+}
+
+impl Pipeline {
+    pub async fn start(opts: Options) -> anyhow::Result<Self> {
+        let services = Services::from_env();
+        let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let log_dir = tempdir::Dir::new(&id)?;
+        let topic_prefix = format!("{id}.");
+        let brokers = opts.brokers.clone().unwrap_or_else(|| services.brokers.clone());
+
+        let kafka = switchboard_runtime::config::KafkaConfig {
+            kafka_brokers: brokers.clone(),
+            topic_prefix: topic_prefix.clone(),
+            schema_registry_url: services.registry.clone(),
+        };
+        let topics = switchboard_runtime::kafka::Topics::new(&topic_prefix).with_partitions(6);
+        switchboard_runtime::kafka::ensure_topics(&kafka, &topics).await?;
+
+        let pg_url = match &opts.pg_url {
+            Some(u) => u.clone(),
+            None => {
+                let admin = sqlx::PgPool::connect(&services.pg_admin_url).await.context("connecting to PostgreSQL (is deploy/infra.sh up?)")?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {id}"))).execute(&admin).await?;
+                admin.close().await;
+                replace_db(&services.pg_admin_url, &id)
+            }
+        };
+        let pg = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_lazy(&pg_url)?;
+        let ch_url = opts.clickhouse_url.clone().unwrap_or_else(|| services.clickhouse_url.clone());
+
+        let gw_port = free_port();
+        let meta_secret = format!("meta-secret-{id}");
+        let dialog360_token = format!("d360-{id}");
+        let common = |extra: &[(&str, String)]| {
+            let mut env: HashMap<String, String> = HashMap::new();
+            env.insert("SWITCHBOARD_KAFKA_BROKERS".into(), brokers.clone());
+            env.insert("SWITCHBOARD_TOPIC_PREFIX".into(), topic_prefix.clone());
+            env.insert("SWITCHBOARD_SCHEMA_REGISTRY_URL".into(), services.registry.clone());
+            env.insert("SWITCHBOARD_BATCH_LINGER".into(), "20ms".into());
+            env.insert("RUST_LOG".into(), "info,rdkafka=warn".into());
+            for (k, v) in extra {
+                env.insert((*k).to_string(), v.clone());
+            }
+            env
+        };
+        let gateway = Proc::spawn(
+            "gateway",
+            common(&[
+                ("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{gw_port}")),
+                ("SWITCHBOARD_META_APP_SECRET", meta_secret.clone()),
+                ("SWITCHBOARD_META_VERIFY_TOKEN", format!("verify-{id}")),
+                ("SWITCHBOARD_DIALOG360_TOKEN", dialog360_token.clone()),
+                ("SWITCHBOARD_MAX_BODY_BYTES", "65536".into()),
+                ("SWITCHBOARD_PRODUCE_TIMEOUT", "3s".into()),
+            ]),
+            &log_dir.0,
+        )?;
+        let normalizer = Proc::spawn(
+            "normalizer",
+            common(&[
+                ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
+                ("SWITCHBOARD_GROUP_ID", format!("{id}-normalizer")),
+                ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
+            ]),
+            &log_dir.0,
+        )?;
+        let pg_sink = Proc::spawn(
+            "pg-sink",
+            common(&[
+                ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
+                ("SWITCHBOARD_GROUP_ID", format!("{id}-pg-sink")),
+                ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
+            ]),
+            &log_dir.0,
+        )?;
+        let ch_sink = Proc::spawn(
+            "ch-sink",
+            common(&[
+                ("SWITCHBOARD_CLICKHOUSE_URL", ch_url.clone()),
+                ("SWITCHBOARD_CLICKHOUSE_DATABASE", id.clone()),
+                ("SWITCHBOARD_GROUP_ID", format!("{id}-ch-sink")),
+                ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
+            ]),
+            &log_dir.0,
+        )?;
+        let p = Pipeline {
+            gateway_url: format!("http://127.0.0.1:{gw_port}"),
+            meta_secret,
+            dialog360_token,
+            pg,
+            pg_url,
+            ch_db: id.clone(),
+            id,
+            topic_prefix,
+            gateway,
+            normalizer,
+            pg_sink,
+            ch_sink,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
+            services,
+            log_dir,
+        };
+        let ready = format!("{}/readyz", p.gateway_url);
+        let http = p.http.clone();
+        wait_until("gateway ready", Duration::from_secs(30), || {
+            let http = http.clone();
+            let ready = ready.clone();
+            async move { Ok(http.get(&ready).send().await.map(|r| r.status().is_success()).unwrap_or(false)) }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n--- gateway log ---\n{}", p.gateway.log_tail()))?;
+        Ok(p)
+    }
+
+    /// POST a Meta webhook signed with the right secret.
+    pub async fn post_meta(&self, body: &[u8]) -> anyhow::Result<reqwest::Response> {
+        let sig = switchboard_connectors::meta::signature::sign(&self.meta_secret, body);
+        Ok(self
+            .http
+            .post(format!("{}/webhooks/meta", self.gateway_url))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body.to_vec())
+            .send()
+            .await?)
+    }
+
+    /// POST until the gateway answers 200, retrying 503s as a BSP would.
+    pub async fn post_meta_until_accepted(&self, body: &[u8]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.post_meta(body).await {
+                Ok(r) if r.status() == 200 => return Ok(()),
+                Ok(r) if r.status() == 503 => {}
+                Ok(r) => anyhow::bail!("gateway answered {}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(_) => {}
+            }
+            anyhow::ensure!(Instant::now() < deadline, "webhook not accepted within 60 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn pg_count(&self, sql: &str) -> anyhow::Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&self.pg).await?;
+        Ok(n)
+    }
+
+    /// Run a ClickHouse query in this test's database and return the TSV answer.
+    pub async fn ch(&self, sql: &str) -> anyhow::Result<String> {
+        ch_query(&self.http, &self.services.clickhouse_url, &self.ch_db, sql).await
+    }
+
+    pub async fn ch_count(&self, sql: &str) -> anyhow::Result<i64> {
+        Ok(self.ch(sql).await?.trim().parse()?)
+    }
+
+    /// Wait until PostgreSQL and ClickHouse both hold `n` status events, then some more
+    /// time to be sure no extra ones come in.
+    pub async fn wait_for_status_events(&self, n: i64, within: Duration) -> anyhow::Result<()> {
+        wait_until("status history in PostgreSQL", within, || async {
+            Ok(self.pg_count("SELECT count(*) FROM message_status_history").await.unwrap_or(-1) >= n)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+        wait_until("status events in ClickHouse", within, || async {
+            Ok(self.ch_count("SELECT count() FROM events WHERE event_type = 'message.status'").await.unwrap_or(-1) >= n)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+    }
+
+    pub fn logs(&self) -> String {
+        [&self.gateway, &self.normalizer, &self.pg_sink, &self.ch_sink]
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Read every record of a topic (from the beginning) until `n` arrived or `within`.
+    pub async fn read_topic(&self, topic_suffix: &str, n: usize, within: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        use rdkafka::message::Message;
+        let topic = format!("{}{topic_suffix}", self.topic_prefix);
+        let c: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.services.brokers)
+            .set("group.id", format!("{}-reader-{}", self.id, uuid::Uuid::new_v4().simple()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        c.subscribe(&[&topic])?;
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while out.len() < n {
+            match tokio::time::timeout_at(deadline, c.recv()).await {
+                Err(_) => break,
+                Ok(Ok(m)) => out.push((m.key().map(|k| String::from_utf8_lossy(k).into_owned()), m.payload().unwrap_or_default().to_vec())),
+                Ok(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub async fn ch_query(http: &reqwest::Client, url: &str, db: &str, sql: &str) -> anyhow::Result<String> {
+    let r = http
+        .post(format!("{url}/?database={db}"))
+        .body(sql.to_string())
+        .send()
+        .await?;
+    let status = r.status();
+    let text = r.text().await?;
+    anyhow::ensure!(status.is_success(), "ClickHouse: {status}: {text}");
+    Ok(text)
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => url.to_string(),
+    }
+}
+
+/// Poll `check` every 100 ms until it returns true or `within` has passed.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
