@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio::process::{Child, Command};
 
 pub mod bsp;
+pub mod services;
 
 /// Where the shared local services are (overridable like the binaries' own config).
 pub struct Services {

@@ -13,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_connectors::{Bsp, SignatureError, WebhookRequest};
@@ -109,22 +109,18 @@ async fn accept(app: &AppState, bsp: &str, request_id: &str, uri: &Uri, headers:
 
     let limit = app.cfg.max_body_bytes;
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {limit} bytes"));
+    // Past the limit the rest is read and dropped, up to a bound, so that the client gets
+    // its 413 instead of a reset connection; far larger bodies are cut off at once.
+    let drain_cap = limit.saturating_mul(4).max(1 << 20);
     let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > drain_cap) {
         return Err(too_large());
     }
-    // Chunked bodies carry no length up front: cap while reading.
-    let body = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<LengthLimitError>() {
-                too_large()
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("could not read body: {e}"))
-            }
-        })?
-        .to_bytes();
+    let body = match read_capped(body, limit, drain_cap).await {
+        Ok(b) => b,
+        Err(Some(e)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("could not read body: {e}"))),
+        Err(None) => return Err(too_large()),
+    };
 
     let mut kept: HashMap<String, String> = HashMap::new();
     for name in KEPT_HEADERS.iter().chain(std::iter::once(&"x-switchboard-token")) {
@@ -163,6 +159,29 @@ async fn accept(app: &AppState, bsp: &str, request_id: &str, uri: &Uri, headers:
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ApiError::unavailable("broker_unavailable", format!("broker did not acknowledge: {e}"))),
         Err(_) => Err(ApiError::unavailable("broker_unavailable", "broker did not acknowledge in time")),
+    }
+}
+
+/// Read at most `limit` bytes; `Err(None)` when the body is larger (having drained up to
+/// `drain_cap` bytes of it), `Err(Some(_))` when reading failed.
+async fn read_capped(mut body: Body, limit: usize, drain_cap: usize) -> Result<bytes::Bytes, Option<axum::Error>> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Some)?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > drain_cap {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        Err(None)
+    } else {
+        Ok(buf.freeze())
     }
 }
 
