@@ -148,7 +148,14 @@ mod tests {
         ] {
             assert_eq!(e164(s).unwrap(), "+16505551234", "{s}");
         }
-        for s in ["", "+", "123", "+0123456789", "abc12345678", "1234567890123456"] {
+        for s in [
+            "",
+            "+",
+            "123",
+            "+0123456789",
+            "abc12345678",
+            "1234567890123456",
+        ] {
             assert_eq!(e164(s).unwrap_err().reason, "bad_phone_number", "{s}");
         }
     }
@@ -157,25 +164,51 @@ mod tests {
     fn shared_token_from_header_or_query() {
         let mut h = HashMap::new();
         let r = |h: &HashMap<String, String>, url: &'static str| -> Result<(), SignatureError> {
-            verify_shared_token("tok", &WebhookRequest { headers: h, body: b"", url })
+            verify_shared_token(
+                "tok",
+                &WebhookRequest {
+                    headers: h,
+                    body: b"",
+                    url,
+                },
+            )
         };
         assert_eq!(r(&h, "/webhooks/gupshup?token=tok"), Ok(()));
         assert_eq!(r(&h, "/webhooks/gupshup?a=1&token=tok"), Ok(()));
-        assert_eq!(r(&h, "/webhooks/gupshup?token=toc"), Err(SignatureError::Mismatch));
-        assert_eq!(r(&h, "/webhooks/gupshup"), Err(SignatureError::Missing("x-switchboard-token")));
+        assert_eq!(
+            r(&h, "/webhooks/gupshup?token=toc"),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            r(&h, "/webhooks/gupshup"),
+            Err(SignatureError::Missing("x-switchboard-token"))
+        );
         h.insert("x-switchboard-token".into(), "tok".into());
         assert_eq!(r(&h, "/webhooks/gupshup"), Ok(()));
         assert_eq!(
-            verify_shared_token("", &WebhookRequest { headers: &h, body: b"", url: "" }),
+            verify_shared_token(
+                "",
+                &WebhookRequest {
+                    headers: &h,
+                    body: b"",
+                    url: ""
+                }
+            ),
             Err(SignatureError::NotConfigured)
         );
     }
 
     #[test]
     fn timestamps_in_seconds_or_millis() {
-        assert_eq!(timestamp_ms(&json!("1603086313")).unwrap(), 1_603_086_313_000);
+        assert_eq!(
+            timestamp_ms(&json!("1603086313")).unwrap(),
+            1_603_086_313_000
+        );
         assert_eq!(timestamp_ms(&json!(1603086313)).unwrap(), 1_603_086_313_000);
-        assert_eq!(timestamp_ms(&json!(1603086313123_i64)).unwrap(), 1_603_086_313_123);
+        assert_eq!(
+            timestamp_ms(&json!(1603086313123_i64)).unwrap(),
+            1_603_086_313_123
+        );
         assert!(timestamp_ms(&json!("soon")).is_err());
         assert!(timestamp_ms(&json!(-5)).is_err());
     }

@@ -19,10 +19,9 @@ use switchboard_schemas::RawWebhook;
 
 /// Parse a raw webhook of any BSP into canonical events.
 pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
-    let bsp: Bsp = raw
-        .bsp
-        .parse()
-        .map_err(|_| ParseError::new("unknown_bsp", format!("no connector for BSP {:?}", raw.bsp)))?;
+    let bsp: Bsp = raw.bsp.parse().map_err(|_| {
+        ParseError::new("unknown_bsp", format!("no connector for BSP {:?}", raw.bsp))
+    })?;
     match bsp {
         Bsp::Meta => meta::inbound::parse(raw, Bsp::Meta),
         Bsp::Dialog360 => dialog360::inbound::parse(raw),

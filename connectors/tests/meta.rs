@@ -17,7 +17,10 @@ fn raw(bsp: &str, body: &[u8]) -> RawWebhook {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = format!("{}/tests/fixtures/meta/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let p = format!(
+        "{}/tests/fixtures/meta/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
 
@@ -36,10 +39,16 @@ fn statuses_map_to_canonical_fields() {
     assert_eq!(e.business_number, "+15550783881");
     assert_eq!(e.business_account_id.as_deref(), Some("106540352242922"));
     assert_eq!(e.customer_id, "+16505551234");
-    assert_eq!(e.wamid, "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA");
+    assert_eq!(
+        e.wamid,
+        "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA"
+    );
     assert_eq!(e.occurred_at_ms, 1_750_263_773_000);
     assert_eq!(e.received_at_ms, 1_750_263_999_000);
-    assert_eq!(e.conversation_id.as_deref(), Some("4cb0e7c2b2f8bb57db6d61bbd9c4cc8e"));
+    assert_eq!(
+        e.conversation_id.as_deref(),
+        Some("4cb0e7c2b2f8bb57db6d61bbd9c4cc8e")
+    );
     assert_eq!(e.conversation_category.as_deref(), Some("marketing"));
     assert_eq!(e.pricing_category.as_deref(), Some("marketing"));
     assert_eq!(e.billable, Some(true));
@@ -52,12 +61,23 @@ fn statuses_map_to_canonical_fields() {
     let f = one("status_failed");
     assert_eq!(f.status.as_deref(), Some("failed"));
     assert_eq!(f.error_code.as_deref(), Some("131049"));
-    assert!(f.error_title.as_deref().unwrap().contains("healthy ecosystem"));
-    assert!(f.error_detail.as_deref().unwrap().starts_with("In order to maintain"));
+    assert!(f
+        .error_title
+        .as_deref()
+        .unwrap()
+        .contains("healthy ecosystem"));
+    assert!(f
+        .error_detail
+        .as_deref()
+        .unwrap()
+        .starts_with("In order to maintain"));
 
     let p = one("status_played_bsuid");
     assert_eq!(p.status.as_deref(), Some("played"));
-    assert_eq!(p.customer_id, "US.13491208655302741918", "business-scoped user id kept whole");
+    assert_eq!(
+        p.customer_id, "US.13491208655302741918",
+        "business-scoped user id kept whole"
+    );
 }
 
 #[test]
@@ -66,7 +86,13 @@ fn batched_payloads_yield_every_status() {
     assert!(rejects.is_empty());
     let got: Vec<(&str, &str, &str)> = events
         .iter()
-        .map(|e| (e.wamid.as_str(), e.status.as_deref().unwrap(), e.business_number.as_str()))
+        .map(|e| {
+            (
+                e.wamid.as_str(),
+                e.status.as_deref().unwrap(),
+                e.business_number.as_str(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -82,21 +108,57 @@ fn batched_payloads_yield_every_status() {
 #[test]
 fn every_inbound_content_type() {
     let cases = [
-        ("message_text", "text", "\"body\":\"Does it come in another color?\""),
-        ("message_image", "image", "\"caption\":\"This is a caption\""),
+        (
+            "message_text",
+            "text",
+            "\"body\":\"Does it come in another color?\"",
+        ),
+        (
+            "message_image",
+            "image",
+            "\"caption\":\"This is a caption\"",
+        ),
         ("message_audio", "audio", "\"voice\":false"),
         ("message_voice", "voice", "\"voice\":true"),
         ("message_video", "video", "\"caption\":\"Look\""),
-        ("message_document", "document", "\"filename\":\"invoice.pdf\""),
+        (
+            "message_document",
+            "document",
+            "\"filename\":\"invoice.pdf\"",
+        ),
         ("message_sticker", "sticker", "\"mime_type\":\"image/webp\""),
         ("message_location", "location", "\"latitude\":37.483307"),
-        ("message_contacts", "contacts", "\"formatted_name\":\"Barbara J. Johnson\""),
-        ("message_button_reply", "interactive", "\"kind\":\"button_reply\""),
-        ("message_list_reply", "interactive", "\"id\":\"priority_express\""),
-        ("message_template_button", "button", "\"payload\":\"STOP_PROMOS\""),
+        (
+            "message_contacts",
+            "contacts",
+            "\"formatted_name\":\"Barbara J. Johnson\"",
+        ),
+        (
+            "message_button_reply",
+            "interactive",
+            "\"kind\":\"button_reply\"",
+        ),
+        (
+            "message_list_reply",
+            "interactive",
+            "\"id\":\"priority_express\"",
+        ),
+        (
+            "message_template_button",
+            "button",
+            "\"payload\":\"STOP_PROMOS\"",
+        ),
         ("message_reaction", "reaction", "\"emoji\":\"😀\""),
-        ("message_order", "order", "\"product_retailer_id\":\"di9ozbzfi4\""),
-        ("message_system", "system", "\"type\":\"user_changed_number\""),
+        (
+            "message_order",
+            "order",
+            "\"product_retailer_id\":\"di9ozbzfi4\"",
+        ),
+        (
+            "message_system",
+            "system",
+            "\"type\":\"user_changed_number\"",
+        ),
         ("message_unsupported", "unknown", "\"type\":\"unsupported\""),
     ];
     for (name, kind, needle) in cases {
@@ -105,21 +167,33 @@ fn every_inbound_content_type() {
         assert_eq!(e.message_type.as_deref(), Some(kind), "{name}");
         let content = e.content.as_deref().unwrap();
         assert!(content.contains(needle), "{name}: {content}");
-        assert!(content.contains("\"profile_name\":\"Sheena Nelson\""), "{name}");
+        assert!(
+            content.contains("\"profile_name\":\"Sheena Nelson\""),
+            "{name}"
+        );
         assert_eq!(e.customer_id, "+16505551234");
         assert_eq!(e.wamid, format!("wamid.IN_{name}"));
         assert_eq!(e.event_id, inbound_event_id("meta", &e.wamid));
         assert_eq!(e.status, None);
     }
-    assert_eq!(one("message_button_reply").context_wamid.as_deref(), Some("wamid.OUT_BUTTONS"));
-    assert_eq!(one("message_reaction").context_wamid.as_deref(), Some("wamid.OUT_REACTED"));
+    assert_eq!(
+        one("message_button_reply").context_wamid.as_deref(),
+        Some("wamid.OUT_BUTTONS")
+    );
+    assert_eq!(
+        one("message_reaction").context_wamid.as_deref(),
+        Some("wamid.OUT_REACTED")
+    );
 }
 
 #[test]
 fn dialog360_uses_the_same_format_under_its_own_name() {
     let Parsed { events, .. } = parse(&raw("360dialog", &fixture("status_sent"))).unwrap();
     assert_eq!(events[0].bsp, "360dialog");
-    assert_eq!(events[0].event_id, status_event_id("360dialog", &events[0].wamid, Status::Sent));
+    assert_eq!(
+        events[0].event_id,
+        status_event_id("360dialog", &events[0].wamid, Status::Sent)
+    );
 }
 
 #[test]
@@ -132,7 +206,10 @@ fn bad_items_are_rejected_with_reasons_and_good_ones_kept() {
     let Parsed { events, rejects } = parse(&raw("meta", body)).unwrap();
     assert_eq!(events.len(), 1);
     let reasons: Vec<&str> = rejects.iter().map(|r| r.reason).collect();
-    assert_eq!(reasons, vec!["unknown_status", "bad_phone_number", "bad_timestamp"]);
+    assert_eq!(
+        reasons,
+        vec!["unknown_status", "bad_phone_number", "bad_timestamp"]
+    );
 }
 
 #[test]
@@ -141,11 +218,17 @@ fn wrong_shapes_are_parse_errors() {
         (&b"{\"entry\":"[..], "bad_shape"),
         (&b"[1,2,3]"[..], "bad_shape"),
         (&b"{\"object\":\"page\",\"entry\":[]}"[..], "bad_shape"),
-        (&b"{\"object\":\"whatsapp_business_account\",\"entry\":[]}"[..], "no_events"),
+        (
+            &b"{\"object\":\"whatsapp_business_account\",\"entry\":[]}"[..],
+            "no_events",
+        ),
     ] {
         assert_eq!(parse(&raw("meta", body)).unwrap_err().reason, reason);
     }
-    assert_eq!(parse(&raw("nope", b"{}")).unwrap_err().reason, "unknown_bsp");
+    assert_eq!(
+        parse(&raw("nope", b"{}")).unwrap_err().reason,
+        "unknown_bsp"
+    );
 }
 
 mod fuzz {

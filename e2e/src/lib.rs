@@ -29,7 +29,10 @@ impl Services {
         Self {
             brokers: get("SWITCHBOARD_KAFKA_BROKERS", "127.0.0.1:9092"),
             registry: get("SWITCHBOARD_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
-            pg_admin_url: get("SWITCHBOARD_DATABASE_URL", "postgres://switchboard:switchboard@127.0.0.1:5432/switchboard"),
+            pg_admin_url: get(
+                "SWITCHBOARD_DATABASE_URL",
+                "postgres://switchboard:switchboard@127.0.0.1:5432/switchboard",
+            ),
             clickhouse_url: get("SWITCHBOARD_CLICKHOUSE_URL", "http://127.0.0.1:8123"),
         }
     }
@@ -38,7 +41,10 @@ impl Services {
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>
-    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn free_port() -> u16 {
@@ -58,14 +64,26 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: &'static str, env: HashMap<String, String>, log_dir: &std::path::Path) -> anyhow::Result<Self> {
-        let mut p = Proc { name, env, child: None, log: log_dir.join(format!("{name}.log")) };
+    pub fn spawn(
+        name: &'static str,
+        env: HashMap<String, String>,
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let mut p = Proc {
+            name,
+            env,
+            child: None,
+            log: log_dir.join(format!("{name}.log")),
+        };
         p.start()?;
         Ok(p)
     }
 
     pub fn start(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(bin_dir().join(self.name))
             .envs(&self.env)
             .env("SWITCHBOARD_LOG_FORMAT", "text")
@@ -89,17 +107,35 @@ impl Proc {
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.child.take() {
             if let Some(pid) = c.id() {
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
             }
-            let status = tokio::time::timeout(Duration::from_secs(30), c.wait()).await.context("graceful stop timed out")??;
-            anyhow::ensure!(status.success(), "{} exited with {status} on SIGTERM", self.name);
+            let status = tokio::time::timeout(Duration::from_secs(30), c.wait())
+                .await
+                .context("graceful stop timed out")??;
+            anyhow::ensure!(
+                status.success(),
+                "{} exited with {status} on SIGTERM",
+                self.name
+            );
         }
         Ok(())
     }
 
     pub fn log_tail(&self) -> String {
         std::fs::read_to_string(&self.log)
-            .map(|s| s.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
+            .map(|s| {
+                s.lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
             .unwrap_or_default()
     }
 }
@@ -149,7 +185,10 @@ impl Pipeline {
         let id = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let log_dir = tempdir::Dir::new(&id)?;
         let topic_prefix = format!("{id}.");
-        let brokers = opts.brokers.clone().unwrap_or_else(|| services.brokers.clone());
+        let brokers = opts
+            .brokers
+            .clone()
+            .unwrap_or_else(|| services.brokers.clone());
 
         let kafka = switchboard_runtime::config::KafkaConfig {
             kafka_brokers: brokers.clone(),
@@ -162,14 +201,23 @@ impl Pipeline {
         let pg_url = match &opts.pg_url {
             Some(u) => u.clone(),
             None => {
-                let admin = sqlx::PgPool::connect(&services.pg_admin_url).await.context("connecting to PostgreSQL (is deploy/infra.sh up?)")?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {id}"))).execute(&admin).await?;
+                let admin = sqlx::PgPool::connect(&services.pg_admin_url)
+                    .await
+                    .context("connecting to PostgreSQL (is deploy/infra.sh up?)")?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {id}")))
+                    .execute(&admin)
+                    .await?;
                 admin.close().await;
                 replace_db(&services.pg_admin_url, &id)
             }
         };
-        let pg = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_lazy(&pg_url)?;
-        let ch_url = opts.clickhouse_url.clone().unwrap_or_else(|| services.clickhouse_url.clone());
+        let pg = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy(&pg_url)?;
+        let ch_url = opts
+            .clickhouse_url
+            .clone()
+            .unwrap_or_else(|| services.clickhouse_url.clone());
 
         let gw_port = free_port();
         let meta_secret = format!("meta-secret-{id}");
@@ -178,7 +226,10 @@ impl Pipeline {
             let mut env: HashMap<String, String> = HashMap::new();
             env.insert("SWITCHBOARD_KAFKA_BROKERS".into(), brokers.clone());
             env.insert("SWITCHBOARD_TOPIC_PREFIX".into(), topic_prefix.clone());
-            env.insert("SWITCHBOARD_SCHEMA_REGISTRY_URL".into(), services.registry.clone());
+            env.insert(
+                "SWITCHBOARD_SCHEMA_REGISTRY_URL".into(),
+                services.registry.clone(),
+            );
             env.insert("SWITCHBOARD_BATCH_LINGER".into(), "20ms".into());
             env.insert("RUST_LOG".into(), "info,rdkafka=warn".into());
             for (k, v) in extra {
@@ -239,7 +290,9 @@ impl Pipeline {
             normalizer,
             pg_sink,
             ch_sink,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
             services,
             log_dir,
         };
@@ -248,7 +301,14 @@ impl Pipeline {
         wait_until("gateway ready", Duration::from_secs(30), || {
             let http = http.clone();
             let ready = ready.clone();
-            async move { Ok(http.get(&ready).send().await.map(|r| r.status().is_success()).unwrap_or(false)) }
+            async move {
+                Ok(http
+                    .get(&ready)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false))
+            }
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n--- gateway log ---\n{}", p.gateway.log_tail()))?;
@@ -275,16 +335,25 @@ impl Pipeline {
             match self.post_meta(body).await {
                 Ok(r) if r.status() == 200 => return Ok(()),
                 Ok(r) if r.status() == 503 => {}
-                Ok(r) => anyhow::bail!("gateway answered {}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Ok(r) => anyhow::bail!(
+                    "gateway answered {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
                 Err(_) => {}
             }
-            anyhow::ensure!(Instant::now() < deadline, "webhook not accepted within 60 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "webhook not accepted within 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     pub async fn pg_count(&self, sql: &str) -> anyhow::Result<i64> {
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&self.pg).await?;
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.pg)
+            .await?;
         Ok(n)
     }
 
@@ -301,33 +370,54 @@ impl Pipeline {
     /// time to be sure no extra ones come in.
     pub async fn wait_for_status_events(&self, n: i64, within: Duration) -> anyhow::Result<()> {
         wait_until("status history in PostgreSQL", within, || async {
-            Ok(self.pg_count("SELECT count(*) FROM message_status_history").await.unwrap_or(-1) >= n)
+            Ok(self
+                .pg_count("SELECT count(*) FROM message_status_history")
+                .await
+                .unwrap_or(-1)
+                >= n)
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
         wait_until("status events in ClickHouse", within, || async {
-            Ok(self.ch_count("SELECT count() FROM events WHERE event_type = 'message.status'").await.unwrap_or(-1) >= n)
+            Ok(self
+                .ch_count("SELECT count() FROM events WHERE event_type = 'message.status'")
+                .await
+                .unwrap_or(-1)
+                >= n)
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 
     pub fn logs(&self) -> String {
-        [&self.gateway, &self.normalizer, &self.pg_sink, &self.ch_sink]
-            .iter()
-            .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        [
+            &self.gateway,
+            &self.normalizer,
+            &self.pg_sink,
+            &self.ch_sink,
+        ]
+        .iter()
+        .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     /// Read every record of a topic (from the beginning) until `n` arrived or `within`.
-    pub async fn read_topic(&self, topic_suffix: &str, n: usize, within: Duration) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
+    pub async fn read_topic(
+        &self,
+        topic_suffix: &str,
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<Vec<(Option<String>, Vec<u8>)>> {
         use rdkafka::consumer::{Consumer, StreamConsumer};
         use rdkafka::message::Message;
         let topic = format!("{}{topic_suffix}", self.topic_prefix);
         let c: StreamConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &self.services.brokers)
-            .set("group.id", format!("{}-reader-{}", self.id, uuid::Uuid::new_v4().simple()))
+            .set(
+                "group.id",
+                format!("{}-reader-{}", self.id, uuid::Uuid::new_v4().simple()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()?;
@@ -337,7 +427,10 @@ impl Pipeline {
         while out.len() < n {
             match tokio::time::timeout_at(deadline, c.recv()).await {
                 Err(_) => break,
-                Ok(Ok(m)) => out.push((m.key().map(|k| String::from_utf8_lossy(k).into_owned()), m.payload().unwrap_or_default().to_vec())),
+                Ok(Ok(m)) => out.push((
+                    m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    m.payload().unwrap_or_default().to_vec(),
+                )),
                 Ok(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
             }
         }
@@ -345,7 +438,12 @@ impl Pipeline {
     }
 }
 
-pub async fn ch_query(http: &reqwest::Client, url: &str, db: &str, sql: &str) -> anyhow::Result<String> {
+pub async fn ch_query(
+    http: &reqwest::Client,
+    url: &str,
+    db: &str,
+    sql: &str,
+) -> anyhow::Result<String> {
     let r = http
         .post(format!("{url}/?database={db}"))
         .body(sql.to_string())
@@ -375,7 +473,10 @@ where
         if check().await? {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

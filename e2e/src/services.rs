@@ -11,8 +11,15 @@ use tokio::process::{Child, Command};
 use crate::{free_port, wait_until};
 
 fn sh(cmd: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new("sh").arg("-c").arg(cmd).output()?;
-    anyhow::ensure!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -25,7 +32,10 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     pub async fn start() -> anyhow::Result<Self> {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("switchboard-pg-{port}-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-pg-{port}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&dir)?;
         sh(&format!("chown postgres {}", dir.display()))?;
         sh(&format!("su postgres -c '/usr/lib/postgresql/15/bin/initdb -D {} -A trust -U postgres' >/dev/null", dir.display()))?;
@@ -40,7 +50,10 @@ impl PrivatePostgres {
 
     /// Stop like a crash: no checkpoint, connections cut.
     pub fn crash(&self) -> anyhow::Result<()> {
-        sh(&format!("su postgres -c '/usr/lib/postgresql/15/bin/pg_ctl -D {} -m immediate stop' >/dev/null", self.dir.display()))
+        sh(&format!(
+            "su postgres -c '/usr/lib/postgresql/15/bin/pg_ctl -D {} -m immediate stop' >/dev/null",
+            self.dir.display()
+        ))
     }
 
     pub async fn resume(&self) -> anyhow::Result<()> {
@@ -105,7 +118,11 @@ impl PrivateClickHouse {
   <quotas><default></default></quotas>
 </yandex>"#,
         )?;
-        let mut ch = PrivateClickHouse { dir, http_port, child: None };
+        let mut ch = PrivateClickHouse {
+            dir,
+            http_port,
+            child: None,
+        };
         ch.resume().await?;
         Ok(ch)
     }
@@ -122,7 +139,10 @@ impl PrivateClickHouse {
 
     pub async fn resume(&mut self) -> anyhow::Result<()> {
         let child = Command::new("/usr/sbin/clickhouse-server")
-            .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -134,7 +154,14 @@ impl PrivateClickHouse {
         wait_until("private ClickHouse", Duration::from_secs(30), || {
             let http = http.clone();
             let url = url.clone();
-            async move { Ok(http.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)) }
+            async move {
+                Ok(http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false))
+            }
         })
         .await
     }
@@ -157,15 +184,21 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     pub fn binary() -> PathBuf {
-        std::env::var("SWITCHBOARD_NISSHI").map(PathBuf::from).unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-            let cache = std::env::var("SWITCHBOARD_CACHE").unwrap_or_else(|_| format!("{home}/.cache/switchboard"));
-            PathBuf::from(cache).join("nisshi-0.8.1/bin/nisshi")
-        })
+        std::env::var("SWITCHBOARD_NISSHI")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+                let cache = std::env::var("SWITCHBOARD_CACHE")
+                    .unwrap_or_else(|_| format!("{home}/.cache/switchboard"));
+                PathBuf::from(cache).join("nisshi-0.8.1/bin/nisshi")
+            })
     }
 
     pub async fn start() -> anyhow::Result<Self> {
-        let mut b = PrivateBroker { port: free_port(), child: None };
+        let mut b = PrivateBroker {
+            port: free_port(),
+            child: None,
+        };
         b.resume().await?;
         Ok(b)
     }
@@ -183,7 +216,15 @@ impl PrivateBroker {
     pub async fn resume(&mut self) -> anyhow::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(Self::binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://nisshi/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://nisshi/",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -192,7 +233,9 @@ impl PrivateBroker {
         self.child = Some(child);
         let port = self.port;
         wait_until("private broker", Duration::from_secs(20), || async move {
-            Ok(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok())
+            Ok(tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok())
         })
         .await
     }

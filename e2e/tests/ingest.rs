@@ -12,12 +12,18 @@ use switchboard_schemas::{RawWebhook, Status};
 const BUSINESS: &str = "15550783881";
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors/tests/fixtures/meta");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../connectors/tests/fixtures/meta"
+    );
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .expect("fixtures dir")
         .map(|e| {
             let p = e.expect("entry").path();
-            (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).expect("fixture"))
+            (
+                p.file_stem().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).expect("fixture"),
+            )
         })
         .collect();
     out.sort();
@@ -33,11 +39,14 @@ fn parse(bsp: &str, body: &[u8]) -> Vec<switchboard_schemas::Event> {
         headers: HashMap::new(),
         body: body.to_vec(),
     };
-    switchboard_connectors::parse(&raw).expect("fixture parses").events
+    switchboard_connectors::parse(&raw)
+        .expect("fixture parses")
+        .events
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() -> anyhow::Result<()> {
+async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() -> anyhow::Result<()>
+{
     let p = Pipeline::start(Options::default()).await?;
     let mut expected = Vec::new();
     for (name, body) in fixtures() {
@@ -46,10 +55,16 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
         expected.extend(parse("meta", &body));
     }
     // The same Cloud API payloads through 360dialog, with its shared token.
-    let (_, body) = fixtures().into_iter().find(|(n, _)| n == "status_failed").unwrap();
+    let (_, body) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "status_failed")
+        .unwrap();
     let r = p
         .http
-        .post(format!("{}/webhooks/360dialog?token={}", p.gateway_url, p.dialog360_token))
+        .post(format!(
+            "{}/webhooks/360dialog?token={}",
+            p.gateway_url, p.dialog360_token
+        ))
         .header("content-type", "application/json")
         .body(body.clone())
         .send()
@@ -58,12 +73,21 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
     expected.extend(parse("360dialog", &body));
 
     let statuses: Vec<_> = expected.iter().filter(|e| e.status.is_some()).collect();
-    let inbound: Vec<_> = expected.iter().filter(|e| e.event_type == "message.received").collect();
-    assert!(statuses.len() >= 9 && inbound.len() >= 16, "fixtures cover statuses and inbound types");
-    p.wait_for_status_events(statuses.len() as i64, Duration::from_secs(60)).await?;
-    switchboard_e2e::wait_until("all events in ClickHouse", Duration::from_secs(60), || async {
-        Ok(p.ch_count("SELECT count() FROM events").await? == expected.len() as i64)
-    })
+    let inbound: Vec<_> = expected
+        .iter()
+        .filter(|e| e.event_type == "message.received")
+        .collect();
+    assert!(
+        statuses.len() >= 9 && inbound.len() >= 16,
+        "fixtures cover statuses and inbound types"
+    );
+    p.wait_for_status_events(statuses.len() as i64, Duration::from_secs(60))
+        .await?;
+    switchboard_e2e::wait_until(
+        "all events in ClickHouse",
+        Duration::from_secs(60),
+        || async { Ok(p.ch_count("SELECT count() FROM events").await? == expected.len() as i64) },
+    )
     .await?;
 
     // History: every status event, with its canonical fields.
@@ -74,7 +98,15 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
         .bind(&e.event_id)
         .fetch_one(&p.pg)
         .await?;
-        assert_eq!(row, (e.bsp.clone(), e.wamid.clone(), e.status.clone().unwrap(), e.error_code.clone()));
+        assert_eq!(
+            row,
+            (
+                e.bsp.clone(),
+                e.wamid.clone(),
+                e.status.clone().unwrap(),
+                e.error_code.clone()
+            )
+        );
     }
     // Current status of the message that went sent → delivered → read.
     let (status, customer, business, conv): (String, String, String, Option<String>) = sqlx::query_as(
@@ -83,11 +115,24 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
     .bind("wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA")
     .fetch_one(&p.pg)
     .await?;
-    assert_eq!((status.as_str(), customer.as_str(), business.as_str(), conv.as_deref()), ("read", "+16505551234", "+15550783881", Some("marketing")));
+    assert_eq!(
+        (
+            status.as_str(),
+            customer.as_str(),
+            business.as_str(),
+            conv.as_deref()
+        ),
+        ("read", "+16505551234", "+15550783881", Some("marketing"))
+    );
     // Failed message keeps its error; BSUID customers are kept whole.
     let (status, code): (String, Option<String>) =
-        sqlx::query_as("SELECT status, error_code FROM messages WHERE bsp = '360dialog'").fetch_one(&p.pg).await?;
-    assert_eq!((status.as_str(), code.as_deref()), ("failed", Some("131049")));
+        sqlx::query_as("SELECT status, error_code FROM messages WHERE bsp = '360dialog'")
+            .fetch_one(&p.pg)
+            .await?;
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("failed", Some("131049"))
+    );
     assert_eq!(p.pg_count("SELECT count(*) FROM messages WHERE customer_id = 'US.13491208655302741918' AND status = 'played'").await?, 1);
 
     // Inbound messages: one row each, with type and content.
@@ -127,9 +172,23 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
         assert_eq!(got, want, "{}", e.event_id);
     }
     // The rollup answers per business number and day without the raw rows.
-    let count = |st: &str| statuses.iter().filter(|e| e.business_number == "+15550783881" && e.status.as_deref() == Some(st)).count();
+    let count = |st: &str| {
+        statuses
+            .iter()
+            .filter(|e| e.business_number == "+15550783881" && e.status.as_deref() == Some(st))
+            .count()
+    };
     let summary = p.ch("SELECT business_number, sent, delivered, read, failed FROM daily_summary WHERE business_number = '+15550783881' AND day = '2025-06-18' FORMAT TSV").await?;
-    assert_eq!(summary, format!("+15550783881\t{}\t{}\t{}\t{}\n", count("sent"), count("delivered"), count("read"), count("failed")));
+    assert_eq!(
+        summary,
+        format!(
+            "+15550783881\t{}\t{}\t{}\t{}\n",
+            count("sent"),
+            count("delivered"),
+            count("read"),
+            count("failed")
+        )
+    );
     // Only the status_* message has both sent (1750263773) and delivered (1750263775):
     // one delivery, 2 s.
     let latency = p.ch("SELECT quantilesMerge(0.5, 0.9, 0.99)(latency_quantiles), countMerge(deliveries) FROM daily_delivery_latency WHERE business_number = '+15550783881' FORMAT TSV").await?;
@@ -144,7 +203,10 @@ async fn repeated_webhooks_and_a_restart_yield_one_row_each() -> anyhow::Result<
         .flat_map(|i| {
             let w = format!("wamid.REPEAT{i}");
             let c = format!("1650555{i:04}");
-            vec![meta_status(BUSINESS, &c, &w, "sent", 1_750_000_000 + i), meta_status(BUSINESS, &c, &w, "delivered", 1_750_000_100 + i)]
+            vec![
+                meta_status(BUSINESS, &c, &w, "sent", 1_750_000_000 + i),
+                meta_status(BUSINESS, &c, &w, "delivered", 1_750_000_100 + i),
+            ]
         })
         .collect();
     for _ in 0..3 {
@@ -152,7 +214,8 @@ async fn repeated_webhooks_and_a_restart_yield_one_row_each() -> anyhow::Result<
             assert_eq!(p.post_meta(b).await?.status(), 200);
         }
     }
-    p.wait_for_status_events(40, Duration::from_secs(60)).await?;
+    p.wait_for_status_events(40, Duration::from_secs(60))
+        .await?;
     // Restart the normalizer (its dedupe state lives in PostgreSQL) and send them again.
     p.normalizer.stop().await?;
     p.normalizer.start()?;
@@ -160,24 +223,47 @@ async fn repeated_webhooks_and_a_restart_yield_one_row_each() -> anyhow::Result<
         assert_eq!(p.post_meta(b).await?.status(), 200);
     }
     // Prove the repeats were processed (the consumer caught up) before counting.
-    let raw = p.read_topic("wa.webhooks.raw", 160, Duration::from_secs(30)).await?;
-    assert_eq!(raw.len(), 160, "all 160 accepted webhooks are on wa.webhooks.raw");
-    switchboard_e2e::wait_until("normalizer dedupe hits for the last round", Duration::from_secs(60), || async {
-        Ok(p.pg_count("SELECT count(*) FROM dedupe_events").await? == 40)
-    })
+    let raw = p
+        .read_topic("wa.webhooks.raw", 160, Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        raw.len(),
+        160,
+        "all 160 accepted webhooks are on wa.webhooks.raw"
+    );
+    switchboard_e2e::wait_until(
+        "normalizer dedupe hits for the last round",
+        Duration::from_secs(60),
+        || async { Ok(p.pg_count("SELECT count(*) FROM dedupe_events").await? == 40) },
+    )
     .await?;
-    let events = p.read_topic("wa.events", 41, Duration::from_secs(10)).await?;
+    let events = p
+        .read_topic("wa.events", 41, Duration::from_secs(10))
+        .await?;
     assert_eq!(events.len(), 40, "wa.events carries each event once");
-    assert_eq!(p.pg_count("SELECT count(*) FROM message_status_history").await?, 40);
+    assert_eq!(
+        p.pg_count("SELECT count(*) FROM message_status_history")
+            .await?,
+        40
+    );
     assert_eq!(p.pg_count("SELECT count(*) FROM messages").await?, 20);
-    assert_eq!(p.pg_count("SELECT count(*) FROM messages WHERE status = 'delivered'").await?, 20);
+    assert_eq!(
+        p.pg_count("SELECT count(*) FROM messages WHERE status = 'delivered'")
+            .await?,
+        20
+    );
     assert_eq!(p.ch_count("SELECT count() FROM events").await?, 40);
-    assert_eq!(p.ch_count("SELECT sum(events) FROM daily_status_counts").await?, 40);
+    assert_eq!(
+        p.ch_count("SELECT sum(events) FROM daily_status_counts")
+            .await?,
+        40
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn out_of_order_statuses_end_in_the_right_current_status_with_full_history() -> anyhow::Result<()> {
+async fn out_of_order_statuses_end_in_the_right_current_status_with_full_history(
+) -> anyhow::Result<()> {
     let p = Pipeline::start(Options::default()).await?;
     // (wamid, arrival order, expected current status)
     let cases: [(&str, &[&str], &str); 4] = [
@@ -192,29 +278,57 @@ async fn out_of_order_statuses_end_in_the_right_current_status_with_full_history
             let ts = 1_750_000_000 + s.parse::<Status>().unwrap().rank() as i64;
             // One webhook at a time, each acknowledged before the next, so arrival order
             // is exactly `order`.
-            assert_eq!(p.post_meta(&meta_status(BUSINESS, &format!("1650555000{i}"), wamid, s, ts)).await?.status(), 200);
+            assert_eq!(
+                p.post_meta(&meta_status(
+                    BUSINESS,
+                    &format!("1650555000{i}"),
+                    wamid,
+                    s,
+                    ts
+                ))
+                .await?
+                .status(),
+                200
+            );
             n += 1;
         }
     }
     p.wait_for_status_events(n, Duration::from_secs(60)).await?;
     for (wamid, order, want) in cases {
-        let (status,): (String,) = sqlx::query_as("SELECT status FROM messages WHERE wamid = $1").bind(wamid).fetch_one(&p.pg).await?;
-        assert_eq!(status, want, "{wamid}");
-        let hist: Vec<(String,)> = sqlx::query_as("SELECT status FROM message_status_history WHERE wamid = $1 ORDER BY occurred_at")
+        let (status,): (String,) = sqlx::query_as("SELECT status FROM messages WHERE wamid = $1")
             .bind(wamid)
-            .fetch_all(&p.pg)
+            .fetch_one(&p.pg)
             .await?;
+        assert_eq!(status, want, "{wamid}");
+        let hist: Vec<(String,)> = sqlx::query_as(
+            "SELECT status FROM message_status_history WHERE wamid = $1 ORDER BY occurred_at",
+        )
+        .bind(wamid)
+        .fetch_all(&p.pg)
+        .await?;
         let mut expect: Vec<&str> = order.to_vec();
         expect.sort_by_key(|s| s.parse::<Status>().unwrap().rank());
-        assert_eq!(hist.iter().map(|(s,)| s.as_str()).collect::<Vec<_>>(), expect, "{wamid}");
+        assert_eq!(
+            hist.iter().map(|(s,)| s.as_str()).collect::<Vec<_>>(),
+            expect,
+            "{wamid}"
+        );
     }
-    let (code,): (Option<String>,) = sqlx::query_as("SELECT error_code FROM messages WHERE wamid = 'wamid.OOO2'").fetch_one(&p.pg).await?;
-    assert_eq!(code.as_deref(), Some("131026"), "a late failure's error stays visible");
+    let (code,): (Option<String>,) =
+        sqlx::query_as("SELECT error_code FROM messages WHERE wamid = 'wamid.OOO2'")
+            .fetch_one(&p.pg)
+            .await?;
+    assert_eq!(
+        code.as_deref(),
+        Some("131026"),
+        "a late failure's error stays visible"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kill_9_of_normalizer_and_sinks_mid_stream_loses_and_doubles_nothing() -> anyhow::Result<()> {
+async fn kill_9_of_normalizer_and_sinks_mid_stream_loses_and_doubles_nothing() -> anyhow::Result<()>
+{
     let mut p = Pipeline::start(Options::default()).await?;
     const MESSAGES: usize = 1000;
     let bodies: Vec<Vec<u8>> = (0..MESSAGES)
@@ -224,7 +338,13 @@ async fn kill_9_of_normalizer_and_sinks_mid_stream_loses_and_doubles_nothing() -
             vec![
                 meta_status(BUSINESS, &c, &w, "sent", 1_750_000_000 + i as i64),
                 meta_status(BUSINESS, &c, &w, "delivered", 1_750_000_001 + i as i64),
-                meta_text(BUSINESS, &c, &format!("wamid.KILLIN{i}"), "hi", 1_750_000_002 + i as i64),
+                meta_text(
+                    BUSINESS,
+                    &c,
+                    &format!("wamid.KILLIN{i}"),
+                    "hi",
+                    1_750_000_002 + i as i64,
+                ),
             ]
         })
         .collect();
@@ -253,33 +373,63 @@ async fn kill_9_of_normalizer_and_sinks_mid_stream_loses_and_doubles_nothing() -
             }
         }
     }
-    p.wait_for_status_events(total_status, Duration::from_secs(120)).await?;
-    switchboard_e2e::wait_until("every event in ClickHouse", Duration::from_secs(120), || async {
-        Ok(p.ch_count("SELECT count() FROM events").await? >= total_events)
-    })
+    p.wait_for_status_events(total_status, Duration::from_secs(120))
+        .await?;
+    switchboard_e2e::wait_until(
+        "every event in ClickHouse",
+        Duration::from_secs(120),
+        || async { Ok(p.ch_count("SELECT count() FROM events").await? >= total_events) },
+    )
     .await?;
-    switchboard_e2e::wait_until("every message row in PostgreSQL", Duration::from_secs(60), || async {
-        Ok(p.pg_count("SELECT count(*) FROM messages").await? >= 2 * MESSAGES as i64)
-    })
+    switchboard_e2e::wait_until(
+        "every message row in PostgreSQL",
+        Duration::from_secs(60),
+        || async { Ok(p.pg_count("SELECT count(*) FROM messages").await? >= 2 * MESSAGES as i64) },
+    )
     .await?;
     // Let anything still in flight land before counting exactly.
     p.normalizer.stop().await?;
     p.pg_sink.stop().await?;
     p.ch_sink.stop().await?;
 
-    assert_eq!(p.pg_count("SELECT count(*) FROM message_status_history").await?, total_status);
-    assert_eq!(p.pg_count("SELECT count(*) FROM messages WHERE direction = 'outbound' AND status = 'delivered'").await?, MESSAGES as i64);
-    assert_eq!(p.pg_count("SELECT count(*) FROM messages WHERE direction = 'inbound'").await?, MESSAGES as i64);
+    assert_eq!(
+        p.pg_count("SELECT count(*) FROM message_status_history")
+            .await?,
+        total_status
+    );
+    assert_eq!(
+        p.pg_count(
+            "SELECT count(*) FROM messages WHERE direction = 'outbound' AND status = 'delivered'"
+        )
+        .await?,
+        MESSAGES as i64
+    );
+    assert_eq!(
+        p.pg_count("SELECT count(*) FROM messages WHERE direction = 'inbound'")
+            .await?,
+        MESSAGES as i64
+    );
     // Exactly once in ClickHouse without FINAL: no row twice, and the rollups agree.
-    assert_eq!(p.ch_count("SELECT count() FROM events").await?, total_events);
-    assert_eq!(p.ch_count("SELECT uniqExact(event_id) FROM events").await?, total_events);
-    assert_eq!(p.ch_count("SELECT sum(events) FROM daily_status_counts").await?, total_status);
-    let ids: HashSet<String> = sqlx::query_as::<_, (String,)>("SELECT event_id FROM message_status_history")
-        .fetch_all(&p.pg)
-        .await?
-        .into_iter()
-        .map(|(id,)| id)
-        .collect();
+    assert_eq!(
+        p.ch_count("SELECT count() FROM events").await?,
+        total_events
+    );
+    assert_eq!(
+        p.ch_count("SELECT uniqExact(event_id) FROM events").await?,
+        total_events
+    );
+    assert_eq!(
+        p.ch_count("SELECT sum(events) FROM daily_status_counts")
+            .await?,
+        total_status
+    );
+    let ids: HashSet<String> =
+        sqlx::query_as::<_, (String,)>("SELECT event_id FROM message_status_history")
+            .fetch_all(&p.pg)
+            .await?
+            .into_iter()
+            .map(|(id,)| id)
+            .collect();
     assert_eq!(ids.len() as i64, total_status);
     Ok(())
 }

@@ -12,14 +12,19 @@ fn bodies(tag: &str, n: usize) -> Vec<Vec<u8>> {
         .flat_map(|i| {
             let w = format!("wamid.{tag}{i}");
             let c = format!("1650{i:07}");
-            vec![meta_status("15550783881", &c, &w, "sent", 1_750_000_000 + i as i64), meta_status("15550783881", &c, &w, "read", 1_750_000_050 + i as i64)]
+            vec![
+                meta_status("15550783881", &c, &w, "sent", 1_750_000_000 + i as i64),
+                meta_status("15550783881", &c, &w, "read", 1_750_000_050 + i as i64),
+            ]
         })
         .collect()
 }
 
 async fn send_all(p: &Pipeline, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
     for chunk in bodies.chunks(50) {
-        for r in futures::future::join_all(chunk.iter().map(|b| p.post_meta_until_accepted(b))).await {
+        for r in
+            futures::future::join_all(chunk.iter().map(|b| p.post_meta_until_accepted(b))).await
+        {
             r?;
         }
     }
@@ -29,7 +34,11 @@ async fn send_all(p: &Pipeline, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::Result<()> {
     let pg = PrivatePostgres::start().await?;
-    let p = Pipeline::start(Options { pg_url: Some(pg.url()), ..Options::default() }).await?;
+    let p = Pipeline::start(Options {
+        pg_url: Some(pg.url()),
+        ..Options::default()
+    })
+    .await?;
     let all = bodies("PGDOWN", 600);
     let (first, rest) = all.split_at(400);
     send_all(&p, first).await?;
@@ -38,10 +47,19 @@ async fn postgres_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::Res
     send_all(&p, rest).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     pg.resume().await?;
-    p.wait_for_status_events(1200, Duration::from_secs(120)).await?;
+    p.wait_for_status_events(1200, Duration::from_secs(120))
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(p.pg_count("SELECT count(*) FROM message_status_history").await?, 1200);
-    assert_eq!(p.pg_count("SELECT count(*) FROM messages WHERE status = 'read'").await?, 600);
+    assert_eq!(
+        p.pg_count("SELECT count(*) FROM message_status_history")
+            .await?,
+        1200
+    );
+    assert_eq!(
+        p.pg_count("SELECT count(*) FROM messages WHERE status = 'read'")
+            .await?,
+        600
+    );
     assert_eq!(p.ch_count("SELECT count() FROM events").await?, 1200);
     Ok(())
 }
@@ -49,7 +67,11 @@ async fn postgres_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread")]
 async fn clickhouse_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::Result<()> {
     let mut ch = PrivateClickHouse::start().await?;
-    let mut p = Pipeline::start(Options { clickhouse_url: Some(ch.url()), ..Options::default() }).await?;
+    let mut p = Pipeline::start(Options {
+        clickhouse_url: Some(ch.url()),
+        ..Options::default()
+    })
+    .await?;
     p.services.clickhouse_url = ch.url();
     let all = bodies("CHDOWN", 600);
     let (first, rest) = all.split_at(300);
@@ -58,36 +80,78 @@ async fn clickhouse_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::R
     send_all(&p, rest).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     ch.resume().await?;
-    p.wait_for_status_events(1200, Duration::from_secs(120)).await?;
+    p.wait_for_status_events(1200, Duration::from_secs(120))
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let count = |sql: &'static str| {
         let http = p.http.clone();
         let url = ch.url();
         let db = p.ch_db.clone();
-        async move { ch_query(&http, &url, &db, sql).await.map(|s| s.trim().parse::<i64>().unwrap_or(-1)) }
+        async move {
+            ch_query(&http, &url, &db, sql)
+                .await
+                .map(|s| s.trim().parse::<i64>().unwrap_or(-1))
+        }
     };
     assert_eq!(count("SELECT count() FROM events").await?, 1200);
     assert_eq!(count("SELECT uniqExact(event_id) FROM events").await?, 1200);
-    assert_eq!(count("SELECT sum(events) FROM daily_status_counts").await?, 1200);
-    assert_eq!(p.pg_count("SELECT count(*) FROM message_status_history").await?, 1200);
+    assert_eq!(
+        count("SELECT sum(events) FROM daily_status_counts").await?,
+        1200
+    );
+    assert_eq!(
+        p.pg_count("SELECT count(*) FROM message_status_history")
+            .await?,
+        1200
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn broker_down_means_503_with_retry_after_and_nothing_acknowledged_is_lost() -> anyhow::Result<()> {
+async fn broker_down_means_503_with_retry_after_and_nothing_acknowledged_is_lost(
+) -> anyhow::Result<()> {
     let mut broker = PrivateBroker::start().await?;
-    let mut p = Pipeline::start(Options { brokers: Some(broker.addr()), ..Options::default() }).await?;
+    let mut p = Pipeline::start(Options {
+        brokers: Some(broker.addr()),
+        ..Options::default()
+    })
+    .await?;
     p.services.brokers = broker.addr();
-    let body = meta_status("15550783881", "16505550001", "wamid.BROKER1", "sent", 1_750_000_000);
+    let body = meta_status(
+        "15550783881",
+        "16505550001",
+        "wamid.BROKER1",
+        "sent",
+        1_750_000_000,
+    );
     assert_eq!(p.post_meta(&body).await?.status(), 200);
 
     broker.crash().await;
-    let r = p.post_meta(&meta_status("15550783881", "16505550002", "wamid.BROKER2", "sent", 1_750_000_000)).await?;
+    let r = p
+        .post_meta(&meta_status(
+            "15550783881",
+            "16505550002",
+            "wamid.BROKER2",
+            "sent",
+            1_750_000_000,
+        ))
+        .await?;
     assert_eq!(r.status(), 503);
-    assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     let v: serde_json::Value = r.json().await?;
     assert_eq!(v["error"]["code"], "broker_unavailable");
-    assert_eq!(p.http.get(format!("{}/readyz", p.gateway_url)).send().await?.status(), 503, "not ready without a broker");
+    assert_eq!(
+        p.http
+            .get(format!("{}/readyz", p.gateway_url))
+            .send()
+            .await?
+            .status(),
+        503,
+        "not ready without a broker"
+    );
 
     // The broker comes back (empty: memory storage); the BSP's retry goes through.
     broker.resume().await?;
@@ -96,10 +160,25 @@ async fn broker_down_means_503_with_retry_after_and_nothing_acknowledged_is_lost
         topic_prefix: p.topic_prefix.clone(),
         schema_registry_url: p.services.registry.clone(),
     };
-    switchboard_runtime::kafka::ensure_topics(&kafka, &switchboard_runtime::kafka::Topics::new(&p.topic_prefix).with_partitions(6)).await?;
-    let retry = meta_status("15550783881", "16505550002", "wamid.BROKER2", "sent", 1_750_000_000);
-    wait_until("gateway accepts again", Duration::from_secs(60), || async { Ok(p.post_meta(&retry).await?.status() == 200) }).await?;
-    let raw = p.read_topic("wa.webhooks.raw", 1, Duration::from_secs(20)).await?;
+    switchboard_runtime::kafka::ensure_topics(
+        &kafka,
+        &switchboard_runtime::kafka::Topics::new(&p.topic_prefix).with_partitions(6),
+    )
+    .await?;
+    let retry = meta_status(
+        "15550783881",
+        "16505550002",
+        "wamid.BROKER2",
+        "sent",
+        1_750_000_000,
+    );
+    wait_until("gateway accepts again", Duration::from_secs(60), || async {
+        Ok(p.post_meta(&retry).await?.status() == 200)
+    })
+    .await?;
+    let raw = p
+        .read_topic("wa.webhooks.raw", 1, Duration::from_secs(20))
+        .await?;
     assert_eq!(raw.len(), 1, "the retried webhook is on the new broker");
     Ok(())
 }

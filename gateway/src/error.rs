@@ -16,19 +16,32 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_secs: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
 
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self { retry_after_secs: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        let mut resp = (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response();
         if let Some(s) = self.retry_after_secs {
-            resp.headers_mut().insert("retry-after", HeaderValue::from(s));
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(s));
         }
         resp
     }

@@ -45,19 +45,36 @@ pub struct Handshake {
 
 /// `GET /webhooks/{bsp}`: only Meta (and so 360dialog's Cloud API setup, which does not
 /// use it) subscribes with a GET handshake.
-pub async fn handshake(State(app): State<Arc<AppState>>, Path(bsp): Path<String>, Query(q): Query<Handshake>) -> Response {
+pub async fn handshake(
+    State(app): State<Arc<AppState>>,
+    Path(bsp): Path<String>,
+    Query(q): Query<Handshake>,
+) -> Response {
     if bsp != "meta" {
-        return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{bsp} webhooks are POSTed")).into_response();
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{bsp} webhooks are POSTed"),
+        )
+        .into_response();
     }
     let expected = &app.cfg.meta_verify_token;
     match (q.mode.as_deref(), q.verify_token.as_deref(), q.challenge) {
         (Some("subscribe"), Some(t), Some(challenge)) if !expected.is_empty() && t == expected => {
             (StatusCode::OK, challenge).into_response()
         }
-        (Some("subscribe"), Some(_), Some(_)) => {
-            ApiError::new(StatusCode::FORBIDDEN, "bad_verify_token", "hub.verify_token does not match").into_response()
-        }
-        _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_handshake", "expected hub.mode=subscribe, hub.verify_token and hub.challenge").into_response(),
+        (Some("subscribe"), Some(_), Some(_)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_verify_token",
+            "hub.verify_token does not match",
+        )
+        .into_response(),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_handshake",
+            "expected hub.mode=subscribe, hub.verify_token and hub.challenge",
+        )
+        .into_response(),
     }
 }
 
@@ -72,11 +89,21 @@ pub async fn webhook(
     let started = Instant::now();
     let label = bsp.parse::<Bsp>().map(Bsp::slug).unwrap_or("unknown");
     let result = accept(&app, &bsp, &request_id, &uri, &headers, body).await;
-    METRICS.request_seconds.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
+    METRICS
+        .request_seconds
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(()) => {
-            METRICS.webhooks.with_label_values(&[label, "accepted"]).inc();
-            (StatusCode::OK, Json(json!({"status": "accepted", "request_id": request_id}))).into_response()
+            METRICS
+                .webhooks
+                .with_label_values(&[label, "accepted"])
+                .inc();
+            (
+                StatusCode::OK,
+                Json(json!({"status": "accepted", "request_id": request_id})),
+            )
+                .into_response()
         }
         Err(e) => {
             METRICS.webhooks.with_label_values(&[label, e.code]).inc();
@@ -90,47 +117,95 @@ pub async fn webhook(
     }
 }
 
-async fn accept(app: &AppState, bsp: &str, request_id: &str, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<(), ApiError> {
+async fn accept(
+    app: &AppState,
+    bsp: &str,
+    request_id: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), ApiError> {
     let bsp: Bsp = bsp
         .parse()
         .ok()
         .filter(|b: &Bsp| b.inbound_supported())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_bsp", format!("no webhook endpoint for BSP {bsp:?}")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_bsp",
+                format!("no webhook endpoint for BSP {bsp:?}"),
+            )
+        })?;
 
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime != bsp.content_type() {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("{} sends {}, got {content_type:?}", bsp.slug(), bsp.content_type()),
+            format!(
+                "{} sends {}, got {content_type:?}",
+                bsp.slug(),
+                bsp.content_type()
+            ),
         ));
     }
 
     let limit = app.cfg.max_body_bytes;
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("body exceeds {limit} bytes"));
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body exceeds {limit} bytes"),
+        )
+    };
     // Past the limit the rest is read and dropped, up to a bound, so that the client gets
     // its 413 instead of a reset connection; far larger bodies are cut off at once.
     let drain_cap = limit.saturating_mul(4).max(1 << 20);
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > drain_cap) {
         return Err(too_large());
     }
     let body = match read_capped(body, limit, drain_cap).await {
         Ok(b) => b,
-        Err(Some(e)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("could not read body: {e}"))),
+        Err(Some(e)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_read_failed",
+                format!("could not read body: {e}"),
+            ))
+        }
         Err(None) => return Err(too_large()),
     };
 
     let mut kept: HashMap<String, String> = HashMap::new();
-    for name in KEPT_HEADERS.iter().chain(std::iter::once(&"x-switchboard-token")) {
+    for name in KEPT_HEADERS
+        .iter()
+        .chain(std::iter::once(&"x-switchboard-token"))
+    {
         if let Some(v) = headers.get(*name).and_then(|v| v.to_str().ok()) {
             kept.insert((*name).to_string(), v.to_string());
         }
     }
     let url = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
-    let req = WebhookRequest { headers: &kept, body: &body, url };
-    verify(app, bsp, &req).map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+    let req = WebhookRequest {
+        headers: &kept,
+        body: &body,
+        url,
+    };
+    verify(app, bsp, &req)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
 
     let key = switchboard_connectors::routing_key(bsp, &req)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
@@ -152,19 +227,41 @@ async fn accept(app: &AppState, bsp: &str, request_id: &str, uri: &Uri, headers:
         .await
         .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
     let started = Instant::now();
-    let rec = OutRecord { topic: topic.clone(), key, payload, headers: vec![("request-id", request_id.to_string())] };
-    let produced = tokio::time::timeout(app.cfg.produce_timeout, produce_all(&app.producer, std::slice::from_ref(&rec))).await;
-    METRICS.produce_seconds.with_label_values(&[topic.as_str()]).observe(started.elapsed().as_secs_f64());
+    let rec = OutRecord {
+        topic: topic.clone(),
+        key,
+        payload,
+        headers: vec![("request-id", request_id.to_string())],
+    };
+    let produced = tokio::time::timeout(
+        app.cfg.produce_timeout,
+        produce_all(&app.producer, std::slice::from_ref(&rec)),
+    )
+    .await;
+    METRICS
+        .produce_seconds
+        .with_label_values(&[topic.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     match produced {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ApiError::unavailable("broker_unavailable", format!("broker did not acknowledge: {e}"))),
-        Err(_) => Err(ApiError::unavailable("broker_unavailable", "broker did not acknowledge in time")),
+        Ok(Err(e)) => Err(ApiError::unavailable(
+            "broker_unavailable",
+            format!("broker did not acknowledge: {e}"),
+        )),
+        Err(_) => Err(ApiError::unavailable(
+            "broker_unavailable",
+            "broker did not acknowledge in time",
+        )),
     }
 }
 
 /// Read at most `limit` bytes; `Err(None)` when the body is larger (having drained up to
 /// `drain_cap` bytes of it), `Err(Some(_))` when reading failed.
-async fn read_capped(mut body: Body, limit: usize, drain_cap: usize) -> Result<bytes::Bytes, Option<axum::Error>> {
+async fn read_capped(
+    mut body: Body,
+    limit: usize,
+    drain_cap: usize,
+) -> Result<bytes::Bytes, Option<axum::Error>> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
@@ -188,8 +285,9 @@ async fn read_capped(mut body: Body, limit: usize, drain_cap: usize) -> Result<b
 fn verify(app: &AppState, bsp: Bsp, req: &WebhookRequest<'_>) -> Result<(), SignatureError> {
     match bsp {
         Bsp::Meta => switchboard_connectors::meta::signature::verify(&app.cfg.meta_app_secret, req),
-        Bsp::Dialog360 => switchboard_connectors::verify_shared_token(&app.cfg.dialog360_token, req),
+        Bsp::Dialog360 => {
+            switchboard_connectors::verify_shared_token(&app.cfg.dialog360_token, req)
+        }
         _ => Err(SignatureError::NotConfigured),
     }
 }
-

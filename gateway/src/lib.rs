@@ -38,8 +38,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
         let s = ready_state.clone();
         Box::pin(async move {
-            switchboard_runtime::kafka::broker_reachable(&s.producer, Duration::from_secs(2)).await?;
-            let url = format!("{}/subjects", s.cfg.kafka.schema_registry_url.trim_end_matches('/'));
+            switchboard_runtime::kafka::broker_reachable(&s.producer, Duration::from_secs(2))
+                .await?;
+            let url = format!(
+                "{}/subjects",
+                s.cfg.kafka.schema_registry_url.trim_end_matches('/')
+            );
             match s.http.get(&url).send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(format!("schema registry answered {}", r.status())),
@@ -48,7 +52,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         })
     });
     Router::new()
-        .route("/webhooks/{bsp}", get(ingest::handshake).post(ingest::webhook))
+        .route(
+            "/webhooks/{bsp}",
+            get(ingest::handshake).post(ingest::webhook),
+        )
         .with_state(state)
         .merge(switchboard_runtime::ops::router(ready))
         .layer(axum::middleware::from_fn(request_id))
@@ -82,7 +89,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         codec: Codec::new(&cfg.kafka.schema_registry_url),
         topics: Topics::new(&cfg.kafka.topic_prefix),
         producer: producer.clone(),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?,
         cfg: cfg.clone(),
     });
     let server = switchboard_runtime::ops::serve(&cfg.http_addr, router(state), shutdown).await?;

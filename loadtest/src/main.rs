@@ -1,1 +1,350 @@
-fn main(){}
+//! loadgen: drive realistic, signed BSP webhooks at the gateway.
+//!
+//!   loadgen sample  [--gateway URL] [--meta-secret S] [--dialog360-token T] [--messages N]
+//!       every connector fixture, then N conversations (sent → delivered → read, some
+//!       failures, inbound replies) with BSP-style repeats and out-of-order arrivals.
+//!   loadgen bench   [--gateway URL] [--meta-secret S] [--messages N] [--concurrency C]
+//!                   [--database-url URL] [--clickhouse-url URL] [--clickhouse-database DB]
+//!       send N messages' webhooks (3 statuses + 1 inbound each) as fast as C concurrent
+//!       connections allow; report accepted/s and latency percentiles, then (with the
+//!       store URLs) wait for every event in PostgreSQL and ClickHouse and report end-to-end
+//!       throughput and accept → stored latency.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchboard_connectors::meta::signature::sign;
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn parse(rest: &[String]) -> anyhow::Result<Self> {
+        let mut m = HashMap::new();
+        let mut it = rest.iter();
+        while let Some(k) = it.next() {
+            let key = k
+                .strip_prefix("--")
+                .ok_or_else(|| anyhow::anyhow!("unexpected argument {k:?}"))?;
+            let v = it
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("--{key} needs a value"))?;
+            m.insert(key.to_string(), v.clone());
+        }
+        Ok(Args(m))
+    }
+    fn get(&self, k: &str, env: &str, d: &str) -> String {
+        self.0
+            .get(k)
+            .cloned()
+            .or_else(|| std::env::var(env).ok())
+            .unwrap_or_else(|| d.to_string())
+    }
+    fn num(&self, k: &str, d: usize) -> anyhow::Result<usize> {
+        match self.0.get(k) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--{k} must be a number")),
+            None => Ok(d),
+        }
+    }
+}
+
+fn status(business: &str, customer: &str, wamid: &str, st: &str, ts: i64) -> Vec<u8> {
+    let mut s = json!({"id": wamid, "status": st, "timestamp": ts.to_string(), "recipient_id": customer,
+        "conversation": {"id": format!("conv-{customer}"), "origin": {"type": "utility"}},
+        "pricing": {"billable": true, "pricing_model": "PMP", "category": "utility"}});
+    if st == "failed" {
+        s["errors"] = json!([{"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable", "error_data": {"details": "Receiver is incapable of receiving this message"}}]);
+    }
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": business, "phone_number_id": format!("pn{business}")}, "statuses": [s]}}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn inbound(business: &str, customer: &str, wamid: &str, ts: i64) -> Vec<u8> {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": business, "phone_number_id": format!("pn{business}")},
+        "contacts": [{"profile": {"name": "Customer"}, "wa_id": customer}],
+        "messages": [{"from": customer, "id": wamid, "timestamp": ts.to_string(), "type": "text", "text": {"body": "Thanks, got it!"}}]}}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+const BUSINESSES: [&str; 4] = [
+    "15550783881",
+    "442071838750",
+    "919876543210",
+    "5511987654321",
+];
+
+/// One conversation: the statuses of one outbound message and a reply.
+fn conversation(run: &str, i: usize, base_ts: i64) -> Vec<Vec<u8>> {
+    let b = BUSINESSES[i % BUSINESSES.len()];
+    let c = format!("1650{:07}", i % 10_000_000);
+    let w = format!("wamid.{run}.{i}");
+    let t = base_ts + (i as i64 % 3600);
+    if i.is_multiple_of(20) {
+        return vec![status(b, &c, &w, "failed", t + 1)];
+    }
+    vec![
+        status(b, &c, &w, "sent", t),
+        status(b, &c, &w, "delivered", t + 1 + (i as i64 % 4)),
+        status(b, &c, &w, "read", t + 30),
+        inbound(b, &c, &format!("wamid.{run}.in.{i}"), t + 40),
+    ]
+}
+
+struct Client {
+    http: reqwest::Client,
+    gateway: String,
+    meta_secret: String,
+}
+
+impl Client {
+    async fn post(&self, path: &str, body: Vec<u8>, sig: Option<String>) -> anyhow::Result<u16> {
+        let mut r = self
+            .http
+            .post(format!("{}{path}", self.gateway))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = sig {
+            r = r.header("x-hub-signature-256", s);
+        }
+        Ok(r.send().await?.status().as_u16())
+    }
+    async fn meta(&self, body: Vec<u8>) -> anyhow::Result<u16> {
+        let sig = sign(&self.meta_secret, &body);
+        self.post("/webhooks/meta", body, Some(sig)).await
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+async fn sample(a: &Args, c: &Client) -> anyhow::Result<()> {
+    let fixtures = a.get(
+        "fixtures",
+        "SWITCHBOARD_FIXTURES",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../connectors/tests/fixtures"),
+    );
+    let token = a.get("dialog360-token", "SWITCHBOARD_DIALOG360_TOKEN", "");
+    let mut ok = 0;
+    let mut paths: Vec<_> = std::fs::read_dir(format!("{fixtures}/meta"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    for p in &paths {
+        let body = std::fs::read(p)?;
+        ok += (c.meta(body.clone()).await? == 200) as usize;
+        if !token.is_empty() {
+            ok += (c
+                .post(&format!("/webhooks/360dialog?token={token}"), body, None)
+                .await?
+                == 200) as usize;
+        }
+    }
+    println!(
+        "fixtures: {ok} webhooks accepted from {} Meta/360dialog fixture files",
+        paths.len()
+    );
+
+    let n = a.num("messages", 200)?;
+    let run = format!("s{}", now_s());
+    let mut all: Vec<Vec<u8>> = (0..n)
+        .flat_map(|i| conversation(&run, i, now_s() - 3600))
+        .collect();
+    // BSPs repeat webhooks and deliver them out of order: repeat every 7th, swap pairs.
+    let repeats: Vec<Vec<u8>> = all.iter().step_by(7).cloned().collect();
+    all.extend(repeats);
+    for i in (0..all.len().saturating_sub(1)).step_by(5) {
+        all.swap(i, i + 1);
+    }
+    let mut accepted = 0;
+    for chunk in all.chunks(64) {
+        for r in futures::future::join_all(chunk.iter().map(|b| c.meta(b.clone()))).await {
+            accepted += (r? == 200) as usize;
+        }
+    }
+    println!("conversations: {accepted}/{} webhooks accepted ({n} messages, with repeats and out-of-order arrivals)", all.len());
+    Ok(())
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn bench(a: &Args, c: Arc<Client>) -> anyhow::Result<()> {
+    let n = a.num("messages", 25_000)?;
+    let conc = a.num("concurrency", 64)?;
+    let run = format!("b{}", now_s());
+    let bodies: Vec<(Vec<u8>, String)> = (0..n)
+        .flat_map(|i| conversation(&run, i, now_s() - 3600))
+        .map(|b| {
+            let s = sign(&c.meta_secret, &b);
+            (b, s)
+        })
+        .collect();
+    let total = bodies.len();
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (c, bodies, next) = (c.clone(), bodies.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= bodies.len() {
+                    break;
+                }
+                let (b, s) = &bodies[i];
+                let t = Instant::now();
+                let ok = matches!(
+                    c.post("/webhooks/meta", b.clone(), Some(s.clone())).await,
+                    Ok(200)
+                );
+                lat.push(t.elapsed());
+                errors += (!ok) as usize;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort();
+    println!("ingest: {total} webhooks in {secs:.2} s = {:.0} accepted/s, errors {errors}, latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} (concurrency {conc})",
+        (total - errors) as f64 / secs, pct(&lat, 0.5), pct(&lat, 0.9), pct(&lat, 0.99), pct(&lat, 1.0));
+
+    let db = a.get("database-url", "SWITCHBOARD_DATABASE_URL", "");
+    if db.is_empty() {
+        return Ok(());
+    }
+    let pool = sqlx::PgPool::connect(&db).await?;
+    let like = format!("wamid.{run}.%");
+    let want_status = (0..n)
+        .map(|i| if i.is_multiple_of(20) { 1 } else { 3 })
+        .sum::<usize>() as i64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = -1;
+    let mut lag_samples = Vec::new();
+    loop {
+        let (got,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM message_status_history WHERE wamid LIKE $1")
+                .bind(&like)
+                .fetch_one(&pool)
+                .await?;
+        if got != last {
+            lag_samples.push((started.elapsed().as_secs_f64(), got));
+            last = got;
+        }
+        if got >= want_status || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let e2e = started.elapsed().as_secs_f64();
+    let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) \
+         FROM (SELECT extract(epoch FROM stored_at - received_at) * 1000 AS ms FROM message_status_history WHERE wamid LIKE $1) t",
+    )
+    .bind(&like)
+    .fetch_one(&pool)
+    .await?;
+    println!("postgres: {last}/{want_status} status events stored; first send → last stored {e2e:.2} s = {:.0} events/s; accept → stored ms p50 {p50:.0} p99 {p99:.0} max {max:.0}",
+        last as f64 / e2e);
+    let ch = a.get("clickhouse-url", "SWITCHBOARD_CLICKHOUSE_URL", "");
+    if !ch.is_empty() {
+        let dbname = a.get(
+            "clickhouse-database",
+            "SWITCHBOARD_CLICKHOUSE_DATABASE",
+            "switchboard",
+        );
+        let http = reqwest::Client::new();
+        let q = |sql: String| {
+            let http = http.clone();
+            let url = format!("{ch}/?database={dbname}");
+            async move { anyhow::Ok(http.post(url).body(sql).send().await?.text().await?) }
+        };
+        let want_all = want_status + (0..n).filter(|i| !i.is_multiple_of(20)).count() as i64;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let got: i64 = q(format!(
+                "SELECT count() FROM events WHERE wamid LIKE '{like}'"
+            ))
+            .await?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+            if got >= want_all || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let e2e = started.elapsed().as_secs_f64();
+        let r = q(format!("SELECT count(), quantiles(0.5, 0.99)(toFloat64(stored_at_ms) - toFloat64(received_at_ms)) FROM events WHERE wamid LIKE '{like}'")).await?;
+        println!("clickhouse: {} events (want {want_all}) by {e2e:.2} s; accept → stored ms [p50, p99] {}", r.split('\t').next().unwrap_or("?"), r.split('\t').nth(1).unwrap_or("?").trim());
+    }
+    println!(
+        "postgres progress (s, status events): {}",
+        lag_samples
+            .iter()
+            .map(|(t, n)| format!("({t:.1},{n})"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = argv
+        .split_first()
+        .map(|(c, r)| (c.as_str(), r))
+        .unwrap_or(("", &[]));
+    let a = Args::parse(rest)?;
+    let c = Arc::new(Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .timeout(Duration::from_secs(30))
+            .build()?,
+        gateway: a.get(
+            "gateway",
+            "SWITCHBOARD_GATEWAY_URL",
+            "http://127.0.0.1:8080",
+        ),
+        meta_secret: a.get("meta-secret", "SWITCHBOARD_META_APP_SECRET", ""),
+    });
+    anyhow::ensure!(
+        !c.meta_secret.is_empty(),
+        "--meta-secret (or SWITCHBOARD_META_APP_SECRET) is required to sign Meta webhooks"
+    );
+    match cmd {
+        "sample" => sample(&a, &c).await,
+        "bench" => bench(&a, c).await,
+        _ => {
+            eprintln!("usage: loadgen sample|bench [--gateway URL] [--meta-secret S] ... (see the module doc)");
+            std::process::exit(2)
+        }
+    }
+}

@@ -40,10 +40,11 @@ impl DedupeStore {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM dedupe_events WHERE event_id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT event_id FROM dedupe_events WHERE event_id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
@@ -79,6 +80,10 @@ impl DedupeStore {
     }
 
     pub async fn ping(&self) -> Result<(), String> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| format!("postgres: {e}"))
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("postgres: {e}"))
     }
 }

@@ -46,7 +46,11 @@ fn default_ch_db() -> String {
 
 /// Retry `f` with capped backoff until it succeeds or `stop` fires: a sink started before
 /// its database waits for it instead of crash-looping.
-pub async fn wait_for<F, Fut, E>(what: &str, stop: &switchboard_runtime::CancellationToken, mut f: F) -> Option<()>
+pub async fn wait_for<F, Fut, E>(
+    what: &str,
+    stop: &switchboard_runtime::CancellationToken,
+    mut f: F,
+) -> Option<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
@@ -80,7 +84,12 @@ pub async fn decode_events(
         match codec.decode(m.payload().unwrap_or_default()).await {
             Ok(e) => out.push(e),
             Err(e) if e.is_retryable() => {
-                anyhow::bail!("decoding {}/{}@{}: {e}", m.topic(), m.partition(), m.offset())
+                anyhow::bail!(
+                    "decoding {}/{}@{}: {e}",
+                    m.topic(),
+                    m.partition(),
+                    m.offset()
+                )
             }
             Err(e) => tracing::error!(
                 topic = m.topic(),

@@ -5,7 +5,9 @@
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use switchboard_schemas::{inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status};
+use switchboard_schemas::{
+    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
+};
 
 use crate::bsp::Bsp;
 use crate::common::{customer_id, e164, timestamp_ms, ParseError, Parsed};
@@ -80,7 +82,10 @@ pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
         .map_err(|e| ParseError::new("bad_shape", format!("not a Cloud API webhook: {e}")))?;
     if let Some(o) = &env.object {
         if o != "whatsapp_business_account" {
-            return Err(ParseError::new("bad_shape", format!("object {o:?} is not whatsapp_business_account")));
+            return Err(ParseError::new(
+                "bad_shape",
+                format!("object {o:?} is not whatsapp_business_account"),
+            ));
         }
     }
     let mut out = Parsed::default();
@@ -91,7 +96,8 @@ pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
         }
         let Some(value) = change.value else { continue };
         let Some(meta) = value.metadata.clone() else {
-            out.rejects.push(ParseError::new("bad_shape", "change without metadata"));
+            out.rejects
+                .push(ParseError::new("bad_shape", "change without metadata"));
             continue;
         };
         let business = match meta.display_phone_number.as_deref().map(e164) {
@@ -103,12 +109,20 @@ pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
             None => match &meta.phone_number_id {
                 Some(id) => id.clone(),
                 None => {
-                    out.rejects.push(ParseError::new("bad_shape", "metadata names no business number"));
+                    out.rejects.push(ParseError::new(
+                        "bad_shape",
+                        "metadata names no business number",
+                    ));
                     continue;
                 }
             },
         };
-        let ctx = Ctx { raw, bsp, business: &business, account: meta.phone_number_id.as_deref() };
+        let ctx = Ctx {
+            raw,
+            bsp,
+            business: &business,
+            account: meta.phone_number_id.as_deref(),
+        };
         for s in &value.statuses {
             match ctx.status(s) {
                 Ok(ev) => out.events.push(ev),
@@ -123,7 +137,10 @@ pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
         }
     }
     if out.events.is_empty() && out.rejects.is_empty() {
-        return Err(ParseError::new("no_events", "the webhook carries no status or message"));
+        return Err(ParseError::new(
+            "no_events",
+            "the webhook carries no status or message",
+        ));
     }
     Ok(out)
 }
@@ -152,7 +169,14 @@ fn map_status(s: &str) -> Option<Status> {
 }
 
 impl Ctx<'_> {
-    fn base(&self, event_id: String, event_type: EventType, customer: String, wamid: &str, occurred_at_ms: i64) -> Event {
+    fn base(
+        &self,
+        event_id: String,
+        event_type: EventType,
+        customer: String,
+        wamid: &str,
+        occurred_at_ms: i64,
+    ) -> Event {
         Event {
             event_id,
             event_type: event_type.as_str().into(),
@@ -169,28 +193,54 @@ impl Ctx<'_> {
     }
 
     fn status(&self, s: &Value) -> Result<Event, ParseError> {
-        let wamid = str_field(s, "id").filter(|w| !w.is_empty()).ok_or_else(|| ParseError::new("bad_shape", "status without id"))?;
-        let raw_status = str_field(s, "status").ok_or_else(|| ParseError::new("bad_shape", format!("status of {wamid} has no status")))?;
-        let status = map_status(raw_status)
-            .ok_or_else(|| ParseError::new("unknown_status", format!("status {raw_status:?} of {wamid} is not in Meta's vocabulary")))?;
+        let wamid = str_field(s, "id")
+            .filter(|w| !w.is_empty())
+            .ok_or_else(|| ParseError::new("bad_shape", "status without id"))?;
+        let raw_status = str_field(s, "status").ok_or_else(|| {
+            ParseError::new("bad_shape", format!("status of {wamid} has no status"))
+        })?;
+        let status = map_status(raw_status).ok_or_else(|| {
+            ParseError::new(
+                "unknown_status",
+                format!("status {raw_status:?} of {wamid} is not in Meta's vocabulary"),
+            )
+        })?;
         let ts = timestamp_ms(s.get("timestamp").unwrap_or(&Value::Null))?;
-        let customer = customer_id(str_field(s, "recipient_id"), str_field(s, "recipient_user_id"))?;
-        let mut ev = self.base(status_event_id(self.bsp.slug(), wamid, status), EventType::Status, customer, wamid, ts);
+        let customer = customer_id(
+            str_field(s, "recipient_id"),
+            str_field(s, "recipient_user_id"),
+        )?;
+        let mut ev = self.base(
+            status_event_id(self.bsp.slug(), wamid, status),
+            EventType::Status,
+            customer,
+            wamid,
+            ts,
+        );
         ev.status = Some(status.as_str().into());
         if let Some(conv) = s.get("conversation") {
             ev.conversation_id = str_field(conv, "id").map(str::to_string);
-            ev.conversation_category = conv.get("origin").and_then(|o| str_field(o, "type")).map(str::to_string);
+            ev.conversation_category = conv
+                .get("origin")
+                .and_then(|o| str_field(o, "type"))
+                .map(str::to_string);
         }
         if let Some(p) = s.get("pricing") {
             ev.pricing_category = str_field(p, "category").map(str::to_string);
             ev.billable = p.get("billable").and_then(Value::as_bool);
         }
-        if let Some(err) = s.get("errors").and_then(Value::as_array).and_then(|a| a.first()) {
+        if let Some(err) = s
+            .get("errors")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
             ev.error_code = err.get("code").map(|c| match c {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             });
-            ev.error_title = str_field(err, "title").or_else(|| str_field(err, "message")).map(str::to_string);
+            ev.error_title = str_field(err, "title")
+                .or_else(|| str_field(err, "message"))
+                .map(str::to_string);
             ev.error_detail = err
                 .get("error_data")
                 .and_then(|d| str_field(d, "details"))
@@ -201,18 +251,29 @@ impl Ctx<'_> {
     }
 
     fn message(&self, m: &Value, contacts: &[Value]) -> Result<Event, ParseError> {
-        let wamid = str_field(m, "id").filter(|w| !w.is_empty()).ok_or_else(|| ParseError::new("bad_shape", "message without id"))?;
+        let wamid = str_field(m, "id")
+            .filter(|w| !w.is_empty())
+            .ok_or_else(|| ParseError::new("bad_shape", "message without id"))?;
         let ts = timestamp_ms(m.get("timestamp").unwrap_or(&Value::Null))?;
         let from = str_field(m, "from");
-        let from_user = str_field(m, "from_user_id").or_else(|| {
-            contacts.first().and_then(|c| str_field(c, "user_id"))
-        });
+        let from_user = str_field(m, "from_user_id")
+            .or_else(|| contacts.first().and_then(|c| str_field(c, "user_id")));
         let customer = customer_id(from, from_user)?;
-        let mut ev = self.base(inbound_event_id(self.bsp.slug(), wamid), EventType::Received, customer, wamid, ts);
+        let mut ev = self.base(
+            inbound_event_id(self.bsp.slug(), wamid),
+            EventType::Received,
+            customer,
+            wamid,
+            ts,
+        );
         let (kind, content) = content_of(m);
         ev.message_type = Some(kind.into());
         let mut content = content;
-        if let Some(name) = contacts.first().and_then(|c| c.get("profile")).and_then(|p| str_field(p, "name")) {
+        if let Some(name) = contacts
+            .first()
+            .and_then(|c| c.get("profile"))
+            .and_then(|p| str_field(p, "name"))
+        {
             if let Value::Object(o) = &mut content {
                 o.insert("profile_name".into(), json!(name));
             }
@@ -245,7 +306,10 @@ fn content_of(m: &Value) -> (&'static str, Value) {
         }
         "voice" => ("voice", part("voice")),
         "location" => ("location", part("location")),
-        "contacts" => ("contacts", json!({ "contacts": m.get("contacts").cloned().unwrap_or(Value::Array(vec![])) })),
+        "contacts" => (
+            "contacts",
+            json!({ "contacts": m.get("contacts").cloned().unwrap_or(Value::Array(vec![])) }),
+        ),
         "interactive" => {
             let i = part("interactive");
             let kind = str_field(&i, "type").unwrap_or("unknown").to_string();

@@ -11,13 +11,16 @@ pub fn verify(app_secret: &str, req: &WebhookRequest<'_>) -> Result<(), Signatur
     if app_secret.is_empty() {
         return Err(SignatureError::NotConfigured);
     }
-    let header = req.headers.get(HEADER).ok_or(SignatureError::Missing(HEADER))?;
+    let header = req
+        .headers
+        .get(HEADER)
+        .ok_or(SignatureError::Missing(HEADER))?;
     let hex_sig = header
         .strip_prefix("sha256=")
         .ok_or(SignatureError::Malformed(HEADER))?;
     let sig = hex::decode(hex_sig.trim()).map_err(|_| SignatureError::Malformed(HEADER))?;
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).map_err(|_| SignatureError::NotConfigured)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes())
+        .map_err(|_| SignatureError::NotConfigured)?;
     mac.update(req.body);
     // Constant-time comparison.
     mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
@@ -25,7 +28,8 @@ pub fn verify(app_secret: &str, req: &WebhookRequest<'_>) -> Result<(), Signatur
 
 /// The header value for `body` (the simulator and tests sign with it).
 pub fn sign(app_secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -36,7 +40,11 @@ mod tests {
     use std::collections::HashMap;
 
     fn req<'a>(h: &'a HashMap<String, String>, body: &'a [u8]) -> WebhookRequest<'a> {
-        WebhookRequest { headers: h, body, url: "" }
+        WebhookRequest {
+            headers: h,
+            body,
+            url: "",
+        }
     }
 
     #[test]
@@ -45,15 +53,33 @@ mod tests {
         let mut h = HashMap::new();
         h.insert(HEADER.to_string(), sign("s3cret", body));
         assert_eq!(verify("s3cret", &req(&h, body)), Ok(()));
-        assert_eq!(verify("other", &req(&h, body)), Err(SignatureError::Mismatch));
-        assert_eq!(verify("s3cret", &req(&h, b"{}")), Err(SignatureError::Mismatch));
-        assert_eq!(verify("", &req(&h, body)), Err(SignatureError::NotConfigured));
+        assert_eq!(
+            verify("other", &req(&h, body)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify("s3cret", &req(&h, b"{}")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify("", &req(&h, body)),
+            Err(SignatureError::NotConfigured)
+        );
         h.insert(HEADER.to_string(), "sha1=abc".into());
-        assert_eq!(verify("s3cret", &req(&h, body)), Err(SignatureError::Malformed(HEADER)));
+        assert_eq!(
+            verify("s3cret", &req(&h, body)),
+            Err(SignatureError::Malformed(HEADER))
+        );
         h.insert(HEADER.to_string(), "sha256=zz".into());
-        assert_eq!(verify("s3cret", &req(&h, body)), Err(SignatureError::Malformed(HEADER)));
+        assert_eq!(
+            verify("s3cret", &req(&h, body)),
+            Err(SignatureError::Malformed(HEADER))
+        );
         h.clear();
-        assert_eq!(verify("s3cret", &req(&h, body)), Err(SignatureError::Missing(HEADER)));
+        assert_eq!(
+            verify("s3cret", &req(&h, body)),
+            Err(SignatureError::Missing(HEADER))
+        );
     }
 
     #[test]

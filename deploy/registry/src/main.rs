@@ -55,7 +55,11 @@ struct App {
 type Shared = Arc<App>;
 
 fn err(status: StatusCode, code: u32, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error_code": code, "message": message.into()}))).into_response()
+    (
+        status,
+        Json(json!({"error_code": code, "message": message.into()})),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -65,23 +69,47 @@ struct RegisterBody {
     schema_type: Option<String>,
 }
 
-async fn register(State(app): State<Shared>, Path(subject): Path<String>, body: axum::body::Bytes) -> Response {
+async fn register(
+    State(app): State<Shared>,
+    Path(subject): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let body: RegisterBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return err(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("invalid request body: {e}")),
+        Err(e) => {
+            return err(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                42201,
+                format!("invalid request body: {e}"),
+            )
+        }
     };
     if let Some(t) = &body.schema_type {
         if t != "AVRO" {
-            return err(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("schemaType {t} is not supported here"));
+            return err(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                42201,
+                format!("schemaType {t} is not supported here"),
+            );
         }
     }
     let schema = match Schema::parse_str(&body.schema) {
         Ok(s) => s,
-        Err(e) => return err(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("invalid Avro schema: {e}")),
+        Err(e) => {
+            return err(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                42201,
+                format!("invalid Avro schema: {e}"),
+            )
+        }
     };
     let canonical = schema.canonical_form();
     let mut store = app.store.lock().await;
-    let existing = store.canonical.iter().position(|c| *c == canonical).map(|i| i as u32 + 1);
+    let existing = store
+        .canonical
+        .iter()
+        .position(|c| *c == canonical)
+        .map(|i| i as u32 + 1);
     let versions = store.subjects.get(&subject).cloned().unwrap_or_default();
     if let Some(id) = existing {
         if versions.contains(&id) {
@@ -91,7 +119,14 @@ async fn register(State(app): State<Shared>, Path(subject): Path<String>, body: 
     if let Some(prev_id) = versions.last() {
         let prev = &store.schemas[*prev_id as usize - 1];
         if let Err(why) = backward_compatible(prev, &schema) {
-            return err(StatusCode::CONFLICT, 409, format!("schema is incompatible with version {} of {subject}: {why}", versions.len()));
+            return err(
+                StatusCode::CONFLICT,
+                409,
+                format!(
+                    "schema is incompatible with version {} of {subject}: {why}",
+                    versions.len()
+                ),
+            );
         }
     }
     let id = match existing {
@@ -104,7 +139,11 @@ async fn register(State(app): State<Shared>, Path(subject): Path<String>, body: 
     };
     store.subjects.entry(subject).or_default().push(id);
     if let Err(e) = persist(&app.file, &store).await {
-        return err(StatusCode::INTERNAL_SERVER_ERROR, 50001, format!("cannot persist registry: {e}"));
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            50001,
+            format!("cannot persist registry: {e}"),
+        );
     }
     Json(json!({"id": id})).into_response()
 }
@@ -113,7 +152,11 @@ async fn register(State(app): State<Shared>, Path(subject): Path<String>, body: 
 fn backward_compatible(old: &str, new: &Schema) -> Result<(), String> {
     let old = Schema::parse_str(old).map_err(|e| e.to_string())?;
     let (Schema::Record(o), Schema::Record(n)) = (&old, new) else {
-        return if old.canonical_form() == new.canonical_form() { Ok(()) } else { Err("non-record schemas must not change".into()) };
+        return if old.canonical_form() == new.canonical_form() {
+            Ok(())
+        } else {
+            Err("non-record schemas must not change".into())
+        };
     };
     for f in &n.fields {
         let in_old = o.fields.iter().any(|of| of.name == f.name);
@@ -135,9 +178,16 @@ async fn persist(file: &PathBuf, store: &Store) -> std::io::Result<()> {
 
 async fn schema_by_id(State(app): State<Shared>, Path(id): Path<u32>) -> Response {
     let store = app.store.lock().await;
-    match id.checked_sub(1).and_then(|i| store.schemas.get(i as usize)) {
+    match id
+        .checked_sub(1)
+        .and_then(|i| store.schemas.get(i as usize))
+    {
         Some(s) => Json(json!({"schema": s})).into_response(),
-        None => err(StatusCode::NOT_FOUND, 40403, format!("schema {id} not found")),
+        None => err(
+            StatusCode::NOT_FOUND,
+            40403,
+            format!("schema {id} not found"),
+        ),
     }
 }
 
@@ -150,21 +200,38 @@ async fn versions(State(app): State<Shared>, Path(subject): Path<String>) -> Res
     let store = app.store.lock().await;
     match store.subjects.get(&subject) {
         Some(v) => Json((1..=v.len()).collect::<Vec<_>>()).into_response(),
-        None => err(StatusCode::NOT_FOUND, 40401, format!("subject {subject} not found")),
+        None => err(
+            StatusCode::NOT_FOUND,
+            40401,
+            format!("subject {subject} not found"),
+        ),
     }
 }
 
-async fn version(State(app): State<Shared>, Path((subject, version)): Path<(String, String)>) -> Response {
+async fn version(
+    State(app): State<Shared>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Response {
     let store = app.store.lock().await;
     let Some(ids) = store.subjects.get(&subject) else {
-        return err(StatusCode::NOT_FOUND, 40401, format!("subject {subject} not found"));
+        return err(
+            StatusCode::NOT_FOUND,
+            40401,
+            format!("subject {subject} not found"),
+        );
     };
     let idx = if version == "latest" {
         ids.len()
     } else {
         match version.parse::<usize>() {
             Ok(v) if v >= 1 && v <= ids.len() => v,
-            _ => return err(StatusCode::NOT_FOUND, 40402, format!("version {version} not found")),
+            _ => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    40402,
+                    format!("version {version} not found"),
+                )
+            }
         }
     };
     let id = ids[idx - 1];
@@ -180,7 +247,10 @@ async fn main() -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Store::default(),
         Err(e) => anyhow::bail!("cannot read {}: {e}", cfg.registry_file.display()),
     };
-    let app = Arc::new(App { store: Mutex::new(store), file: cfg.registry_file.clone() });
+    let app = Arc::new(App {
+        store: Mutex::new(store),
+        file: cfg.registry_file.clone(),
+    });
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(|| Box::pin(async { Ok(()) }));
     let router = Router::new()
         .route("/", get(|| async { Json(json!({})) }))

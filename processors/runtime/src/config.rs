@@ -60,6 +60,7 @@ fn default_registry() -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
 mod tests {
     use super::*;
 
@@ -102,7 +103,10 @@ mod tests {
     #[test]
     fn file_is_read_and_env_wins() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("c.toml", "kafka_brokers = \"file:1\"\ntopic_prefix = \"p.\"\n")?;
+            jail.create_file(
+                "c.toml",
+                "kafka_brokers = \"file:1\"\ntopic_prefix = \"p.\"\n",
+            )?;
             jail.set_env("SWITCHBOARD_CONFIG_FILE", "c.toml");
             jail.set_env("SWITCHBOARD_TOPIC_PREFIX", "env.");
             let t: T = load().map_err(|e| e.to_string())?;

@@ -59,9 +59,17 @@ pub fn producer(cfg: &KafkaConfig, delivery_timeout: Duration) -> anyhow::Result
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            delivery_timeout.as_millis().to_string(),
+        )
         .create()
-        .map_err(|e| anyhow::anyhow!("cannot create Kafka producer for {}: {e}", cfg.kafka_brokers))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create Kafka producer for {}: {e}",
+                cfg.kafka_brokers
+            )
+        })?;
     Ok(p)
 }
 
@@ -76,7 +84,10 @@ pub struct OutRecord {
 
 /// Produce all records and wait until the broker acknowledged every one of them.
 /// Records are enqueued in order, so per-partition order is kept.
-pub async fn produce_all(producer: &FutureProducer, records: &[OutRecord]) -> Result<(), KafkaError> {
+pub async fn produce_all(
+    producer: &FutureProducer,
+    records: &[OutRecord],
+) -> Result<(), KafkaError> {
     let sends = records.iter().map(|r| {
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
         for (k, v) in &r.headers {

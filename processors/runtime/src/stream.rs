@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -80,8 +82,16 @@ pub struct StreamLoop {
 }
 
 impl StreamLoop {
-    pub fn new(kafka: &KafkaConfig, cfg: StreamConfig, default_group: &str, topics: &[&str]) -> anyhow::Result<Self> {
-        let group = cfg.group_id.clone().unwrap_or_else(|| default_group.to_string());
+    pub fn new(
+        kafka: &KafkaConfig,
+        cfg: StreamConfig,
+        default_group: &str,
+        topics: &[&str],
+    ) -> anyhow::Result<Self> {
+        let group = cfg
+            .group_id
+            .clone()
+            .unwrap_or_else(|| default_group.to_string());
         let consumer: StreamConsumer<CommitOnRevoke> = base_client_config(kafka)
             .set("group.id", &group)
             .set("enable.auto.commit", "true")
@@ -105,9 +115,17 @@ impl StreamLoop {
     }
 
     /// Run until `shutdown`; then commit what was processed and return.
-    pub async fn run<H: BatchHandler>(self, mut handler: H, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run<H: BatchHandler>(
+        self,
+        mut handler: H,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let group = self.group.clone();
-        let lag_task = tokio::spawn(report_lag(self.consumer.clone(), group.clone(), shutdown.clone()));
+        let lag_task = tokio::spawn(report_lag(
+            self.consumer.clone(),
+            group.clone(),
+            shutdown.clone(),
+        ));
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.cfg.max_batch);
         'outer: loop {
             batch.clear();
@@ -121,7 +139,9 @@ impl StreamLoop {
                     Ok(()) => break,
                     Err(e) => {
                         STREAM.batch_failures.with_label_values(&[&group]).inc();
-                        let first = batch.first().map(|m| (m.topic().to_string(), m.partition(), m.offset()));
+                        let first = batch
+                            .first()
+                            .map(|m| (m.topic().to_string(), m.partition(), m.offset()));
                         tracing::warn!(error = format!("{e:#}"), first_record = ?first, size = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying the same batch");
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'outer,
@@ -132,8 +152,14 @@ impl StreamLoop {
                 }
             }
             self.store(&batch);
-            STREAM.batch_size.with_label_values(&[&group]).observe(batch.len() as f64);
-            STREAM.batch_seconds.with_label_values(&[&group]).observe(started.elapsed().as_secs_f64());
+            STREAM
+                .batch_size
+                .with_label_values(&[&group])
+                .observe(batch.len() as f64);
+            STREAM
+                .batch_seconds
+                .with_label_values(&[&group])
+                .observe(started.elapsed().as_secs_f64());
         }
         lag_task.abort();
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -145,7 +171,11 @@ impl StreamLoop {
 
     /// Wait for the first record, then take more until the batch is full or the linger
     /// time has passed. Returns false when shutdown was requested before anything arrived.
-    async fn fill(&self, batch: &mut Vec<OwnedMessage>, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    async fn fill(
+        &self,
+        batch: &mut Vec<OwnedMessage>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<bool> {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(false),
@@ -174,9 +204,11 @@ impl StreamLoop {
 
     fn store(&self, batch: &[OwnedMessage]) {
         let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        let mut per_topic: HashMap<&str, u64> = HashMap::new();
         for m in batch {
             let e = next.entry((m.topic(), m.partition())).or_insert(0);
             *e = (*e).max(m.offset() + 1);
+            *per_topic.entry(m.topic()).or_insert(0) += 1;
         }
         let mut tpl = TopicPartitionList::with_capacity(next.len());
         for ((topic, partition), offset) in &next {
@@ -189,15 +221,21 @@ impl StreamLoop {
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             tracing::info!(error = %e, "could not store some offsets (partitions revoked?)");
         }
-        for ((topic, _), _) in &next {
-            let n = batch.iter().filter(|m| m.topic() == *topic).count();
-            STREAM.records.with_label_values(&[self.group.as_str(), topic]).inc_by(n as u64);
+        for (topic, n) in per_topic {
+            STREAM
+                .records
+                .with_label_values(&[self.group.as_str(), topic])
+                .inc_by(n);
         }
     }
 }
 
 /// Every 10 s, publish high watermark minus committed offset per assigned partition.
-async fn report_lag(consumer: Arc<StreamConsumer<CommitOnRevoke>>, group: String, shutdown: CancellationToken) {
+async fn report_lag(
+    consumer: Arc<StreamConsumer<CommitOnRevoke>>,
+    group: String,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -207,11 +245,27 @@ async fn report_lag(consumer: Arc<StreamConsumer<CommitOnRevoke>>, group: String
         let g = group.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let Ok(assigned) = c.assignment() else { return };
-            let Ok(committed) = c.committed_offsets(assigned, Duration::from_secs(2)) else { return };
+            let Ok(committed) = c.committed_offsets(assigned, Duration::from_secs(2)) else {
+                return;
+            };
             for el in committed.elements() {
-                let Ok((_, high)) = c.fetch_watermarks(el.topic(), el.partition(), Duration::from_secs(2)) else { continue };
-                let pos = match el.offset() { Offset::Offset(o) => o, _ => 0 };
-                STREAM.lag.with_label_values(&[g.as_str(), el.topic(), el.partition().to_string().as_str()]).set((high - pos).max(0));
+                let Ok((_, high)) =
+                    c.fetch_watermarks(el.topic(), el.partition(), Duration::from_secs(2))
+                else {
+                    continue;
+                };
+                let pos = match el.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                STREAM
+                    .lag
+                    .with_label_values(&[
+                        g.as_str(),
+                        el.topic(),
+                        el.partition().to_string().as_str(),
+                    ])
+                    .set((high - pos).max(0));
             }
         })
         .await;

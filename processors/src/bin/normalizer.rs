@@ -42,7 +42,12 @@ async fn main() -> anyhow::Result<()> {
             d.ping().await
         })
     });
-    let ops = switchboard_runtime::ops::serve(&cfg.ops_addr, switchboard_runtime::ops::router(ready), shutdown.clone()).await?;
+    let ops = switchboard_runtime::ops::serve(
+        &cfg.ops_addr,
+        switchboard_runtime::ops::router(ready),
+        shutdown.clone(),
+    )
+    .await?;
 
     let pruner = {
         let d = dedupe.clone();
@@ -63,10 +68,20 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    let handler = Normalizer { codec: switchboard_schemas::Codec::new(&cfg.kafka.schema_registry_url), producer, topics: topics.clone(), dedupe };
-    StreamLoop::new(&cfg.kafka, cfg.stream.clone(), "switchboard-normalizer", &[&topics.webhooks_raw])?
-        .run(handler, shutdown)
-        .await?;
+    let handler = Normalizer {
+        codec: switchboard_schemas::Codec::new(&cfg.kafka.schema_registry_url),
+        producer,
+        topics: topics.clone(),
+        dedupe,
+    };
+    StreamLoop::new(
+        &cfg.kafka,
+        cfg.stream.clone(),
+        "switchboard-normalizer",
+        &[&topics.webhooks_raw],
+    )?
+    .run(handler, shutdown)
+    .await?;
     pruner.abort();
     let _ = ops.await;
     tracing::info!("normalizer stopped");

@@ -15,7 +15,9 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("create-topics") => {
             let partitions: i32 = match args.get(1) {
-                Some(p) => p.parse().map_err(|_| anyhow::anyhow!("PARTITIONS must be a number, got {p:?}"))?,
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("PARTITIONS must be a number, got {p:?}"))?,
                 None => 6,
             };
             let topics = Topics::new(&kafka.topic_prefix).with_partitions(partitions);

@@ -23,10 +23,30 @@ struct Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    events: register_int_counter_vec!("switchboard_normalizer_events_total", "Canonical events produced", &["bsp", "event_type"]).expect("registers once"),
-    dedupe_hits: register_int_counter_vec!("switchboard_normalizer_dedupe_hits_total", "Events dropped as duplicates", &["where"]).expect("registers once"),
-    dead_letters: register_int_counter_vec!("switchboard_normalizer_dead_letters_total", "Raw records sent to the DLQ", &["reason"]).expect("registers once"),
-    dedupe_seconds: register_histogram!("switchboard_normalizer_dedupe_seconds", "Dedupe look-up + mark per batch", LATENCY_BUCKETS.to_vec()).expect("registers once"),
+    events: register_int_counter_vec!(
+        "switchboard_normalizer_events_total",
+        "Canonical events produced",
+        &["bsp", "event_type"]
+    )
+    .expect("registers once"),
+    dedupe_hits: register_int_counter_vec!(
+        "switchboard_normalizer_dedupe_hits_total",
+        "Events dropped as duplicates",
+        &["where"]
+    )
+    .expect("registers once"),
+    dead_letters: register_int_counter_vec!(
+        "switchboard_normalizer_dead_letters_total",
+        "Raw records sent to the DLQ",
+        &["reason"]
+    )
+    .expect("registers once"),
+    dedupe_seconds: register_histogram!(
+        "switchboard_normalizer_dedupe_seconds",
+        "Dedupe look-up + mark per batch",
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("registers once"),
 });
 
 pub struct Normalizer {
@@ -55,7 +75,14 @@ impl BatchHandler for Normalizer {
             };
             let raw: RawWebhook = match self.codec.decode(payload).await {
                 Ok(r) => r,
-                Err(e) if e.is_retryable() => return Err(anyhow::anyhow!("decoding {}/{}@{}: {e}", m.topic(), m.partition(), m.offset())),
+                Err(e) if e.is_retryable() => {
+                    return Err(anyhow::anyhow!(
+                        "decoding {}/{}@{}: {e}",
+                        m.topic(),
+                        m.partition(),
+                        m.offset()
+                    ))
+                }
                 Err(e) => {
                     dead.push(dl("undecodable".into(), e.to_string()));
                     continue;
@@ -73,17 +100,26 @@ impl BatchHandler for Normalizer {
         let mut in_batch = HashSet::new();
         let before = events.len();
         events.retain(|e| in_batch.insert(e.event_id.clone()));
-        METRICS.dedupe_hits.with_label_values(&["batch"]).inc_by((before - events.len()) as u64);
+        METRICS
+            .dedupe_hits
+            .with_label_values(&["batch"])
+            .inc_by((before - events.len()) as u64);
         let started = Instant::now();
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         let seen = self.dedupe.seen(&ids).await?;
         let mut dedupe_time = started.elapsed();
-        METRICS.dedupe_hits.with_label_values(&["store"]).inc_by(seen.len() as u64);
+        METRICS
+            .dedupe_hits
+            .with_label_values(&["store"])
+            .inc_by(seen.len() as u64);
         events.retain(|e| !seen.contains(&e.event_id));
 
         let mut out = Vec::with_capacity(events.len() + dead.len());
         for e in &events {
-            let payload = self.codec.encode(&self.topics.events, EVENT_SCHEMA, e).await?;
+            let payload = self
+                .codec
+                .encode(&self.topics.events, EVENT_SCHEMA, e)
+                .await?;
             out.push(OutRecord {
                 topic: self.topics.events.clone(),
                 key: e.conversation_key(),
@@ -92,7 +128,10 @@ impl BatchHandler for Normalizer {
             });
         }
         for d in &dead {
-            let payload = self.codec.encode(&self.topics.webhooks_dlq, DEAD_LETTER_SCHEMA, d).await?;
+            let payload = self
+                .codec
+                .encode(&self.topics.webhooks_dlq, DEAD_LETTER_SCHEMA, d)
+                .await?;
             out.push(OutRecord {
                 topic: self.topics.webhooks_dlq.clone(),
                 key: d.key.clone().unwrap_or_default(),
@@ -100,7 +139,9 @@ impl BatchHandler for Normalizer {
                 headers: vec![("reason", d.reason.clone())],
             });
         }
-        produce_all(&self.producer, &out).await.map_err(|e| anyhow::anyhow!("producing {} records: {e}", out.len()))?;
+        produce_all(&self.producer, &out)
+            .await
+            .map_err(|e| anyhow::anyhow!("producing {} records: {e}", out.len()))?;
 
         let marked: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         let started = Instant::now();
@@ -109,11 +150,24 @@ impl BatchHandler for Normalizer {
         METRICS.dedupe_seconds.observe(dedupe_time.as_secs_f64());
 
         for e in &events {
-            METRICS.events.with_label_values(&[e.bsp.as_str(), e.event_type.as_str()]).inc();
+            METRICS
+                .events
+                .with_label_values(&[e.bsp.as_str(), e.event_type.as_str()])
+                .inc();
         }
         for d in &dead {
-            tracing::warn!(reason = d.reason, detail = d.detail, topic = d.source_topic, partition = d.source_partition, offset = d.source_offset, "raw webhook dead-lettered");
-            METRICS.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
+            tracing::warn!(
+                reason = d.reason,
+                detail = d.detail,
+                topic = d.source_topic,
+                partition = d.source_partition,
+                offset = d.source_offset,
+                "raw webhook dead-lettered"
+            );
+            METRICS
+                .dead_letters
+                .with_label_values(&[d.reason.as_str()])
+                .inc();
         }
         Ok(())
     }

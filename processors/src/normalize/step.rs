@@ -13,10 +13,16 @@ pub struct Outcome {
 
 pub fn normalize_record(raw: &RawWebhook) -> Outcome {
     match switchboard_connectors::parse(raw) {
-        Err(e) => Outcome { events: vec![], dead_letter: Some((e.reason.to_string(), e.detail)) },
+        Err(e) => Outcome {
+            events: vec![],
+            dead_letter: Some((e.reason.to_string(), e.detail)),
+        },
         Ok(parsed) => {
             let dead_letter = (!parsed.rejects.is_empty()).then(|| summarize(&parsed.rejects));
-            Outcome { events: parsed.events, dead_letter }
+            Outcome {
+                events: parsed.events,
+                dead_letter,
+            }
         }
     }
 }
@@ -29,7 +35,11 @@ fn summarize(rejects: &[ParseError]) -> (String, String) {
     } else {
         "multiple".to_string()
     };
-    let detail = rejects.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let detail = rejects
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
     (reason, detail)
 }
 
@@ -59,9 +69,11 @@ mod tests {
 
     #[test]
     fn partly_bad_webhook_keeps_good_events_and_dead_letters_the_rest() {
-        let o = normalize_record(&raw(r#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"display_phone_number":"15550783881"},"statuses":[
+        let o = normalize_record(&raw(
+            r#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"metadata":{"display_phone_number":"15550783881"},"statuses":[
             {"id":"wamid.ok","status":"sent","timestamp":"1750264000","recipient_id":"16505550001"},
-            {"id":"wamid.no","status":"sent","timestamp":"1750264000","recipient_id":"x"}]}}]}]}"#));
+            {"id":"wamid.no","status":"sent","timestamp":"1750264000","recipient_id":"x"}]}}]}]}"#,
+        ));
         assert_eq!(o.events.len(), 1);
         let (reason, detail) = o.dead_letter.unwrap();
         assert_eq!(reason, "bad_phone_number");

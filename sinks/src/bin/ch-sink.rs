@@ -10,8 +10,13 @@ use switchboard_schemas::Codec;
 use switchboard_sinks::ch::ChWriter;
 use switchboard_sinks::Config;
 
-static ROWS: LazyLock<IntCounter> =
-    LazyLock::new(|| register_int_counter!("switchboard_ch_sink_rows_total", "Rows inserted into ClickHouse").expect("registers once"));
+static ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "switchboard_ch_sink_rows_total",
+        "Rows inserted into ClickHouse"
+    )
+    .expect("registers once")
+});
 
 struct Handler {
     codec: Codec,
@@ -32,8 +37,15 @@ async fn main() -> anyhow::Result<()> {
     switchboard_runtime::telemetry::init("ch-sink");
     let cfg: Config = switchboard_runtime::config::load()?;
     let shutdown = switchboard_runtime::shutdown::on_signal();
-    let writer = Arc::new(ChWriter::new(&cfg.clickhouse_url, &cfg.clickhouse_database, cfg.clickhouse_validation));
-    if switchboard_sinks::wait_for("clickhouse", &shutdown, || writer.migrate()).await.is_none() {
+    let writer = Arc::new(ChWriter::new(
+        &cfg.clickhouse_url,
+        &cfg.clickhouse_database,
+        cfg.clickhouse_validation,
+    ));
+    if switchboard_sinks::wait_for("clickhouse", &shutdown, || writer.migrate())
+        .await
+        .is_none()
+    {
         return Ok(());
     }
     let w = writer.clone();
@@ -41,13 +53,29 @@ async fn main() -> anyhow::Result<()> {
         let w = w.clone();
         Box::pin(async move { w.ping().await })
     });
-    let ops_addr = cfg.ops_addr.clone().unwrap_or_else(|| "127.0.0.1:9103".into());
-    let ops = switchboard_runtime::ops::serve(&ops_addr, switchboard_runtime::ops::router(ready), shutdown.clone()).await?;
+    let ops_addr = cfg
+        .ops_addr
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:9103".into());
+    let ops = switchboard_runtime::ops::serve(
+        &ops_addr,
+        switchboard_runtime::ops::router(ready),
+        shutdown.clone(),
+    )
+    .await?;
     let topics = Topics::new(&cfg.kafka.topic_prefix);
-    let handler = Handler { codec: Codec::new(&cfg.kafka.schema_registry_url), writer };
-    StreamLoop::new(&cfg.kafka, cfg.stream.clone(), "switchboard-ch-sink", &[&topics.events])?
-        .run(handler, shutdown)
-        .await?;
+    let handler = Handler {
+        codec: Codec::new(&cfg.kafka.schema_registry_url),
+        writer,
+    };
+    StreamLoop::new(
+        &cfg.kafka,
+        cfg.stream.clone(),
+        "switchboard-ch-sink",
+        &[&topics.events],
+    )?
+    .run(handler, shutdown)
+    .await?;
     let _ = ops.await;
     tracing::info!("ch-sink stopped");
     Ok(())

@@ -11,8 +11,13 @@ use switchboard_schemas::Codec;
 use switchboard_sinks::pg::PgWriter;
 use switchboard_sinks::Config;
 
-static ROWS: LazyLock<IntCounter> =
-    LazyLock::new(|| register_int_counter!("switchboard_pg_sink_events_total", "Events written to PostgreSQL").expect("registers once"));
+static ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "switchboard_pg_sink_events_total",
+        "Events written to PostgreSQL"
+    )
+    .expect("registers once")
+});
 
 struct Handler {
     codec: Codec,
@@ -32,27 +37,55 @@ impl BatchHandler for Handler {
 async fn main() -> anyhow::Result<()> {
     switchboard_runtime::telemetry::init("pg-sink");
     let cfg: Config = switchboard_runtime::config::load()?;
-    anyhow::ensure!(!cfg.database_url.is_empty(), "SWITCHBOARD_DATABASE_URL is required");
+    anyhow::ensure!(
+        !cfg.database_url.is_empty(),
+        "SWITCHBOARD_DATABASE_URL is required"
+    );
     let shutdown = switchboard_runtime::shutdown::on_signal();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(&cfg.database_url)?;
     let writer = PgWriter::new(pool.clone());
-    if switchboard_sinks::wait_for("postgres", &shutdown, || writer.migrate()).await.is_none() {
+    if switchboard_sinks::wait_for("postgres", &shutdown, || writer.migrate())
+        .await
+        .is_none()
+    {
         return Ok(());
     }
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
         let p = pool.clone();
-        Box::pin(async move { sqlx::query("SELECT 1").execute(&p).await.map(|_| ()).map_err(|e| format!("postgres: {e}")) })
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&p)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("postgres: {e}"))
+        })
     });
-    let ops_addr = cfg.ops_addr.clone().unwrap_or_else(|| "127.0.0.1:9102".into());
-    let ops = switchboard_runtime::ops::serve(&ops_addr, switchboard_runtime::ops::router(ready), shutdown.clone()).await?;
+    let ops_addr = cfg
+        .ops_addr
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:9102".into());
+    let ops = switchboard_runtime::ops::serve(
+        &ops_addr,
+        switchboard_runtime::ops::router(ready),
+        shutdown.clone(),
+    )
+    .await?;
     let topics = Topics::new(&cfg.kafka.topic_prefix);
-    let handler = Handler { codec: Codec::new(&cfg.kafka.schema_registry_url), writer };
-    StreamLoop::new(&cfg.kafka, cfg.stream.clone(), "switchboard-pg-sink", &[&topics.events])?
-        .run(handler, shutdown)
-        .await?;
+    let handler = Handler {
+        codec: Codec::new(&cfg.kafka.schema_registry_url),
+        writer,
+    };
+    StreamLoop::new(
+        &cfg.kafka,
+        cfg.stream.clone(),
+        "switchboard-pg-sink",
+        &[&topics.events],
+    )?
+    .run(handler, shutdown)
+    .await?;
     let _ = ops.await;
     tracing::info!("pg-sink stopped");
     Ok(())

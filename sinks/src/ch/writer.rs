@@ -88,7 +88,11 @@ impl ChWriter {
     pub fn new(url: &str, database: &str, validation: bool) -> Self {
         let client = Client::default().with_url(url).with_validation(validation);
         let db_client = client.clone().with_database(database);
-        Self { client, db_client, database: database.to_string() }
+        Self {
+            client,
+            db_client,
+            database: database.to_string(),
+        }
     }
 
     /// Create the database, tables and views if missing. Idempotent.
@@ -106,7 +110,11 @@ impl ChWriter {
     }
 
     pub async fn ping(&self) -> Result<(), String> {
-        self.client.query("SELECT 1").execute().await.map_err(|e| format!("clickhouse: {e}"))
+        self.client
+            .query("SELECT 1")
+            .execute()
+            .await
+            .map_err(|e| format!("clickhouse: {e}"))
     }
 
     /// The subset of `ids` already in `events`.
@@ -114,7 +122,10 @@ impl ChWriter {
         let mut out = HashSet::new();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             let list = chunk.iter().map(|s| lit(s)).collect::<Vec<_>>().join(",");
-            let sql = format!("SELECT DISTINCT event_id FROM {}.seen_events WHERE event_id IN ({list})", self.database);
+            let sql = format!(
+                "SELECT DISTINCT event_id FROM {}.seen_events WHERE event_id IN ({list})",
+                self.database
+            );
             out.extend(self.client.query_raw(&sql).fetch_all::<String>().await?);
         }
         Ok(out)
@@ -123,13 +134,19 @@ impl ChWriter {
     /// Insert the events not written before. Returns how many rows were inserted.
     pub async fn write(&self, events: &[Event]) -> Result<usize, clickhouse::error::Error> {
         let mut batch_ids = HashSet::new();
-        let fresh: Vec<&Event> = events.iter().filter(|e| batch_ids.insert(e.event_id.as_str())).collect();
+        let fresh: Vec<&Event> = events
+            .iter()
+            .filter(|e| batch_ids.insert(e.event_id.as_str()))
+            .collect();
         if fresh.is_empty() {
             return Ok(0);
         }
         let ids: Vec<&str> = fresh.iter().map(|e| e.event_id.as_str()).collect();
         let seen = self.seen_ids(&ids).await?;
-        let todo: Vec<&Event> = fresh.into_iter().filter(|e| !seen.contains(&e.event_id)).collect();
+        let todo: Vec<&Event> = fresh
+            .into_iter()
+            .filter(|e| !seen.contains(&e.event_id))
+            .collect();
         if todo.is_empty() {
             return Ok(0);
         }
@@ -140,10 +157,16 @@ impl ChWriter {
         for e in &todo {
             if matches!(e.status.as_deref(), Some("sent") | Some("accepted")) {
                 let at = e.occurred_at_ms.max(0) as u64;
-                sent_at.entry((e.bsp.clone(), e.wamid.clone())).and_modify(|v| *v = (*v).min(at)).or_insert(at);
+                sent_at
+                    .entry((e.bsp.clone(), e.wamid.clone()))
+                    .and_modify(|v| *v = (*v).min(at))
+                    .or_insert(at);
             }
         }
-        let delivered: Vec<&&Event> = todo.iter().filter(|e| e.status.as_deref() == Some("delivered")).collect();
+        let delivered: Vec<&&Event> = todo
+            .iter()
+            .filter(|e| e.status.as_deref() == Some("delivered"))
+            .collect();
         let missing: Vec<&str> = delivered
             .iter()
             .filter(|e| !sent_at.contains_key(&(e.bsp.clone(), e.wamid.clone())))
@@ -159,7 +182,12 @@ impl ChWriter {
                     "SELECT bsp, wamid, min(sent_at_ms) FROM {}.message_sent_at WHERE wamid IN ({list}) GROUP BY bsp, wamid",
                     self.database
                 );
-                for (bsp, wamid, at) in self.client.query_raw(&sql).fetch_all::<(String, String, u64)>().await? {
+                for (bsp, wamid, at) in self
+                    .client
+                    .query_raw(&sql)
+                    .fetch_all::<(String, String, u64)>()
+                    .await?
+                {
                     sent_at.insert((bsp, wamid), at);
                 }
             }
@@ -170,7 +198,11 @@ impl ChWriter {
             let latency = (e.status.as_deref() == Some("delivered"))
                 .then(|| sent_at.get(&(e.bsp.clone(), e.wamid.clone())))
                 .flatten()
-                .map(|sent| (e.occurred_at_ms.max(0) as u64).saturating_sub(*sent).min(u32::MAX as u64) as u32);
+                .map(|sent| {
+                    (e.occurred_at_ms.max(0) as u64)
+                        .saturating_sub(*sent)
+                        .min(u32::MAX as u64) as u32
+                });
             insert.write(&EventRow::from_event(e, latency)).await?;
         }
         insert.end().await?;

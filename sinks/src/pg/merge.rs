@@ -90,7 +90,10 @@ impl MessageRow {
         or(&mut self.content, &other.content);
         or(&mut self.context_wamid, &other.context_wamid);
         or(&mut self.conversation_id, &other.conversation_id);
-        or(&mut self.conversation_category, &other.conversation_category);
+        or(
+            &mut self.conversation_category,
+            &other.conversation_category,
+        );
         or(&mut self.pricing_category, &other.pricing_category);
         or(&mut self.billable, &other.billable);
     }
@@ -135,9 +138,22 @@ mod tests {
     #[test]
     fn out_of_order_statuses_converge_on_the_highest_rank() {
         let orders = [
-            vec![status("w", "sent", 1), status("w", "delivered", 2), status("w", "read", 3)],
-            vec![status("w", "read", 3), status("w", "sent", 1), status("w", "delivered", 2)],
-            vec![status("w", "delivered", 2), status("w", "read", 3), status("w", "read", 3), status("w", "sent", 1)],
+            vec![
+                status("w", "sent", 1),
+                status("w", "delivered", 2),
+                status("w", "read", 3),
+            ],
+            vec![
+                status("w", "read", 3),
+                status("w", "sent", 1),
+                status("w", "delivered", 2),
+            ],
+            vec![
+                status("w", "delivered", 2),
+                status("w", "read", 3),
+                status("w", "read", 3),
+                status("w", "sent", 1),
+            ],
         ];
         for events in orders {
             let rows = merge_batch(&events);

@@ -13,7 +13,9 @@ use super::merge::merge_batch;
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 fn ts(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
 pub struct PgWriter {
@@ -23,7 +25,10 @@ pub struct PgWriter {
 
 impl PgWriter {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, partitions: HashSet::new() }
+        Self {
+            pool,
+            partitions: HashSet::new(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
