@@ -21,6 +21,9 @@ export SWITCHBOARD_CLICKHOUSE_URL=http://127.0.0.1:8123
 export SWITCHBOARD_META_APP_SECRET=${SWITCHBOARD_META_APP_SECRET:-local-meta-app-secret}
 export SWITCHBOARD_META_VERIFY_TOKEN=${SWITCHBOARD_META_VERIFY_TOKEN:-local-verify-token}
 export SWITCHBOARD_DIALOG360_TOKEN=${SWITCHBOARD_DIALOG360_TOKEN:-local-360dialog-token}
+export SWITCHBOARD_TWILIO_AUTH_TOKEN=${SWITCHBOARD_TWILIO_AUTH_TOKEN:-local-twilio-auth-token}
+export SWITCHBOARD_WAHA_HMAC_KEY=${SWITCHBOARD_WAHA_HMAC_KEY:-local-waha-hmac-key}
+export SWITCHBOARD_PUBLIC_URL=http://127.0.0.1:8080
 
 stop_pipeline() {
   for name in gateway normalizer pg-sink ch-sink; do
@@ -65,13 +68,19 @@ echo "== pipeline up: gateway http://127.0.0.1:8080, ops :9101-9103, logs in $RU
 echo "== pushing sample traffic"
 "$BIN/loadgen" sample --messages 300
 
-echo "== waiting for the stores to settle"
-last=""
-for _ in $(seq 1 60); do
-  now=$(psql "$SWITCHBOARD_DATABASE_URL" -qAtc "SELECT count(*) FROM message_status_history")-$(curl -s "$SWITCHBOARD_CLICKHOUSE_URL/?query=SELECT%20count()%20FROM%20switchboard.events")
-  [ "$now" = "$last" ] && break
-  last=$now; sleep 1
+echo "== waiting for the stores to settle (consumers join their groups, then catch up)"
+last="" stable=0
+for _ in $(seq 1 90); do
+  pg=$(psql "$SWITCHBOARD_DATABASE_URL" -qAtc "SELECT count(*) FROM message_status_history" 2>/dev/null || echo 0)
+  ch=$(curl -s "$SWITCHBOARD_CLICKHOUSE_URL/?query=SELECT%20count()%20FROM%20switchboard.events" 2>/dev/null || echo 0)
+  if [ "$pg-$ch" = "$last" ] && [ "${pg:-0}" -gt 0 ]; then
+    stable=$((stable + 1)); [ $stable -ge 3 ] && break
+  else
+    stable=0
+  fi
+  last="$pg-$ch"; sleep 1
 done
+echo "   $pg status events in PostgreSQL, $ch events in ClickHouse"
 
 echo
 echo "== PostgreSQL: current status of messages"

@@ -11,6 +11,8 @@ pub mod bsp;
 pub mod common;
 pub mod dialog360;
 pub mod meta;
+pub mod twilio;
+pub mod waha;
 
 pub use bsp::Bsp;
 pub use common::{verify_shared_token, ParseError, Parsed, SignatureError, WebhookRequest};
@@ -25,6 +27,8 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
     match bsp {
         Bsp::Meta => meta::inbound::parse(raw, Bsp::Meta),
         Bsp::Dialog360 => dialog360::inbound::parse(raw),
+        Bsp::Twilio => twilio::inbound::parse(raw),
+        Bsp::Waha => waha::inbound::parse(raw),
         other => Err(ParseError::new(
             "unsupported_bsp",
             format!("the {} inbound parser is not built yet", other.slug()),
@@ -37,6 +41,8 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
 pub fn routing_key(bsp: Bsp, req: &WebhookRequest<'_>) -> Result<String, ParseError> {
     let account = match bsp {
         Bsp::Meta | Bsp::Dialog360 => meta::inbound::account_id(req.body)?,
+        Bsp::Twilio => twilio::inbound::account_id(req.body)?,
+        Bsp::Waha => waha::inbound::account_id(req.body)?,
         _ => String::from("-"),
     };
     Ok(format!("{}:{}", bsp.slug(), account))

@@ -146,6 +146,8 @@ pub struct Pipeline {
     pub gateway_url: String,
     pub meta_secret: String,
     pub dialog360_token: String,
+    pub twilio_token: String,
+    pub waha_key: String,
     pub pg: sqlx::PgPool,
     pub pg_url: String,
     pub ch_db: String,
@@ -222,6 +224,8 @@ impl Pipeline {
         let gw_port = free_port();
         let meta_secret = format!("meta-secret-{id}");
         let dialog360_token = format!("d360-{id}");
+        let twilio_token = format!("twilio-{id}");
+        let waha_key = format!("waha-{id}");
         let common = |extra: &[(&str, String)]| {
             let mut env: HashMap<String, String> = HashMap::new();
             env.insert("SWITCHBOARD_KAFKA_BROKERS".into(), brokers.clone());
@@ -244,6 +248,12 @@ impl Pipeline {
                 ("SWITCHBOARD_META_APP_SECRET", meta_secret.clone()),
                 ("SWITCHBOARD_META_VERIFY_TOKEN", format!("verify-{id}")),
                 ("SWITCHBOARD_DIALOG360_TOKEN", dialog360_token.clone()),
+                ("SWITCHBOARD_TWILIO_AUTH_TOKEN", twilio_token.clone()),
+                ("SWITCHBOARD_WAHA_HMAC_KEY", waha_key.clone()),
+                (
+                    "SWITCHBOARD_PUBLIC_URL",
+                    format!("http://127.0.0.1:{gw_port}"),
+                ),
                 ("SWITCHBOARD_MAX_BODY_BYTES", "65536".into()),
                 ("SWITCHBOARD_PRODUCE_TIMEOUT", "3s".into()),
             ]),
@@ -281,6 +291,8 @@ impl Pipeline {
             gateway_url: format!("http://127.0.0.1:{gw_port}"),
             meta_secret,
             dialog360_token,
+            twilio_token,
+            waha_key,
             pg,
             pg_url,
             ch_db: id.clone(),
@@ -326,6 +338,41 @@ impl Pipeline {
             .body(body.to_vec())
             .send()
             .await?)
+    }
+
+    /// POST a webhook the way `bsp` sends it: its content type and its signature.
+    pub async fn post_bsp(&self, bsp: &str, body: &[u8]) -> anyhow::Result<reqwest::Response> {
+        use switchboard_connectors::{meta, twilio, waha};
+        let path = format!("/webhooks/{bsp}");
+        let mut req = self.http.post(format!("{}{path}", self.gateway_url));
+        req = match bsp {
+            "meta" => req.header("content-type", "application/json").header(
+                meta::signature::HEADER,
+                meta::signature::sign(&self.meta_secret, body),
+            ),
+            "360dialog" => req
+                .header("content-type", "application/json")
+                .header("x-switchboard-token", &self.dialog360_token),
+            "twilio" => req
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header(
+                    twilio::signature::HEADER,
+                    twilio::signature::sign(
+                        &self.twilio_token,
+                        &format!("{}{path}", self.gateway_url),
+                        body,
+                    ),
+                ),
+            "waha" => req
+                .header("content-type", "application/json")
+                .header(
+                    waha::signature::HEADER,
+                    waha::signature::sign(&self.waha_key, body),
+                )
+                .header(waha::signature::ALGORITHM_HEADER, "sha512"),
+            other => anyhow::bail!("no signer for {other}"),
+        };
+        Ok(req.body(body.to_vec()).send().await?)
     }
 
     /// POST until the gateway answers 200, retrying 503s as a BSP would.

@@ -27,6 +27,20 @@ pub struct Config {
     /// Shared token for 360dialog webhooks (`?token=` or `X-Switchboard-Token`).
     #[serde(default)]
     pub dialog360_token: String,
+    /// Twilio auth token (X-Twilio-Signature).
+    #[serde(default)]
+    pub twilio_auth_token: String,
+    /// WAHA webhook HMAC key (X-Webhook-Hmac, SHA-512).
+    #[serde(default)]
+    pub waha_hmac_key: String,
+    /// The public base URL Twilio calls (e.g. `https://hooks.example.com`); Twilio signs
+    /// the full URL, which behind a proxy differs from what the gateway sees.
+    #[serde(default = "default_public_url")]
+    pub public_url: String,
+}
+
+fn default_public_url() -> String {
+    "http://127.0.0.1:8080".into()
 }
 
 fn default_addr() -> String {

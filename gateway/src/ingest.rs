@@ -288,6 +288,12 @@ fn verify(app: &AppState, bsp: Bsp, req: &WebhookRequest<'_>) -> Result<(), Sign
         Bsp::Dialog360 => {
             switchboard_connectors::verify_shared_token(&app.cfg.dialog360_token, req)
         }
+        Bsp::Twilio => switchboard_connectors::twilio::signature::verify(
+            &app.cfg.twilio_auth_token,
+            &app.cfg.public_url,
+            req,
+        ),
+        Bsp::Waha => switchboard_connectors::waha::signature::verify(&app.cfg.waha_hmac_key, req),
         _ => Err(SignatureError::NotConfigured),
     }
 }

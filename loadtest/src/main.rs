@@ -155,6 +155,38 @@ async fn sample(a: &Args, c: &Client) -> anyhow::Result<()> {
         "fixtures: {ok} webhooks accepted from {} Meta/360dialog fixture files",
         paths.len()
     );
+    let twilio = a.get("twilio-auth-token", "SWITCHBOARD_TWILIO_AUTH_TOKEN", "");
+    if !twilio.is_empty() {
+        let url = format!("{}/webhooks/twilio", c.gateway);
+        let (n, ok) = post_dir(&c.http, &format!("{fixtures}/twilio"), &url, |body| {
+            let sig = switchboard_connectors::twilio::signature::sign(&twilio, &url, body);
+            vec![
+                (
+                    "content-type",
+                    "application/x-www-form-urlencoded".to_string(),
+                ),
+                ("x-twilio-signature", sig),
+            ]
+        })
+        .await?;
+        println!("fixtures: {ok}/{n} Twilio webhooks accepted");
+    }
+    let waha = a.get("waha-hmac-key", "SWITCHBOARD_WAHA_HMAC_KEY", "");
+    if !waha.is_empty() {
+        let url = format!("{}/webhooks/waha", c.gateway);
+        let (n, ok) = post_dir(&c.http, &format!("{fixtures}/waha"), &url, |body| {
+            vec![
+                ("content-type", "application/json".to_string()),
+                (
+                    "x-webhook-hmac",
+                    switchboard_connectors::waha::signature::sign(&waha, body),
+                ),
+                ("x-webhook-hmac-algorithm", "sha512".to_string()),
+            ]
+        })
+        .await?;
+        println!("fixtures: {ok}/{n} WAHA webhooks accepted");
+    }
 
     let n = a.num("messages", 200)?;
     let run = format!("s{}", now_s());
@@ -175,6 +207,30 @@ async fn sample(a: &Args, c: &Client) -> anyhow::Result<()> {
     }
     println!("conversations: {accepted}/{} webhooks accepted ({n} messages, with repeats and out-of-order arrivals)", all.len());
     Ok(())
+}
+
+/// POST every file of `dir` to `url` with the headers `headers(body)` gives; returns
+/// (sent, accepted).
+async fn post_dir(
+    http: &reqwest::Client,
+    dir: &str,
+    url: &str,
+    headers: impl Fn(&[u8]) -> Vec<(&'static str, String)>,
+) -> anyhow::Result<(usize, usize)> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    let mut ok = 0;
+    for p in &paths {
+        let body = std::fs::read(p)?;
+        let mut req = http.post(url);
+        for (k, v) in headers(&body) {
+            req = req.header(k, v);
+        }
+        ok += req.body(body).send().await?.status().is_success() as usize;
+    }
+    Ok((paths.len(), ok))
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {

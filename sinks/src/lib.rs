@@ -6,8 +6,6 @@
 pub mod ch;
 pub mod pg;
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use switchboard_runtime::config::KafkaConfig;
 use switchboard_runtime::stream::StreamConfig;
@@ -42,32 +40,6 @@ fn default_ch_url() -> String {
 }
 fn default_ch_db() -> String {
     "switchboard".into()
-}
-
-/// Retry `f` with capped backoff until it succeeds or `stop` fires: a sink started before
-/// its database waits for it instead of crash-looping.
-pub async fn wait_for<F, Fut, E>(
-    what: &str,
-    stop: &switchboard_runtime::CancellationToken,
-    mut f: F,
-) -> Option<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match f().await {
-            Ok(()) => return Some(()),
-            Err(e) => tracing::warn!(error = %e, "{what} not ready; retrying"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
 }
 
 /// Decode a batch of `wa.events` records. A record that can never decode is logged and

@@ -6,13 +6,15 @@
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`kafka`]: topic names, the idempotent acks=all producer, topic creation;
 //! - [`stream`]: the at-least-once batch loop (offsets follow work);
-//! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+//! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token;
+//! - [`retry`]: waiting for a dependency at start-up.
 //!
 //! It knows nothing about BSPs or the canonical model.
 
 pub mod config;
 pub mod kafka;
 pub mod ops;
+pub mod retry;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;

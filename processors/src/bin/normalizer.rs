@@ -19,15 +19,16 @@ async fn main() -> anyhow::Result<()> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(&cfg.database_url)?;
     let dedupe = DedupeStore::new(pool);
-    // Wait for the database rather than crash-loop when started before it.
-    let mut delay = Duration::from_millis(200);
-    while let Err(e) = dedupe.migrate().await {
-        tracing::warn!(error = %e, "dedupe store not ready; retrying");
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
+    if switchboard_runtime::retry::wait_for(
+        "dedupe store",
+        &shutdown,
+        switchboard_runtime::retry::is_transient_migrate_error,
+        || dedupe.migrate(),
+    )
+    .await?
+    .is_none()
+    {
+        return Ok(());
     }
 
     let topics = Topics::new(&cfg.kafka.topic_prefix);

@@ -42,8 +42,15 @@ async fn main() -> anyhow::Result<()> {
         &cfg.clickhouse_database,
         cfg.clickhouse_validation,
     ));
-    if switchboard_sinks::wait_for("clickhouse", &shutdown, || writer.migrate())
-        .await
+    // Unreachable is worth waiting for; a rejected DDL statement is not.
+    let transient = |e: &clickhouse::error::Error| {
+        matches!(
+            e,
+            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+        )
+    };
+    if switchboard_runtime::retry::wait_for("clickhouse", &shutdown, transient, || writer.migrate())
+        .await?
         .is_none()
     {
         return Ok(());

@@ -47,9 +47,14 @@ async fn main() -> anyhow::Result<()> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(&cfg.database_url)?;
     let writer = PgWriter::new(pool.clone());
-    if switchboard_sinks::wait_for("postgres", &shutdown, || writer.migrate())
-        .await
-        .is_none()
+    if switchboard_runtime::retry::wait_for(
+        "postgres",
+        &shutdown,
+        switchboard_runtime::retry::is_transient_migrate_error,
+        || writer.migrate(),
+    )
+    .await?
+    .is_none()
     {
         return Ok(());
     }
