@@ -40,6 +40,15 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
     let v: Value = serde_json::from_slice(&raw.body)
         .map_err(|e| ParseError::new("bad_shape", format!("not JSON: {e}")))?;
     let event = s(&v, "event").ok_or_else(|| ParseError::new("bad_shape", "no event name"))?;
+    if !matches!(
+        event,
+        "message" | "message.any" | "message.reaction" | "message.ack"
+    ) {
+        return Err(ParseError::new(
+            "unsupported_event",
+            format!("WAHA event {event:?} is not a message event"),
+        ));
+    }
     let p = v
         .get("payload")
         .filter(|p| p.is_object())
