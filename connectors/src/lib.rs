@@ -10,6 +10,7 @@
 pub mod bsp;
 pub mod common;
 pub mod dialog360;
+pub mod gupshup;
 pub mod meta;
 pub mod twilio;
 pub mod waha;
@@ -28,6 +29,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
         Bsp::Meta => meta::inbound::parse(raw, Bsp::Meta),
         Bsp::Dialog360 => dialog360::inbound::parse(raw),
         Bsp::Twilio => twilio::inbound::parse(raw),
+        Bsp::Gupshup => gupshup::inbound::parse(raw),
         Bsp::Waha => waha::inbound::parse(raw),
         other => Err(ParseError::new(
             "unsupported_bsp",
@@ -42,6 +44,7 @@ pub fn routing_key(bsp: Bsp, req: &WebhookRequest<'_>) -> Result<String, ParseEr
     let account = match bsp {
         Bsp::Meta | Bsp::Dialog360 => meta::inbound::account_id(req.body)?,
         Bsp::Twilio => twilio::inbound::account_id(req.body)?,
+        Bsp::Gupshup => gupshup::inbound::account_id(req.body)?,
         Bsp::Waha => waha::inbound::account_id(req.body)?,
         _ => String::from("-"),
     };

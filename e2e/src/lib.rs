@@ -249,6 +249,7 @@ impl Pipeline {
                 ("SWITCHBOARD_META_VERIFY_TOKEN", format!("verify-{id}")),
                 ("SWITCHBOARD_DIALOG360_TOKEN", dialog360_token.clone()),
                 ("SWITCHBOARD_TWILIO_AUTH_TOKEN", twilio_token.clone()),
+                ("SWITCHBOARD_GUPSHUP_TOKEN", format!("gupshup-{id}")),
                 ("SWITCHBOARD_WAHA_HMAC_KEY", waha_key.clone()),
                 (
                     "SWITCHBOARD_PUBLIC_URL",
@@ -256,6 +257,7 @@ impl Pipeline {
                 ),
                 ("SWITCHBOARD_MAX_BODY_BYTES", "65536".into()),
                 ("SWITCHBOARD_PRODUCE_TIMEOUT", "3s".into()),
+                ("SWITCHBOARD_PRODUCER_REBUILD_AFTER", "5s".into()),
             ]),
             &log_dir.0,
         )?;
@@ -353,6 +355,9 @@ impl Pipeline {
             "360dialog" => req
                 .header("content-type", "application/json")
                 .header("x-switchboard-token", &self.dialog360_token),
+            "gupshup" => req
+                .header("content-type", "application/json")
+                .header("x-switchboard-token", format!("gupshup-{}", self.id)),
             "twilio" => req
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header(

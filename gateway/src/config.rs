@@ -18,6 +18,10 @@ pub struct Config {
     /// How long a webhook may wait for the broker's ack before the BSP gets a 503.
     #[serde(default = "default_produce_timeout", with = "humantime_serde")]
     pub produce_timeout: Duration,
+    /// Replace the Kafka producer once deliveries have failed this long (it can get
+    /// stuck after an outage; see `producer.rs`).
+    #[serde(default = "default_rebuild_after", with = "humantime_serde")]
+    pub producer_rebuild_after: Duration,
     /// Meta app secret (X-Hub-Signature-256).
     #[serde(default)]
     pub meta_app_secret: String,
@@ -27,6 +31,9 @@ pub struct Config {
     /// Shared token for 360dialog webhooks (`?token=` or `X-Switchboard-Token`).
     #[serde(default)]
     pub dialog360_token: String,
+    /// Shared token for Gupshup webhooks (`?token=` or `X-Switchboard-Token`).
+    #[serde(default)]
+    pub gupshup_token: String,
     /// Twilio auth token (X-Twilio-Signature).
     #[serde(default)]
     pub twilio_auth_token: String,
@@ -48,6 +55,9 @@ fn default_addr() -> String {
 }
 fn default_max_body() -> usize {
     4 * 1024 * 1024
+}
+fn default_rebuild_after() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_produce_timeout() -> Duration {
     Duration::from_secs(5)

@@ -235,9 +235,10 @@ async fn accept(
     };
     let produced = tokio::time::timeout(
         app.cfg.produce_timeout,
-        produce_all(&app.producer, std::slice::from_ref(&rec)),
+        produce_all(&app.producer.get(), std::slice::from_ref(&rec)),
     )
     .await;
+    app.producer.report(matches!(produced, Ok(Ok(()))));
     METRICS
         .produce_seconds
         .with_label_values(&[topic.as_str()])
@@ -288,6 +289,7 @@ fn verify(app: &AppState, bsp: Bsp, req: &WebhookRequest<'_>) -> Result<(), Sign
         Bsp::Dialog360 => {
             switchboard_connectors::verify_shared_token(&app.cfg.dialog360_token, req)
         }
+        Bsp::Gupshup => switchboard_connectors::verify_shared_token(&app.cfg.gupshup_token, req),
         Bsp::Twilio => switchboard_connectors::twilio::signature::verify(
             &app.cfg.twilio_auth_token,
             &app.cfg.public_url,

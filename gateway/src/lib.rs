@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod producer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use rdkafka::producer::FutureProducer;
 use switchboard_runtime::kafka::Topics;
 use switchboard_runtime::CancellationToken;
 use switchboard_schemas::Codec;
@@ -27,7 +27,7 @@ use crate::config::Config;
 
 pub struct AppState {
     pub cfg: Config,
-    pub producer: FutureProducer,
+    pub producer: producer::ProducerSlot,
     pub codec: Codec,
     pub topics: Topics,
     pub http: reqwest::Client,
@@ -38,7 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
         let s = ready_state.clone();
         Box::pin(async move {
-            switchboard_runtime::kafka::broker_reachable(&s.producer, Duration::from_secs(2))
+            switchboard_runtime::kafka::broker_reachable(&s.producer.get(), Duration::from_secs(2))
                 .await?;
             let url = format!(
                 "{}/subjects",
@@ -84,20 +84,25 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 pub struct RequestId(pub String);
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let producer = switchboard_runtime::kafka::producer(&cfg.kafka, cfg.produce_timeout)?;
     let state = Arc::new(AppState {
         codec: Codec::new(&cfg.kafka.schema_registry_url),
         topics: Topics::new(&cfg.kafka.topic_prefix),
-        producer: producer.clone(),
+        producer: producer::ProducerSlot::new(
+            cfg.kafka.clone(),
+            cfg.produce_timeout,
+            cfg.producer_rebuild_after,
+        )?,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?,
         cfg: cfg.clone(),
     });
-    let server = switchboard_runtime::ops::serve(&cfg.http_addr, router(state), shutdown).await?;
+    let server =
+        switchboard_runtime::ops::serve(&cfg.http_addr, router(state.clone()), shutdown).await?;
     server.await?;
     // Requests are drained; flush anything still queued (nothing acknowledged is pending,
     // because every 2xx waited for its ack).
+    let producer = state.producer.get();
     let _ = tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer;
         producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)))

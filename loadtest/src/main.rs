@@ -171,6 +171,18 @@ async fn sample(a: &Args, c: &Client) -> anyhow::Result<()> {
         .await?;
         println!("fixtures: {ok}/{n} Twilio webhooks accepted");
     }
+    let gupshup = a.get("gupshup-token", "SWITCHBOARD_GUPSHUP_TOKEN", "");
+    if !gupshup.is_empty() {
+        let url = format!("{}/webhooks/gupshup", c.gateway);
+        let (n, ok) = post_dir(&c.http, &format!("{fixtures}/gupshup"), &url, |_| {
+            vec![
+                ("content-type", "application/json".to_string()),
+                ("x-switchboard-token", gupshup.clone()),
+            ]
+        })
+        .await?;
+        println!("fixtures: {ok}/{n} Gupshup webhooks accepted");
+    }
     let waha = a.get("waha-hmac-key", "SWITCHBOARD_WAHA_HMAC_KEY", "");
     if !waha.is_empty() {
         let url = format!("{}/webhooks/waha", c.gateway);

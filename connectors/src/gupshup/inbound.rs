@@ -1,0 +1,157 @@
+//! Parser for Gupshup v2 webhooks.
+//!
+//! Quirks: the envelope names the Gupshup *app*, not the business number, so the app
+//! name stands in for `business_number`; a message's status events do not all carry the
+//! same id (`enqueued` has Gupshup's id in `id`, later ones have the WhatsApp id in `id`
+//! and Gupshup's in `gsId`), so Gupshup's id (`gsId`, else `id`) is the message id that
+//! joins them. `user-event` and `billing-event` envelopes are valid but carry no message
+//! event: they are acknowledged and ignored.
+
+use serde_json::{json, Value};
+use switchboard_schemas::{
+    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
+};
+
+use crate::bsp::Bsp;
+use crate::common::{e164, timestamp_ms, ParseError, Parsed};
+
+fn s<'v>(v: &'v Value, k: &str) -> Option<&'v str> {
+    v.get(k).and_then(Value::as_str).filter(|x| !x.is_empty())
+}
+
+/// Partition key part: the Gupshup app.
+pub fn account_id(body: &[u8]) -> Result<String, ParseError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ParseError::new("malformed_json", e.to_string()))?;
+    Ok(s(&v, "app").unwrap_or("-").to_string())
+}
+
+fn map_status(t: &str) -> Option<Status> {
+    Some(match t {
+        "enqueued" => Status::Accepted,
+        "sent" => Status::Sent,
+        "delivered" => Status::Delivered,
+        "read" => Status::Read,
+        "failed" => Status::Failed,
+        "deleted" => Status::Deleted,
+        _ => return None,
+    })
+}
+
+pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
+    let v: Value = serde_json::from_slice(&raw.body)
+        .map_err(|e| ParseError::new("bad_shape", format!("not JSON: {e}")))?;
+    let kind =
+        s(&v, "type").ok_or_else(|| ParseError::new("bad_shape", "envelope without type"))?;
+    if matches!(kind, "user-event" | "billing-event" | "system-event") {
+        return Ok(Parsed::default());
+    }
+    if !matches!(kind, "message" | "message-event") {
+        return Err(ParseError::new(
+            "unsupported_event",
+            format!("Gupshup envelope type {kind:?}"),
+        ));
+    }
+    let app = s(&v, "app").ok_or_else(|| ParseError::new("bad_shape", "envelope without app"))?;
+    let p = v
+        .get("payload")
+        .filter(|p| p.is_object())
+        .ok_or_else(|| ParseError::new("bad_shape", "no payload object"))?;
+    let inner = p.get("payload").cloned().unwrap_or(Value::Null);
+    let envelope_ts = v.get("timestamp").map(timestamp_ms).transpose()?;
+    let base = |event_id: String, t: EventType, customer: String, wamid: &str, ts: i64| Event {
+        event_id,
+        event_type: t.as_str().into(),
+        bsp: Bsp::Gupshup.slug().into(),
+        business_number: app.into(),
+        business_account_id: Some(app.into()),
+        customer_id: customer,
+        wamid: wamid.into(),
+        occurred_at_ms: ts,
+        received_at_ms: raw.received_at_ms,
+        request_id: raw.request_id.clone(),
+        ..Event::default()
+    };
+    let mut out = Parsed::default();
+    if kind == "message-event" {
+        let t = s(p, "type")
+            .ok_or_else(|| ParseError::new("bad_shape", "message-event without type"))?;
+        let status = map_status(t).ok_or_else(|| {
+            ParseError::new("unknown_status", format!("Gupshup event type {t:?}"))
+        })?;
+        let id = s(p, "gsId")
+            .or_else(|| s(p, "id"))
+            .ok_or_else(|| ParseError::new("bad_shape", "message-event without id"))?;
+        let customer =
+            e164(s(p, "destination").ok_or_else(|| {
+                ParseError::new("bad_shape", "message-event without destination")
+            })?)?;
+        let ts = match inner.get("ts") {
+            Some(t) => timestamp_ms(t)?,
+            None => envelope_ts.unwrap_or(raw.received_at_ms),
+        };
+        let mut ev = base(
+            status_event_id("gupshup", id, status),
+            EventType::Status,
+            customer,
+            id,
+            ts,
+        );
+        ev.status = Some(status.as_str().into());
+        if status == Status::Failed {
+            ev.error_code = inner
+                .get("code")
+                .map(|c| c.to_string().trim_matches('"').to_string());
+            ev.error_title = s(&inner, "reason").map(str::to_string);
+        }
+        out.events.push(ev);
+        return Ok(out);
+    }
+    let id = s(p, "id").ok_or_else(|| ParseError::new("bad_shape", "message without id"))?;
+    let from = s(p, "source").or_else(|| p.get("sender").and_then(|x| s(x, "phone")));
+    let customer =
+        e164(from.ok_or_else(|| ParseError::new("missing_customer", "message without source"))?)?;
+    let mut ev = base(
+        inbound_event_id("gupshup", id),
+        EventType::Received,
+        customer,
+        id,
+        envelope_ts.unwrap_or(raw.received_at_ms),
+    );
+    let t = s(p, "type").unwrap_or("unknown");
+    let canonical = match t {
+        "text" => "text",
+        "image" => "image",
+        "video" => "video",
+        "audio" => "audio",
+        "file" => "document",
+        "sticker" => "sticker",
+        "location" => "location",
+        "contact" => "contacts",
+        "button_reply" | "list_reply" => "interactive",
+        "quick_reply" => "button",
+        "order" => "order",
+        _ => "unknown",
+    };
+    let mut content = if canonical == "unknown" {
+        p.clone()
+    } else {
+        inner.clone()
+    };
+    if let (Value::Object(c), Some(name)) =
+        (&mut content, p.get("sender").and_then(|x| s(x, "name")))
+    {
+        c.insert("profile_name".into(), json!(name));
+    }
+    if canonical == "interactive" {
+        content = json!({"kind": t, "reply": content});
+    }
+    ev.message_type = Some(canonical.into());
+    ev.content = Some(content.to_string());
+    ev.context_wamid = p
+        .get("context")
+        .and_then(|c| s(c, "gsId").or_else(|| s(c, "id")))
+        .map(str::to_string);
+    out.events.push(ev);
+    Ok(out)
+}
