@@ -57,9 +57,14 @@ named_pids() { # the pipeline's processes plus the shared services'
     echo "## run $run"
     "$BIN/loadgen" bench --gateway "http://127.0.0.1:$GW_PORT" --messages "$N" --concurrency "$C" \
       --database-url "$SWITCHBOARD_DATABASE_URL" --clickhouse-url "$SWITCHBOARD_CLICKHOUSE_URL" --clickhouse-database "$ID"
+    m=$(curl -s http://127.0.0.1:19101/metrics)
+    dsum=$(echo "$m" | awk '/^switchboard_normalizer_dedupe_seconds_sum/ {print $2}')
+    dcount=$(echo "$m" | awk '/^switchboard_normalizer_dedupe_seconds_count/ {print $2}')
+    events=$(echo "$m" | awk '/^switchboard_normalizer_events_total/ {s += $2} END {print s}')
+    echo "dedupe (cumulative): ${dsum:-0} s over ${dcount:-0} batches and ${events:-0} events = $(awk -v s="${dsum:-0}" -v n="${events:-1}" 'BEGIN {printf "%.2f", s * 1e6 / n}') us/event, $(awk -v s="${dsum:-0}" -v n="${dcount:-1}" 'BEGIN {printf "%.2f", s * 1e3 / n}') ms/batch"
     while read -r name pid; do
       after=$(cpu_of "$pid")
-      echo "cpu_seconds $name $(echo "$after - ${before[$name]:-0}" | bc) peak_rss $(rss_of "$pid")"
+      echo "cpu_seconds $name $(awk -v a="$after" -v b="${before[$name]:-0}" 'BEGIN {printf "%.2f", a - b}') peak_rss $(rss_of "$pid")"
     done < <(named_pids)
   done
 } | tee "$OUT"
