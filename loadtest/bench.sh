@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Ingest + end-to-end benchmark: a fresh pipeline (release binaries, own topics and
-# databases), then `loadgen bench` three times; prints each run and the CPU seconds and
-# peak RSS of every process per run. Results go to loadtest/results/<timestamp>.txt;
-# REPORT.md summarizes them.
+# Ingest + end-to-end benchmark. Each run gets a fresh pipeline (release binaries, its
+# own topics, PostgreSQL database and ClickHouse database) so runs are independent, then
+# `loadgen bench` drives it; printed per run: ingest rate and latency, end-to-end rate and
+# accept → stored latency, dedupe cost, and CPU seconds and peak RSS of every process.
+# Results go to loadtest/results/<timestamp>.txt; REPORT.md summarizes them.
 #
-# usage: loadtest/bench.sh [MESSAGES_PER_RUN] [CONCURRENCY]   (defaults 25000, 64)
+# usage: loadtest/bench.sh [MESSAGES_PER_RUN] [CONCURRENCY] [RUNS]   (defaults 25000, 64, 3)
+# env:   SWITCHBOARD_KAFKA_LINGER (producer linger, default 5ms) and any other
+#        SWITCHBOARD_* setting is passed to the pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 N=${1:-25000}
 C=${2:-64}
+RUNS=${3:-3}
 BIN=$CARGO_TARGET_DIR/release
 RUN=${SWITCHBOARD_RUN:-/tmp/switchboard}/bench
 mkdir -p "$RUN" loadtest/results
@@ -18,54 +22,69 @@ OUT=loadtest/results/$(date -u +%Y%m%dT%H%M%SZ).txt
 cargo build --release --workspace --bins --locked >&2
 SWITCHBOARD_BIN=$BIN deploy/infra.sh up >/dev/null
 
-ID=bench$(date +%s)
 export SWITCHBOARD_KAFKA_BROKERS=127.0.0.1:9092 SWITCHBOARD_SCHEMA_REGISTRY_URL=http://127.0.0.1:8081
-export SWITCHBOARD_TOPIC_PREFIX=$ID.
-export SWITCHBOARD_META_APP_SECRET=bench-secret
-export SWITCHBOARD_CLICKHOUSE_URL=http://127.0.0.1:8123 SWITCHBOARD_CLICKHOUSE_DATABASE=$ID
-su postgres -c "psql -qc 'CREATE DATABASE $ID OWNER switchboard'" >/dev/null
-export SWITCHBOARD_DATABASE_URL=postgres://switchboard:switchboard@127.0.0.1:5432/$ID
-"$BIN/switchboard-admin" create-topics 6 >/dev/null 2>&1
+export SWITCHBOARD_META_APP_SECRET=bench-secret SWITCHBOARD_CLICKHOUSE_URL=http://127.0.0.1:8123
+GW_PORT=18080
 
 pids=()
-start() { local name=$1; shift; env "$@" "$BIN/$name" >"$RUN/$name.log" 2>&1 & pids+=($!); echo "$name $!" >>"$RUN/pids"; }
-: >"$RUN/pids"
-trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' EXIT
-GW_PORT=18080
-start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:$GW_PORT
-start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:19101 SWITCHBOARD_GROUP_ID=$ID-n
-start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19102 SWITCHBOARD_GROUP_ID=$ID-p
-start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$ID-c
-for port in $GW_PORT 19101 19102 19103; do
-  for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-done
+stop_pipeline() {
+  [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null || true
+  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  pids=()
+}
+trap stop_pipeline EXIT
+
+start_pipeline() { # id
+  local id=$1
+  export SWITCHBOARD_TOPIC_PREFIX=$id. SWITCHBOARD_CLICKHOUSE_DATABASE=$id
+  su postgres -c "psql -qc 'CREATE DATABASE $id OWNER switchboard'" >/dev/null
+  export SWITCHBOARD_DATABASE_URL=postgres://switchboard:switchboard@127.0.0.1:5432/$id
+  "$BIN/switchboard-admin" create-topics 6 >/dev/null 2>&1
+  : >"$RUN/pids"
+  start() { local name=$1; shift; env "$@" "$BIN/$name" >"$RUN/$name.log" 2>&1 & pids+=($!); echo "$name $!" >>"$RUN/pids"; }
+  start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:$GW_PORT
+  start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:19101 SWITCHBOARD_GROUP_ID=$id-n
+  start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19102 SWITCHBOARD_GROUP_ID=$id-p
+  start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$id-c
+  for port in $GW_PORT 19101 19102 19103; do
+    for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+  done
+}
 
 cpu_of() { awk '{print ($14+$15)/100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_of() { awk '/VmHWM/ {print $2/1024 " MiB"}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+rss_of() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 named_pids() { # the pipeline's processes plus the shared services'
   cat "$RUN/pids"
   echo "broker $(pgrep -f 'nisshi broker' | head -1)"
   echo "clickhouse $(pgrep -f clickhouse-server | head -1)"
-  echo "postgres $(head -1 /var/lib/postgresql/15/main/postmaster.pid 2>/dev/null)"
+}
+pg_cpu() { # all PostgreSQL backends together
+  local t=0
+  for p in $(pgrep -u postgres); do t=$(awk -v t="$t" -v c="$(cpu_of "$p")" 'BEGIN {print t + c}'); done
+  echo "$t"
 }
 
 {
-  echo "# loadtest/bench.sh $N $C   ($(date -u +%FT%TZ), $(nproc) cores, $(uname -r))"
-  for run in 1 2 3; do
+  echo "# loadtest/bench.sh $N $C $RUNS   ($(date -u +%FT%TZ), $(nproc) cores, linger ${SWITCHBOARD_KAFKA_LINGER:-5ms})"
+  for run in $(seq 1 "$RUNS"); do
+    id=bench$(date +%s)r$run
+    start_pipeline "$id"
     declare -A before=()
     while read -r name pid; do before[$name]=$(cpu_of "$pid"); done < <(named_pids)
-    echo "## run $run"
+    pg_before=$(pg_cpu)
+    echo "## run $run ($id)"
     "$BIN/loadgen" bench --gateway "http://127.0.0.1:$GW_PORT" --messages "$N" --concurrency "$C" \
-      --database-url "$SWITCHBOARD_DATABASE_URL" --clickhouse-url "$SWITCHBOARD_CLICKHOUSE_URL" --clickhouse-database "$ID"
+      --database-url "$SWITCHBOARD_DATABASE_URL" --clickhouse-url "$SWITCHBOARD_CLICKHOUSE_URL" --clickhouse-database "$id"
     m=$(curl -s http://127.0.0.1:19101/metrics)
     dsum=$(echo "$m" | awk '/^switchboard_normalizer_dedupe_seconds_sum/ {print $2}')
     dcount=$(echo "$m" | awk '/^switchboard_normalizer_dedupe_seconds_count/ {print $2}')
     events=$(echo "$m" | awk '/^switchboard_normalizer_events_total/ {s += $2} END {print s}')
-    echo "dedupe (cumulative): ${dsum:-0} s over ${dcount:-0} batches and ${events:-0} events = $(awk -v s="${dsum:-0}" -v n="${events:-1}" 'BEGIN {printf "%.2f", s * 1e6 / n}') us/event, $(awk -v s="${dsum:-0}" -v n="${dcount:-1}" 'BEGIN {printf "%.2f", s * 1e3 / n}') ms/batch"
+    echo "dedupe: ${dsum:-0} s over ${dcount:-0} batches and ${events:-0} events = $(awk -v s="${dsum:-0}" -v n="${events:-1}" 'BEGIN {printf "%.1f", s * 1e6 / n}') us/event, $(awk -v s="${dsum:-0}" -v n="${dcount:-1}" 'BEGIN {printf "%.1f", s * 1e3 / n}') ms/batch"
     while read -r name pid; do
-      after=$(cpu_of "$pid")
-      echo "cpu_seconds $name $(awk -v a="$after" -v b="${before[$name]:-0}" 'BEGIN {printf "%.2f", a - b}') peak_rss $(rss_of "$pid")"
+      echo "cpu_seconds $name $(awk -v a="$(cpu_of "$pid")" -v b="${before[$name]:-0}" 'BEGIN {printf "%.2f", a - b}') peak_rss $(rss_of "$pid")"
     done < <(named_pids)
+    echo "cpu_seconds postgres(all backends) $(awk -v a="$(pg_cpu)" -v b="$pg_before" 'BEGIN {printf "%.2f", a - b}')"
+    stop_pipeline
   done
 } | tee "$OUT"
 echo "results written to $OUT" >&2

@@ -196,6 +196,7 @@ impl Pipeline {
             kafka_brokers: brokers.clone(),
             topic_prefix: topic_prefix.clone(),
             schema_registry_url: services.registry.clone(),
+            ..Default::default()
         };
         let topics = switchboard_runtime::kafka::Topics::new(&topic_prefix).with_partitions(6);
         switchboard_runtime::kafka::ensure_topics(&kafka, &topics).await?;

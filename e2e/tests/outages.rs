@@ -159,6 +159,7 @@ async fn broker_down_means_503_with_retry_after_and_nothing_acknowledged_is_lost
         kafka_brokers: broker.addr(),
         topic_prefix: p.topic_prefix.clone(),
         schema_registry_url: p.services.registry.clone(),
+        ..Default::default()
     };
     switchboard_runtime::kafka::ensure_topics(
         &kafka,

@@ -245,6 +245,38 @@ async fn post_dir(
     Ok((paths.len(), ok))
 }
 
+/// Send a few conversations and, given a database, wait until they are stored, so the
+/// measured run does not include consumer-group joins and first connections.
+async fn warm_up(a: &Args, c: &Client, run: &str) -> anyhow::Result<()> {
+    let n = a.num("warmup", 100)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let warm = format!("{run}w");
+    for b in (0..n).flat_map(|i| conversation(&warm, i, now_s() - 3600)) {
+        c.meta(b).await?;
+    }
+    let db = a.get("database-url", "SWITCHBOARD_DATABASE_URL", "");
+    if db.is_empty() {
+        return Ok(());
+    }
+    let pool = sqlx::PgPool::connect(&db).await?;
+    let like = format!("wamid.{warm}.%");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let (got,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages WHERE wamid LIKE $1")
+            .bind(&like)
+            .fetch_one(&pool)
+            .await?;
+        if got >= n as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.close().await;
+    Ok(())
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -266,8 +298,37 @@ async fn bench(a: &Args, c: Arc<Client>) -> anyhow::Result<()> {
         .collect();
     let total = bodies.len();
     let bodies = Arc::new(bodies);
+    warm_up(a, &c, &run).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    // Lag over time: every second, webhooks handed out vs status events stored.
+    let sampler = {
+        let db = a.get("database-url", "SWITCHBOARD_DATABASE_URL", "");
+        let next = next.clone();
+        let like = format!("wamid.{run}.%");
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let Ok(pool) = sqlx::PgPool::connect(&db).await else {
+                return samples;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let sent = next.load(Ordering::Relaxed).min(total);
+                let stored: i64 = sqlx::query_as::<_, (i64,)>(
+                    "SELECT count(*) FROM message_status_history WHERE wamid LIKE $1",
+                )
+                .bind(&like)
+                .fetch_one(&pool)
+                .await
+                .map(|(n,)| n)
+                .unwrap_or(-1);
+                samples.push((started.elapsed().as_secs_f64(), sent, stored));
+                if sent >= total {
+                    return samples;
+                }
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for _ in 0..conc {
         let (c, bodies, next) = (c.clone(), bodies.clone(), next.clone());
@@ -332,8 +393,8 @@ async fn bench(a: &Args, c: Arc<Client>) -> anyhow::Result<()> {
     }
     let e2e = started.elapsed().as_secs_f64();
     let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) \
-         FROM (SELECT extract(epoch FROM stored_at - received_at) * 1000 AS ms FROM message_status_history WHERE wamid LIKE $1) t",
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)::float8 \
+         FROM (SELECT (extract(epoch FROM stored_at - received_at) * 1000)::float8 AS ms FROM message_status_history WHERE wamid LIKE $1) t",
     )
     .bind(&like)
     .fetch_one(&pool)
@@ -372,6 +433,15 @@ async fn bench(a: &Args, c: Arc<Client>) -> anyhow::Result<()> {
         let r = q(format!("SELECT count(), quantiles(0.5, 0.99)(toFloat64(stored_at_ms) - toFloat64(received_at_ms)) FROM events WHERE wamid LIKE '{like}'")).await?;
         println!("clickhouse: {} events (want {want_all}) by {e2e:.2} s; accept → stored ms [p50, p99] {}", r.split('\t').next().unwrap_or("?"), r.split('\t').nth(1).unwrap_or("?").trim());
     }
+    let samples = sampler.await.unwrap_or_default();
+    println!(
+        "lag over time (s: webhooks sent / status events stored): {}",
+        samples
+            .iter()
+            .map(|(t, s, n)| format!("{t:.0}s:{s}/{n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "postgres progress (s, status events): {}",
         lag_samples

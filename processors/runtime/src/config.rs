@@ -40,6 +40,10 @@ pub struct KafkaConfig {
     /// Confluent-compatible schema registry.
     #[serde(default = "default_registry")]
     pub schema_registry_url: String,
+    /// How long the producer waits to fill a batch (`linger.ms`): more batching, fewer
+    /// wake-ups of librdkafka's threads, against added latency.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub kafka_linger: std::time::Duration,
 }
 
 impl Default for KafkaConfig {
@@ -48,12 +52,16 @@ impl Default for KafkaConfig {
             kafka_brokers: default_brokers(),
             topic_prefix: String::new(),
             schema_registry_url: default_registry(),
+            kafka_linger: default_linger(),
         }
     }
 }
 
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()
+}
+fn default_linger() -> std::time::Duration {
+    std::time::Duration::from_millis(5)
 }
 fn default_registry() -> String {
     "http://127.0.0.1:8081".into()

@@ -55,7 +55,7 @@ pub fn producer(cfg: &KafkaConfig, delivery_timeout: Duration) -> anyhow::Result
     let p: FutureProducer = base_client_config(cfg)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
+        .set("linger.ms", cfg.kafka_linger.as_millis().to_string())
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
