@@ -124,6 +124,25 @@ impl Proc {
         Ok(())
     }
 
+    /// Sum of a Prometheus counter on this process's ops endpoint (0 if unreachable).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Some(addr) = self
+            .env
+            .get("SWITCHBOARD_OPS_ADDR")
+            .or_else(|| self.env.get("SWITCHBOARD_HTTP_ADDR"))
+        else {
+            return 0.0;
+        };
+        let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn log_tail(&self) -> String {
         std::fs::read_to_string(&self.log)
             .map(|s| {

@@ -20,6 +20,13 @@ fn bodies(tag: &str, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Stop the consumers gracefully, so exact counts afterwards cannot be racing late writes.
+async fn stop_consumers(p: &mut Pipeline) -> anyhow::Result<()> {
+    p.normalizer.stop().await?;
+    p.pg_sink.stop().await?;
+    p.ch_sink.stop().await
+}
+
 async fn send_all(p: &Pipeline, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
     for chunk in bodies.chunks(50) {
         for r in
@@ -34,7 +41,7 @@ async fn send_all(p: &Pipeline, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::Result<()> {
     let pg = PrivatePostgres::start().await?;
-    let p = Pipeline::start(Options {
+    let mut p = Pipeline::start(Options {
         pg_url: Some(pg.url()),
         ..Options::default()
     })
@@ -45,11 +52,28 @@ async fn postgres_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::Res
     pg.crash()?;
     // The gateway does not need PostgreSQL: webhooks keep being accepted.
     send_all(&p, rest).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The outage must have been felt mid-stream: the normalizer (its dedupe store is in
+    // PostgreSQL) and the pg-sink fail batches and retry them; nothing moves on.
+    wait_until(
+        "consumers retrying failed batches",
+        Duration::from_secs(60),
+        || async {
+            let failures = p
+                .normalizer
+                .metric("switchboard_stream_batch_failures_total")
+                .await
+                + p.pg_sink
+                    .metric("switchboard_stream_batch_failures_total")
+                    .await;
+            Ok(failures > 0.0)
+        },
+    )
+    .await?;
     pg.resume().await?;
     p.wait_for_status_events(1200, Duration::from_secs(120))
         .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Graceful stops drain in-flight work, so exact counts below cannot race late writes.
+    stop_consumers(&mut p).await?;
     assert_eq!(
         p.pg_count("SELECT count(*) FROM message_status_history")
             .await?,
@@ -78,11 +102,22 @@ async fn clickhouse_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::R
     send_all(&p, first).await?;
     ch.crash().await;
     send_all(&p, rest).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(
+        "ch-sink retrying failed batches",
+        Duration::from_secs(60),
+        || async {
+            Ok(p.ch_sink
+                .metric("switchboard_stream_batch_failures_total")
+                .await
+                > 0.0)
+        },
+    )
+    .await?;
     ch.resume().await?;
     p.wait_for_status_events(1200, Duration::from_secs(120))
         .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Graceful stops drain in-flight work, so exact counts below cannot race late writes.
+    stop_consumers(&mut p).await?;
     let count = |sql: &'static str| {
         let http = p.http.clone();
         let url = ch.url();

@@ -74,3 +74,37 @@ pub async fn decode_events(
     }
     Ok(out)
 }
+
+/// Serve the ops endpoints and run `handler` over `wa.events` until shutdown: the part of
+/// `main` both sinks share.
+pub async fn run_sink<H: switchboard_runtime::stream::BatchHandler>(
+    cfg: &Config,
+    name: &'static str,
+    default_ops_addr: &str,
+    ready: switchboard_runtime::ops::ReadinessCheck,
+    handler: H,
+    shutdown: switchboard_runtime::CancellationToken,
+) -> anyhow::Result<()> {
+    let ops_addr = cfg
+        .ops_addr
+        .clone()
+        .unwrap_or_else(|| default_ops_addr.to_string());
+    let ops = switchboard_runtime::ops::serve(
+        &ops_addr,
+        switchboard_runtime::ops::router(ready),
+        shutdown.clone(),
+    )
+    .await?;
+    let topics = switchboard_runtime::kafka::Topics::new(&cfg.kafka.topic_prefix);
+    switchboard_runtime::stream::StreamLoop::new(
+        &cfg.kafka,
+        cfg.stream.clone(),
+        &format!("switchboard-{name}"),
+        &[&topics.events],
+    )?
+    .run(handler, shutdown)
+    .await?;
+    let _ = ops.await;
+    tracing::info!("{name} stopped");
+    Ok(())
+}

@@ -4,8 +4,7 @@ use std::sync::{Arc, LazyLock};
 
 use prometheus::{register_int_counter, IntCounter};
 use rdkafka::message::OwnedMessage;
-use switchboard_runtime::kafka::Topics;
-use switchboard_runtime::stream::{BatchHandler, StreamLoop};
+use switchboard_runtime::stream::BatchHandler;
 use switchboard_schemas::Codec;
 use switchboard_sinks::ch::ChWriter;
 use switchboard_sinks::Config;
@@ -60,30 +59,9 @@ async fn main() -> anyhow::Result<()> {
         let w = w.clone();
         Box::pin(async move { w.ping().await })
     });
-    let ops_addr = cfg
-        .ops_addr
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1:9103".into());
-    let ops = switchboard_runtime::ops::serve(
-        &ops_addr,
-        switchboard_runtime::ops::router(ready),
-        shutdown.clone(),
-    )
-    .await?;
-    let topics = Topics::new(&cfg.kafka.topic_prefix);
     let handler = Handler {
         codec: Codec::new(&cfg.kafka.schema_registry_url),
         writer,
     };
-    StreamLoop::new(
-        &cfg.kafka,
-        cfg.stream.clone(),
-        "switchboard-ch-sink",
-        &[&topics.events],
-    )?
-    .run(handler, shutdown)
-    .await?;
-    let _ = ops.await;
-    tracing::info!("ch-sink stopped");
-    Ok(())
+    switchboard_sinks::run_sink(&cfg, "ch-sink", "127.0.0.1:9103", ready, handler, shutdown).await
 }

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use prometheus::{register_int_counter, IntCounter};
 use rdkafka::message::OwnedMessage;
-use switchboard_runtime::kafka::Topics;
-use switchboard_runtime::stream::{BatchHandler, StreamLoop};
+use switchboard_runtime::stream::BatchHandler;
 use switchboard_schemas::Codec;
 use switchboard_sinks::pg::PgWriter;
 use switchboard_sinks::Config;
@@ -68,30 +67,9 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| format!("postgres: {e}"))
         })
     });
-    let ops_addr = cfg
-        .ops_addr
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1:9102".into());
-    let ops = switchboard_runtime::ops::serve(
-        &ops_addr,
-        switchboard_runtime::ops::router(ready),
-        shutdown.clone(),
-    )
-    .await?;
-    let topics = Topics::new(&cfg.kafka.topic_prefix);
     let handler = Handler {
         codec: Codec::new(&cfg.kafka.schema_registry_url),
         writer,
     };
-    StreamLoop::new(
-        &cfg.kafka,
-        cfg.stream.clone(),
-        "switchboard-pg-sink",
-        &[&topics.events],
-    )?
-    .run(handler, shutdown)
-    .await?;
-    let _ = ops.await;
-    tracing::info!("pg-sink stopped");
-    Ok(())
+    switchboard_sinks::run_sink(&cfg, "pg-sink", "127.0.0.1:9102", ready, handler, shutdown).await
 }
