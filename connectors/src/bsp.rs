@@ -37,15 +37,6 @@ impl Bsp {
         }
     }
 
-    /// Whether this build has an inbound parser for the BSP; the gateway refuses webhooks
-    /// it could only dead-letter.
-    pub fn inbound_supported(self) -> bool {
-        matches!(
-            self,
-            Bsp::Meta | Bsp::Dialog360 | Bsp::Gupshup | Bsp::Twilio | Bsp::Waha
-        )
-    }
-
     /// The request content type this BSP sends its webhooks with.
     pub fn content_type(self) -> &'static str {
         match self {

@@ -7,10 +7,12 @@
 //! Parsers are pure functions of a [`RawWebhook`]: no I/O, no clock, so the same raw
 //! record always yields the same events (and event ids).
 
+pub mod aisensy;
 pub mod bsp;
 pub mod common;
 pub mod dialog360;
 pub mod gupshup;
+pub mod karix;
 pub mod meta;
 pub mod twilio;
 pub mod waha;
@@ -30,11 +32,9 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
         Bsp::Dialog360 => dialog360::inbound::parse(raw),
         Bsp::Twilio => twilio::inbound::parse(raw),
         Bsp::Gupshup => gupshup::inbound::parse(raw),
+        Bsp::Aisensy => aisensy::inbound::parse(raw),
+        Bsp::Karix => karix::inbound::parse(raw),
         Bsp::Waha => waha::inbound::parse(raw),
-        other => Err(ParseError::new(
-            "unsupported_bsp",
-            format!("the {} inbound parser is not built yet", other.slug()),
-        )),
     }
 }
 
@@ -45,8 +45,9 @@ pub fn routing_key(bsp: Bsp, req: &WebhookRequest<'_>) -> Result<String, ParseEr
         Bsp::Meta | Bsp::Dialog360 => meta::inbound::account_id(req.body)?,
         Bsp::Twilio => twilio::inbound::account_id(req.body)?,
         Bsp::Gupshup => gupshup::inbound::account_id(req.body)?,
+        Bsp::Aisensy => aisensy::inbound::account_id(req.body)?,
+        Bsp::Karix => karix::inbound::account_id(req.body)?,
         Bsp::Waha => waha::inbound::account_id(req.body)?,
-        _ => String::from("-"),
     };
     Ok(format!("{}:{}", bsp.slug(), account))
 }

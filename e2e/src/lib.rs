@@ -270,6 +270,11 @@ impl Pipeline {
                 ("SWITCHBOARD_DIALOG360_TOKEN", dialog360_token.clone()),
                 ("SWITCHBOARD_TWILIO_AUTH_TOKEN", twilio_token.clone()),
                 ("SWITCHBOARD_GUPSHUP_TOKEN", format!("gupshup-{id}")),
+                (
+                    "SWITCHBOARD_AISENSY_WEBHOOK_SECRET",
+                    format!("aisensy-{id}"),
+                ),
+                ("SWITCHBOARD_KARIX_TOKEN", format!("karix-{id}")),
                 ("SWITCHBOARD_WAHA_HMAC_KEY", waha_key.clone()),
                 (
                     "SWITCHBOARD_PUBLIC_URL",
@@ -375,6 +380,16 @@ impl Pipeline {
             "360dialog" => req
                 .header("content-type", "application/json")
                 .header("x-switchboard-token", &self.dialog360_token),
+            "aisensy" => req.header("content-type", "application/json").header(
+                switchboard_connectors::aisensy::signature::HEADER,
+                switchboard_connectors::aisensy::signature::sign(
+                    &format!("aisensy-{}", self.id),
+                    body,
+                ),
+            ),
+            "karix" => req
+                .header("content-type", "application/json")
+                .header("x-switchboard-token", format!("karix-{}", self.id)),
             "gupshup" => req
                 .header("content-type", "application/json")
                 .header("x-switchboard-token", format!("gupshup-{}", self.id)),

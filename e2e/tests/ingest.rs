@@ -80,7 +80,7 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
     assert_eq!(r.status(), 200);
     expected.extend(parse("360dialog", &body));
     // Twilio (form bodies, X-Twilio-Signature over the public URL) and WAHA (HMAC-SHA512).
-    for bsp in ["twilio", "waha", "gupshup"] {
+    for bsp in ["twilio", "waha", "gupshup", "aisensy", "karix"] {
         for (name, body) in fixtures_of(bsp) {
             let r = p.post_bsp(bsp, &body).await?;
             assert_eq!(r.status(), 200, "{bsp}/{name}: {}", r.text().await?);

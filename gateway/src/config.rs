@@ -34,6 +34,16 @@ pub struct Config {
     /// Shared token for Gupshup webhooks (`?token=` or `X-Switchboard-Token`).
     #[serde(default)]
     pub gupshup_token: String,
+    /// AiSensy webhook secret (X-AiSensy-Signature, HMAC-SHA256); when empty,
+    /// `aisensy_token` (shared token) is checked instead.
+    #[serde(default)]
+    pub aisensy_webhook_secret: String,
+    /// Shared token for AiSensy accounts that do not sign webhooks.
+    #[serde(default)]
+    pub aisensy_token: String,
+    /// Shared token for Karix webhooks (Karix does not sign).
+    #[serde(default)]
+    pub karix_token: String,
     /// Twilio auth token (X-Twilio-Signature).
     #[serde(default)]
     pub twilio_auth_token: String,

@@ -26,6 +26,7 @@ use crate::{AppState, RequestId};
 
 /// Headers kept on the raw record: what signature checks and debugging need.
 const KEPT_HEADERS: &[&str] = &[
+    "x-aisensy-signature",
     "x-hub-signature-256",
     "x-twilio-signature",
     "x-webhook-hmac",
@@ -125,17 +126,13 @@ async fn accept(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), ApiError> {
-    let bsp: Bsp = bsp
-        .parse()
-        .ok()
-        .filter(|b: &Bsp| b.inbound_supported())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_bsp",
-                format!("no webhook endpoint for BSP {bsp:?}"),
-            )
-        })?;
+    let bsp: Bsp = bsp.parse().map_err(|()| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_bsp",
+            format!("no webhook endpoint for BSP {bsp:?}"),
+        )
+    })?;
 
     let content_type = headers
         .get("content-type")
@@ -296,6 +293,10 @@ fn verify(app: &AppState, bsp: Bsp, req: &WebhookRequest<'_>) -> Result<(), Sign
             req,
         ),
         Bsp::Waha => switchboard_connectors::waha::signature::verify(&app.cfg.waha_hmac_key, req),
-        _ => Err(SignatureError::NotConfigured),
+        Bsp::Aisensy if !app.cfg.aisensy_webhook_secret.is_empty() => {
+            switchboard_connectors::aisensy::signature::verify(&app.cfg.aisensy_webhook_secret, req)
+        }
+        Bsp::Aisensy => switchboard_connectors::verify_shared_token(&app.cfg.aisensy_token, req),
+        Bsp::Karix => switchboard_connectors::verify_shared_token(&app.cfg.karix_token, req),
     }
 }

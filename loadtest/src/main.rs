@@ -183,6 +183,37 @@ async fn sample(a: &Args, c: &Client) -> anyhow::Result<()> {
         .await?;
         println!("fixtures: {ok}/{n} Gupshup webhooks accepted");
     }
+    let aisensy = a.get(
+        "aisensy-webhook-secret",
+        "SWITCHBOARD_AISENSY_WEBHOOK_SECRET",
+        "",
+    );
+    if !aisensy.is_empty() {
+        let url = format!("{}/webhooks/aisensy", c.gateway);
+        let (n, ok) = post_dir(&c.http, &format!("{fixtures}/aisensy"), &url, |body| {
+            vec![
+                ("content-type", "application/json".to_string()),
+                (
+                    "x-aisensy-signature",
+                    switchboard_connectors::aisensy::signature::sign(&aisensy, body),
+                ),
+            ]
+        })
+        .await?;
+        println!("fixtures: {ok}/{n} AiSensy webhooks accepted");
+    }
+    let karix = a.get("karix-token", "SWITCHBOARD_KARIX_TOKEN", "");
+    if !karix.is_empty() {
+        let url = format!("{}/webhooks/karix", c.gateway);
+        let (n, ok) = post_dir(&c.http, &format!("{fixtures}/karix"), &url, |_| {
+            vec![
+                ("content-type", "application/json".to_string()),
+                ("x-switchboard-token", karix.clone()),
+            ]
+        })
+        .await?;
+        println!("fixtures: {ok}/{n} Karix webhooks accepted");
+    }
     let waha = a.get("waha-hmac-key", "SWITCHBOARD_WAHA_HMAC_KEY", "");
     if !waha.is_empty() {
         let url = format!("{}/webhooks/waha", c.gateway);
