@@ -53,6 +53,29 @@ pub fn verify_shared_token(expected: &str, req: &WebhookRequest<'_>) -> Result<(
     }
 }
 
+/// Check a hex-encoded HMAC (`M` = `Hmac<Sha256>`, `Hmac<Sha512>`, ...) of `body`, in
+/// constant time. `header` names the header the value came from, for the error.
+pub(crate) fn verify_hex_hmac<M: hmac::Mac + hmac::digest::KeyInit>(
+    key: &str,
+    header: &'static str,
+    value: &str,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let sig = hex::decode(value.trim()).map_err(|_| SignatureError::Malformed(header))?;
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key.as_bytes())
+        .map_err(|_| SignatureError::NotConfigured)?;
+    mac.update(body);
+    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+}
+
+/// The hex HMAC of `body` (what a BSP would send; the simulator and tests sign with it).
+pub(crate) fn hex_hmac<M: hmac::Mac + hmac::digest::KeyInit>(key: &str, body: &[u8]) -> String {
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

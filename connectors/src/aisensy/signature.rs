@@ -1,10 +1,10 @@
 //! `X-AiSensy-Signature`: hex HMAC-SHA256 of the body with the webhook secret set in
 //! AiSensy. Accounts without signing use the shared token instead (gateway config).
 
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 use sha2::Sha256;
 
-use crate::common::{SignatureError, WebhookRequest};
+use crate::common::{hex_hmac, verify_hex_hmac, SignatureError, WebhookRequest};
 
 pub const HEADER: &str = "x-aisensy-signature";
 
@@ -20,18 +20,11 @@ pub fn verify(secret: &str, req: &WebhookRequest<'_>) -> Result<(), SignatureErr
         .trim()
         .strip_prefix("sha256=")
         .unwrap_or(header.trim());
-    let sig = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed(HEADER))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| SignatureError::NotConfigured)?;
-    mac.update(req.body);
-    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+    verify_hex_hmac::<Hmac<Sha256>>(secret, HEADER, hex_sig, req.body)
 }
 
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    hex_hmac::<Hmac<Sha256>>(secret, body)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body, keyed by the app secret>`.
 
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 use sha2::Sha256;
 
-use crate::common::{SignatureError, WebhookRequest};
+use crate::common::{hex_hmac, verify_hex_hmac, SignatureError, WebhookRequest};
 
 pub const HEADER: &str = "x-hub-signature-256";
 
@@ -18,20 +18,12 @@ pub fn verify(app_secret: &str, req: &WebhookRequest<'_>) -> Result<(), Signatur
     let hex_sig = header
         .strip_prefix("sha256=")
         .ok_or(SignatureError::Malformed(HEADER))?;
-    let sig = hex::decode(hex_sig.trim()).map_err(|_| SignatureError::Malformed(HEADER))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes())
-        .map_err(|_| SignatureError::NotConfigured)?;
-    mac.update(req.body);
-    // Constant-time comparison.
-    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+    verify_hex_hmac::<Hmac<Sha256>>(app_secret, HEADER, hex_sig, req.body)
 }
 
 /// The header value for `body` (the simulator and tests sign with it).
 pub fn sign(app_secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("sha256={}", hex_hmac::<Hmac<Sha256>>(app_secret, body))
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! WAHA signs with `X-Webhook-Hmac`: hex HMAC of the raw body with the configured key,
 //! algorithm named in `X-Webhook-Hmac-Algorithm` (WAHA uses `sha512`).
 
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 use sha2::Sha512;
 
-use crate::common::{SignatureError, WebhookRequest};
+use crate::common::{hex_hmac, verify_hex_hmac, SignatureError, WebhookRequest};
 
 pub const HEADER: &str = "x-webhook-hmac";
 pub const ALGORITHM_HEADER: &str = "x-webhook-hmac-algorithm";
@@ -22,18 +22,11 @@ pub fn verify(key: &str, req: &WebhookRequest<'_>) -> Result<(), SignatureError>
         .headers
         .get(HEADER)
         .ok_or(SignatureError::Missing(HEADER))?;
-    let sig = hex::decode(header.trim()).map_err(|_| SignatureError::Malformed(HEADER))?;
-    let mut mac = Hmac::<Sha512>::new_from_slice(key.as_bytes())
-        .map_err(|_| SignatureError::NotConfigured)?;
-    mac.update(req.body);
-    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+    verify_hex_hmac::<Hmac<Sha512>>(key, HEADER, header, req.body)
 }
 
 pub fn sign(key: &str, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha512>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    hex_hmac::<Hmac<Sha512>>(key, body)
 }
 
 #[cfg(test)]
