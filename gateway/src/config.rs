@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchboard_runtime::config::KafkaConfig;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Config {
     #[serde(flatten)]
     pub kafka: KafkaConfig,
@@ -71,4 +71,17 @@ fn default_rebuild_after() -> Duration {
 }
 fn default_produce_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_runtime::config::{documented_variables, variables_of};
+
+    #[test]
+    fn readme_documents_exactly_the_gateway_variables() {
+        let cfg: super::Config =
+            serde_json::from_value(serde_json::json!({})).expect("all defaults");
+        let readme = include_str!("../../README.md");
+        assert_eq!(variables_of(&cfg), documented_variables(readme, "gateway"));
+    }
 }

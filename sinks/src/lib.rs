@@ -6,12 +6,12 @@
 pub mod ch;
 pub mod pg;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchboard_runtime::config::KafkaConfig;
 use switchboard_runtime::stream::StreamConfig;
 
 /// Configuration shared by both sinks (`SWITCHBOARD_*`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Config {
     #[serde(flatten)]
     pub kafka: KafkaConfig,
@@ -107,4 +107,19 @@ pub async fn run_sink<H: switchboard_runtime::stream::BatchHandler>(
     let _ = ops.await;
     tracing::info!("{name} stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_runtime::config::{documented_variables, variables_of};
+
+    #[test]
+    fn readme_documents_exactly_the_sink_variables() {
+        let cfg: super::Config =
+            serde_json::from_value(serde_json::json!({})).expect("all defaults");
+        let readme = include_str!("../../README.md");
+        let mut documented = documented_variables(readme, "pg-sink");
+        documented.extend(documented_variables(readme, "ch-sink"));
+        assert_eq!(variables_of(&cfg), documented);
+    }
 }

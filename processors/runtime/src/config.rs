@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 
@@ -29,7 +29,7 @@ pub fn load<T: DeserializeOwned>() -> anyhow::Result<T> {
 }
 
 /// Settings every Kafka-facing binary shares.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct KafkaConfig {
     /// Bootstrap servers.
     #[serde(default = "default_brokers")]
@@ -65,6 +65,44 @@ fn default_linger() -> std::time::Duration {
 }
 fn default_registry() -> String {
     "http://127.0.0.1:8081".into()
+}
+
+/// The `SWITCHBOARD_*` variables a config struct reads: its serialized field names,
+/// upper-cased. Used to test the README's configuration table against the code.
+pub fn variables_of<T: serde::Serialize>(cfg: &T) -> std::collections::BTreeSet<String> {
+    match serde_json::to_value(cfg) {
+        Ok(serde_json::Value::Object(m)) => m
+            .keys()
+            .map(|k| format!("{ENV_PREFIX}{}", k.to_ascii_uppercase()))
+            .collect(),
+        _ => Default::default(),
+    }
+}
+
+/// The variables the README's configuration table documents for `binary` (rows whose
+/// binaries column names it, names `all`, or names `sinks` for either sink).
+pub fn documented_variables(readme: &str, binary: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for line in readme.lines().filter(|l| l.starts_with("| `SWITCHBOARD_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (vars, bins) = (
+            cells.get(1).copied().unwrap_or(""),
+            cells.get(2).copied().unwrap_or(""),
+        );
+        let applies = bins.split(',').map(str::trim).any(|b| {
+            b == binary
+                || b == "all"
+                || (b == "sinks" && (binary == "pg-sink" || binary == "ch-sink"))
+        });
+        if applies {
+            out.extend(
+                vars.split('`')
+                    .filter(|v| v.starts_with(ENV_PREFIX))
+                    .map(str::to_string),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
@@ -31,7 +31,7 @@ use crate::kafka::base_client_config;
 use crate::telemetry::STREAM;
 
 /// Loop settings shared by every consumer binary.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StreamConfig {
     /// Consumer group id (each binary has its own default).
     #[serde(default)]

@@ -1,11 +1,11 @@
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchboard_runtime::config::KafkaConfig;
 use switchboard_runtime::stream::StreamConfig;
 
 /// Normalizer configuration (`SWITCHBOARD_*`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Config {
     #[serde(flatten)]
     pub kafka: KafkaConfig,
@@ -26,4 +26,21 @@ fn default_retention() -> Duration {
 }
 fn default_ops() -> String {
     "127.0.0.1:9101".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_runtime::config::{documented_variables, variables_of};
+
+    #[test]
+    fn readme_documents_exactly_the_normalizer_variables() {
+        let cfg: super::Config =
+            serde_json::from_value(serde_json::json!({"database_url": "postgres://x"}))
+                .expect("defaults");
+        let readme = include_str!("../../../README.md");
+        assert_eq!(
+            variables_of(&cfg),
+            documented_variables(readme, "normalizer")
+        );
+    }
 }
