@@ -10,4 +10,13 @@ command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 
 # The e2e tests spawn the real binaries from the same target directory.
 cargo build --workspace --bins --locked
 SWITCHBOARD_BIN="$CARGO_TARGET_DIR/debug" deploy/infra.sh up >/dev/null
+# Each e2e test makes its own PostgreSQL and ClickHouse database (t + 10 hex digits);
+# drop those of earlier runs so repeated runs do not pile them up.
+for db in $(su postgres -c "psql -qAt -c \"SELECT datname FROM pg_database WHERE datname ~ '^t[0-9a-f]{10}$'\""); do
+  su postgres -c "psql -q -c 'DROP DATABASE IF EXISTS $db'" >/dev/null 2>&1 || true
+done
+for db in $(curl -s "http://127.0.0.1:8123/?query=SELECT%20name%20FROM%20system.databases%20WHERE%20match(name,%20'%5Et%5B0-9a-f%5D%7B10%7D%24')"); do
+  curl -s "http://127.0.0.1:8123/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null || true
+done
+rm -rf "${TMPDIR:-/tmp}/switchboard-e2e"
 cargo test --workspace --locked "$@"
