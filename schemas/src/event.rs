@@ -148,3 +148,83 @@ impl FromStr for Status {
             .ok_or_else(|| format!("unknown canonical status {s:?}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::types::Value;
+    use apache_avro::Schema;
+
+    use super::*;
+
+    /// Field names of a serialized Rust value, in order.
+    fn field_names(v: &Value) -> Vec<String> {
+        match v {
+            Value::Record(fields) => fields.iter().map(|(k, _)| k.clone()).collect(),
+            other => panic!("not a record: {other:?}"),
+        }
+    }
+
+    fn schema_field_names(schema: &Schema) -> Vec<String> {
+        match schema {
+            Schema::Record(r) => r.fields.iter().map(|f| f.name.clone()).collect(),
+            other => panic!("not a record schema: {other:?}"),
+        }
+    }
+
+    fn check<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(
+        avsc: &str,
+        sample: T,
+    ) {
+        let schema = Schema::parse_str(avsc).expect("valid Avro schema");
+        let value = apache_avro::to_value(&sample).expect("serializes");
+        assert_eq!(
+            field_names(&value),
+            schema_field_names(&schema),
+            "Rust fields = schema fields, in order"
+        );
+        let resolved = value
+            .resolve(&schema)
+            .expect("the Rust value fits the schema");
+        let back: T = apache_avro::from_value(&resolved).expect("decodes back");
+        assert_eq!(back, sample);
+    }
+
+    #[test]
+    fn types_match_schemas() {
+        check(
+            RAW_WEBHOOK_SCHEMA,
+            RawWebhook {
+                request_id: "r".into(),
+                bsp: "meta".into(),
+                received_at_ms: 1,
+                content_type: "application/json".into(),
+                headers: HashMap::from([("user-agent".to_string(), "x".to_string())]),
+                body: b"{}".to_vec(),
+            },
+        );
+        check(
+            EVENT_SCHEMA,
+            Event {
+                event_id: "evt_1".into(),
+                event_type: EventType::Status.as_str().into(),
+                status: Some("sent".into()),
+                billable: Some(true),
+                error_code: Some("131049".into()),
+                ..Event::default()
+            },
+        );
+        check(
+            DEAD_LETTER_SCHEMA,
+            DeadLetter {
+                source_topic: "t".into(),
+                source_partition: 1,
+                source_offset: 2,
+                reason: "bad_shape".into(),
+                detail: "d".into(),
+                failed_at_ms: 3,
+                key: None,
+                payload: vec![0, 1, 2],
+            },
+        );
+    }
+}

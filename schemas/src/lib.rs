@@ -3,7 +3,7 @@
 //!
 //! Evolution rule (see `schemas/README.md`): a schema only ever gains optional fields with
 //! defaults, so every reader can decode every record ever written to a topic. The Rust
-//! types here are the single source of field names; `tests::types_match_schemas` pins them
+//! types here are the single source of field names; `event::tests::types_match_schemas` pins them
 //! to the `.avsc` files.
 
 mod codec;
