@@ -19,4 +19,13 @@ for db in $(curl -s "http://127.0.0.1:8123/?query=SELECT%20name%20FROM%20system.
   curl -s "http://127.0.0.1:8123/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null || true
 done
 rm -rf "${TMPDIR:-/tmp}/switchboard-e2e"
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary, the last of
+# which is often a crate's empty doc-test run).
+awk '/^test result:/ {p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}' "$log"
+exit "$status"
