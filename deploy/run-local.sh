@@ -94,5 +94,7 @@ echo "== ClickHouse: daily rollup per business number (switchboard.daily_summary
 curl -s "$SWITCHBOARD_CLICKHOUSE_URL/" --data-binary "SELECT day, business_number, sent, delivered, read, failed FROM switchboard.daily_summary ORDER BY day DESC, business_number LIMIT 12 FORMAT PrettyCompactMonoBlock"
 echo "== ClickHouse: delivery latency quantiles (ms) per business number and day"
 curl -s "$SWITCHBOARD_CLICKHOUSE_URL/" --data-binary "SELECT day, business_number, quantilesMerge(0.5, 0.9, 0.99)(latency_quantiles) AS p50_p90_p99, countMerge(deliveries) AS deliveries FROM switchboard.daily_delivery_latency GROUP BY day, business_number ORDER BY day DESC, business_number LIMIT 12 FORMAT PrettyCompactMonoBlock"
-echo "== dead letters: $(curl -s http://127.0.0.1:9101/metrics | grep -c '^switchboard_normalizer_dead_letters_total' || true) reason(s) seen; metrics at http://127.0.0.1:9101/metrics"
+echo "== dead letters on wa.webhooks.dlq since the normalizer started, by reason:"
+curl -s http://127.0.0.1:9101/metrics | awk -F'[{}"]' '/^switchboard_normalizer_dead_letters_total/ {split($0, v, " "); printf "   %s: %s\n", $3, v[length(v)]}'
+echo "   (all metrics: http://127.0.0.1:9101/metrics, :9102, :9103, gateway :8080/metrics)"
 echo "Stop everything with: deploy/run-local.sh down"

@@ -231,6 +231,20 @@ async fn sample(a: &Args, c: &Client) -> anyhow::Result<()> {
         println!("fixtures: {ok}/{n} WAHA webhooks accepted");
     }
 
+    // One webhook of the right envelope but an unknown status word: accepted (200), then
+    // dead-lettered by the normalizer with reason `unknown_status`.
+    let odd = status(
+        "15550783881",
+        "16505550000",
+        &format!("wamid.odd.{}", now_s()),
+        "teleported",
+        now_s(),
+    );
+    println!(
+        "dead-letter example: a status the BSP vocabulary lacks, answered {}",
+        c.meta(odd).await?
+    );
+
     let n = a.num("messages", 200)?;
     let run = format!("s{}", now_s());
     let mut all: Vec<Vec<u8>> = (0..n)
