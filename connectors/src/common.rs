@@ -3,7 +3,11 @@
 
 use std::collections::HashMap;
 
-use switchboard_schemas::Event;
+use switchboard_schemas::{
+    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
+};
+
+use crate::bsp::Bsp;
 
 /// The parts of an HTTP request a signature check needs.
 pub struct WebhookRequest<'a> {
@@ -108,6 +112,61 @@ impl ParseError {
 pub struct Parsed {
     pub events: Vec<Event>,
     pub rejects: Vec<ParseError>,
+}
+
+/// Where the events of one webhook come from: the raw record, the BSP, the business.
+/// Every parser builds its events through it, so ids, time stamps and request ids are
+/// filled the same way for every BSP.
+pub(crate) struct Origin<'a> {
+    pub raw: &'a RawWebhook,
+    pub bsp: Bsp,
+    pub business: String,
+    pub account: Option<String>,
+}
+
+impl Origin<'_> {
+    /// A status event; its id is derived from (BSP, message id, canonical status).
+    pub fn status(
+        &self,
+        wamid: &str,
+        status: Status,
+        customer: String,
+        occurred_at_ms: i64,
+    ) -> Event {
+        let id = status_event_id(self.bsp.slug(), wamid, status);
+        let mut ev = self.event(id, EventType::Status, wamid, customer, occurred_at_ms);
+        ev.status = Some(status.as_str().into());
+        ev
+    }
+
+    /// An inbound message event; its id is derived from (BSP, message id).
+    pub fn received(&self, wamid: &str, customer: String, occurred_at_ms: i64) -> Event {
+        let id = inbound_event_id(self.bsp.slug(), wamid);
+        self.event(id, EventType::Received, wamid, customer, occurred_at_ms)
+    }
+
+    fn event(
+        &self,
+        event_id: String,
+        kind: EventType,
+        wamid: &str,
+        customer: String,
+        occurred_at_ms: i64,
+    ) -> Event {
+        Event {
+            event_id,
+            event_type: kind.as_str().into(),
+            bsp: self.bsp.slug().into(),
+            business_number: self.business.clone(),
+            business_account_id: self.account.clone(),
+            customer_id: customer,
+            wamid: wamid.into(),
+            occurred_at_ms,
+            received_at_ms: self.raw.received_at_ms,
+            request_id: self.raw.request_id.clone(),
+            ..Event::default()
+        }
+    }
 }
 
 /// Normalize a phone number to E.164 (`+` and 7–15 digits). Accepts BSP spellings:

@@ -6,12 +6,10 @@
 //! id stands in for it; `messageId` is the WhatsApp id, `id` AiSensy's own.
 
 use serde_json::{json, Value};
-use switchboard_schemas::{
-    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
-};
+use switchboard_schemas::{RawWebhook, Status};
 
 use crate::bsp::Bsp;
-use crate::common::{e164, timestamp_ms, ParseError, Parsed};
+use crate::common::{e164, timestamp_ms, Origin, ParseError, Parsed};
 
 fn s<'v>(v: &'v Value, k: &str) -> Option<&'v str> {
     v.get(k).and_then(Value::as_str).filter(|x| !x.is_empty())
@@ -78,18 +76,12 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
             format!("message {id} has no phone_number"),
         )
     })?)?;
-    let base = |event_id: String, t: EventType, ts: i64| Event {
-        event_id,
-        event_type: t.as_str().into(),
-        bsp: Bsp::Aisensy.slug().into(),
-        business_number: project.into(),
-        business_account_id: Some(project.into()),
-        customer_id: customer.clone(),
-        wamid: id.into(),
-        occurred_at_ms: ts,
-        received_at_ms: raw.received_at_ms,
-        request_id: raw.request_id.clone(),
-        ..Event::default()
+    // The business number is not in the payload: the project stands in for it.
+    let origin = Origin {
+        raw,
+        bsp: Bsp::Aisensy,
+        business: project.into(),
+        account: Some(project.into()),
     };
     let mut out = Parsed::default();
     if topic == "message.status.updated" {
@@ -100,12 +92,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
         })?;
         let ts = when(m.get(format!("{}_at", word.to_ascii_lowercase()).as_str()))
             .unwrap_or(raw.received_at_ms);
-        let mut ev = base(
-            status_event_id("aisensy", id, status),
-            EventType::Status,
-            ts,
-        );
-        ev.status = Some(status.as_str().into());
+        let mut ev = origin.status(id, status, customer, ts);
         if let Some(f) = m
             .get("failureResponse")
             .filter(|f| f.get("code").is_some() || f.get("reason").is_some())
@@ -119,7 +106,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
         return Ok(out);
     }
     let ts = when(m.get("sent_at")).unwrap_or(raw.received_at_ms);
-    let mut ev = base(inbound_event_id("aisensy", id), EventType::Received, ts);
+    let mut ev = origin.received(id, customer, ts);
     let kind = match s(m, "message_type").map(str::to_ascii_uppercase).as_deref() {
         Some("TEXT") => "text",
         Some("QUICK_REPLY") => "button",

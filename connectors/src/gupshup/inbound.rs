@@ -8,12 +8,10 @@
 //! event: they are acknowledged and ignored.
 
 use serde_json::{json, Value};
-use switchboard_schemas::{
-    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
-};
+use switchboard_schemas::{RawWebhook, Status};
 
 use crate::bsp::Bsp;
-use crate::common::{e164, timestamp_ms, ParseError, Parsed};
+use crate::common::{e164, timestamp_ms, Origin, ParseError, Parsed};
 
 fn s<'v>(v: &'v Value, k: &str) -> Option<&'v str> {
     v.get(k).and_then(Value::as_str).filter(|x| !x.is_empty())
@@ -59,18 +57,12 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
         .ok_or_else(|| ParseError::new("bad_shape", "no payload object"))?;
     let inner = p.get("payload").cloned().unwrap_or(Value::Null);
     let envelope_ts = v.get("timestamp").map(timestamp_ms).transpose()?;
-    let base = |event_id: String, t: EventType, customer: String, wamid: &str, ts: i64| Event {
-        event_id,
-        event_type: t.as_str().into(),
-        bsp: Bsp::Gupshup.slug().into(),
-        business_number: app.into(),
-        business_account_id: Some(app.into()),
-        customer_id: customer,
-        wamid: wamid.into(),
-        occurred_at_ms: ts,
-        received_at_ms: raw.received_at_ms,
-        request_id: raw.request_id.clone(),
-        ..Event::default()
+    // The envelope names the app, not the business number: the app stands in for both.
+    let origin = Origin {
+        raw,
+        bsp: Bsp::Gupshup,
+        business: app.into(),
+        account: Some(app.into()),
     };
     let mut out = Parsed::default();
     if kind == "message-event" {
@@ -90,14 +82,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
             Some(t) => timestamp_ms(t)?,
             None => envelope_ts.unwrap_or(raw.received_at_ms),
         };
-        let mut ev = base(
-            status_event_id("gupshup", id, status),
-            EventType::Status,
-            customer,
-            id,
-            ts,
-        );
-        ev.status = Some(status.as_str().into());
+        let mut ev = origin.status(id, status, customer, ts);
         if status == Status::Failed {
             ev.error_code = inner
                 .get("code")
@@ -111,13 +96,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
     let from = s(p, "source").or_else(|| p.get("sender").and_then(|x| s(x, "phone")));
     let customer =
         e164(from.ok_or_else(|| ParseError::new("missing_customer", "message without source"))?)?;
-    let mut ev = base(
-        inbound_event_id("gupshup", id),
-        EventType::Received,
-        customer,
-        id,
-        envelope_ts.unwrap_or(raw.received_at_ms),
-    );
+    let mut ev = origin.received(id, customer, envelope_ts.unwrap_or(raw.received_at_ms));
     let t = s(p, "type").unwrap_or("unknown");
     let canonical = match t {
         "text" => "text",

@@ -4,12 +4,10 @@
 //! (milliseconds as a string, or seconds: both are accepted).
 
 use serde_json::{json, Value};
-use switchboard_schemas::{
-    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
-};
+use switchboard_schemas::{RawWebhook, Status};
 
 use crate::bsp::Bsp;
-use crate::common::{e164, timestamp_ms, ParseError, Parsed};
+use crate::common::{e164, timestamp_ms, Origin, ParseError, Parsed};
 
 fn s<'v>(v: &'v Value, k: &str) -> Option<&'v str> {
     v.get(k).and_then(Value::as_str).filter(|x| !x.is_empty())
@@ -52,19 +50,13 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
         Some(t) => timestamp_ms(t)?,
         None => raw.received_at_ms,
     };
-    let base =
-        |event_id: String, t: EventType, business: String, customer: String, wamid: &str| Event {
-            event_id,
-            event_type: t.as_str().into(),
-            bsp: Bsp::Karix.slug().into(),
-            business_number: business,
-            customer_id: customer,
-            wamid: wamid.into(),
-            occurred_at_ms: ts,
-            received_at_ms: raw.received_at_ms,
-            request_id: raw.request_id.clone(),
-            ..Event::default()
-        };
+    // The business is per event (sender or recipient), so is the origin.
+    let origin = |business: String| Origin {
+        raw,
+        bsp: Bsp::Karix,
+        business,
+        account: None,
+    };
     let mut out = Parsed::default();
     match ev_type {
         "DELIVERY EVENTS" => {
@@ -89,14 +81,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
                 Some(b) => e164(b)?,
                 None => "karix".to_string(),
             };
-            let mut ev = base(
-                status_event_id("karix", mid, status),
-                EventType::Status,
-                business,
-                customer,
-                mid,
-            );
-            ev.status = Some(status.as_str().into());
+            let mut ev = origin(business).status(mid, status, customer, ts);
             if status == Status::Failed {
                 ev.error_code = s(na, "code").map(str::to_string);
                 ev.error_title = s(na, "reason").map(str::to_string);
@@ -117,13 +102,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
                 Some(b) => e164(b)?,
                 None => "karix".to_string(),
             };
-            let mut ev = base(
-                inbound_event_id("karix", id),
-                EventType::Received,
-                business,
-                customer,
-                id,
-            );
+            let mut ev = origin(business).received(id, customer, ts);
             let ct = s(m, "contentType")
                 .or_else(|| s(m, "messageType"))
                 .unwrap_or("unknown")

@@ -5,12 +5,10 @@
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use switchboard_schemas::{
-    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
-};
+use switchboard_schemas::{Event, RawWebhook, Status};
 
 use crate::bsp::Bsp;
-use crate::common::{customer_id, e164, timestamp_ms, ParseError, Parsed};
+use crate::common::{customer_id, e164, timestamp_ms, Origin, ParseError, Parsed};
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -117,20 +115,20 @@ pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
                 }
             },
         };
-        let ctx = Ctx {
+        let origin = Origin {
             raw,
             bsp,
-            business: &business,
-            account: meta.phone_number_id.as_deref(),
+            business,
+            account: meta.phone_number_id.clone(),
         };
         for s in &value.statuses {
-            match ctx.status(s) {
+            match status_event(&origin, s) {
                 Ok(ev) => out.events.push(ev),
                 Err(e) => out.rejects.push(e),
             }
         }
         for m in &value.messages {
-            match ctx.message(m, &value.contacts) {
+            match message_event(&origin, m, &value.contacts) {
                 Ok(ev) => out.events.push(ev),
                 Err(e) => out.rejects.push(e),
             }
@@ -143,13 +141,6 @@ pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
         ));
     }
     Ok(out)
-}
-
-struct Ctx<'a> {
-    raw: &'a RawWebhook,
-    bsp: Bsp,
-    business: &'a str,
-    account: Option<&'a str>,
 }
 
 fn str_field<'v>(v: &'v Value, k: &str) -> Option<&'v str> {
@@ -168,124 +159,85 @@ fn map_status(s: &str) -> Option<Status> {
     })
 }
 
-impl Ctx<'_> {
-    fn base(
-        &self,
-        event_id: String,
-        event_type: EventType,
-        customer: String,
-        wamid: &str,
-        occurred_at_ms: i64,
-    ) -> Event {
-        Event {
-            event_id,
-            event_type: event_type.as_str().into(),
-            bsp: self.bsp.slug().into(),
-            business_number: self.business.into(),
-            business_account_id: self.account.map(str::to_string),
-            customer_id: customer,
-            wamid: wamid.into(),
-            occurred_at_ms,
-            received_at_ms: self.raw.received_at_ms,
-            request_id: self.raw.request_id.clone(),
-            ..Event::default()
-        }
-    }
-
-    fn status(&self, s: &Value) -> Result<Event, ParseError> {
-        let wamid = str_field(s, "id")
-            .filter(|w| !w.is_empty())
-            .ok_or_else(|| ParseError::new("bad_shape", "status without id"))?;
-        let raw_status = str_field(s, "status").ok_or_else(|| {
-            ParseError::new("bad_shape", format!("status of {wamid} has no status"))
-        })?;
-        let status = map_status(raw_status).ok_or_else(|| {
-            ParseError::new(
-                "unknown_status",
-                format!("status {raw_status:?} of {wamid} is not in Meta's vocabulary"),
-            )
-        })?;
-        let ts = timestamp_ms(s.get("timestamp").unwrap_or(&Value::Null))?;
-        let customer = customer_id(
-            str_field(s, "recipient_id"),
-            str_field(s, "recipient_user_id"),
-        )?;
-        let mut ev = self.base(
-            status_event_id(self.bsp.slug(), wamid, status),
-            EventType::Status,
-            customer,
-            wamid,
-            ts,
-        );
-        ev.status = Some(status.as_str().into());
-        if let Some(conv) = s.get("conversation") {
-            ev.conversation_id = str_field(conv, "id").map(str::to_string);
-            ev.conversation_category = conv
-                .get("origin")
-                .and_then(|o| str_field(o, "type"))
-                .map(str::to_string);
-        }
-        if let Some(p) = s.get("pricing") {
-            ev.pricing_category = str_field(p, "category").map(str::to_string);
-            ev.billable = p.get("billable").and_then(Value::as_bool);
-        }
-        if let Some(err) = s
-            .get("errors")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-        {
-            ev.error_code = err.get("code").map(|c| match c {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            ev.error_title = str_field(err, "title")
-                .or_else(|| str_field(err, "message"))
-                .map(str::to_string);
-            ev.error_detail = err
-                .get("error_data")
-                .and_then(|d| str_field(d, "details"))
-                .or_else(|| str_field(err, "message"))
-                .map(str::to_string);
-        }
-        Ok(ev)
-    }
-
-    fn message(&self, m: &Value, contacts: &[Value]) -> Result<Event, ParseError> {
-        let wamid = str_field(m, "id")
-            .filter(|w| !w.is_empty())
-            .ok_or_else(|| ParseError::new("bad_shape", "message without id"))?;
-        let ts = timestamp_ms(m.get("timestamp").unwrap_or(&Value::Null))?;
-        let from = str_field(m, "from");
-        let from_user = str_field(m, "from_user_id")
-            .or_else(|| contacts.first().and_then(|c| str_field(c, "user_id")));
-        let customer = customer_id(from, from_user)?;
-        let mut ev = self.base(
-            inbound_event_id(self.bsp.slug(), wamid),
-            EventType::Received,
-            customer,
-            wamid,
-            ts,
-        );
-        let (kind, content) = content_of(m);
-        ev.message_type = Some(kind.into());
-        let mut content = content;
-        if let Some(name) = contacts
-            .first()
-            .and_then(|c| c.get("profile"))
-            .and_then(|p| str_field(p, "name"))
-        {
-            if let Value::Object(o) = &mut content {
-                o.insert("profile_name".into(), json!(name));
-            }
-        }
-        ev.content = Some(content.to_string());
-        ev.context_wamid = m
-            .get("context")
-            .and_then(|c| str_field(c, "id"))
-            .or_else(|| m.get("reaction").and_then(|r| str_field(r, "message_id")))
+fn status_event(o: &Origin<'_>, s: &Value) -> Result<Event, ParseError> {
+    let wamid = str_field(s, "id")
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| ParseError::new("bad_shape", "status without id"))?;
+    let raw_status = str_field(s, "status")
+        .ok_or_else(|| ParseError::new("bad_shape", format!("status of {wamid} has no status")))?;
+    let status = map_status(raw_status).ok_or_else(|| {
+        ParseError::new(
+            "unknown_status",
+            format!("status {raw_status:?} of {wamid} is not in Meta's vocabulary"),
+        )
+    })?;
+    let ts = timestamp_ms(s.get("timestamp").unwrap_or(&Value::Null))?;
+    let customer = customer_id(
+        str_field(s, "recipient_id"),
+        str_field(s, "recipient_user_id"),
+    )?;
+    let mut ev = o.status(wamid, status, customer, ts);
+    if let Some(conv) = s.get("conversation") {
+        ev.conversation_id = str_field(conv, "id").map(str::to_string);
+        ev.conversation_category = conv
+            .get("origin")
+            .and_then(|o| str_field(o, "type"))
             .map(str::to_string);
-        Ok(ev)
     }
+    if let Some(p) = s.get("pricing") {
+        ev.pricing_category = str_field(p, "category").map(str::to_string);
+        ev.billable = p.get("billable").and_then(Value::as_bool);
+    }
+    if let Some(err) = s
+        .get("errors")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+    {
+        ev.error_code = err.get("code").map(|c| match c {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        ev.error_title = str_field(err, "title")
+            .or_else(|| str_field(err, "message"))
+            .map(str::to_string);
+        ev.error_detail = err
+            .get("error_data")
+            .and_then(|d| str_field(d, "details"))
+            .or_else(|| str_field(err, "message"))
+            .map(str::to_string);
+    }
+    Ok(ev)
+}
+
+fn message_event(o: &Origin<'_>, m: &Value, contacts: &[Value]) -> Result<Event, ParseError> {
+    let wamid = str_field(m, "id")
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| ParseError::new("bad_shape", "message without id"))?;
+    let ts = timestamp_ms(m.get("timestamp").unwrap_or(&Value::Null))?;
+    let from = str_field(m, "from");
+    let from_user = str_field(m, "from_user_id")
+        .or_else(|| contacts.first().and_then(|c| str_field(c, "user_id")));
+    let customer = customer_id(from, from_user)?;
+    let mut ev = o.received(wamid, customer, ts);
+    let (kind, content) = content_of(m);
+    ev.message_type = Some(kind.into());
+    let mut content = content;
+    if let Some(name) = contacts
+        .first()
+        .and_then(|c| c.get("profile"))
+        .and_then(|p| str_field(p, "name"))
+    {
+        if let Value::Object(o) = &mut content {
+            o.insert("profile_name".into(), json!(name));
+        }
+    }
+    ev.content = Some(content.to_string());
+    ev.context_wamid = m
+        .get("context")
+        .and_then(|c| str_field(c, "id"))
+        .or_else(|| m.get("reaction").and_then(|r| str_field(r, "message_id")))
+        .map(str::to_string);
+    Ok(ev)
 }
 
 /// The canonical message type and content of an inbound message. Known types keep their

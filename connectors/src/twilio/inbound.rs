@@ -8,12 +8,10 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
-use switchboard_schemas::{
-    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
-};
+use switchboard_schemas::{RawWebhook, Status};
 
 use crate::bsp::Bsp;
-use crate::common::{e164, ParseError, Parsed};
+use crate::common::{e164, Origin, ParseError, Parsed};
 
 fn form(body: &[u8]) -> Result<HashMap<String, String>, ParseError> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
@@ -49,27 +47,17 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
     let status_word = get("MessageStatus")
         .or_else(|| get("SmsStatus"))
         .unwrap_or("received");
-    let base = |event_id: String, kind: EventType, business: String, customer: String| Event {
-        event_id,
-        event_type: kind.as_str().into(),
-        bsp: Bsp::Twilio.slug().into(),
-        business_number: business,
-        business_account_id: get("AccountSid").map(str::to_string),
-        customer_id: customer,
-        wamid: sid.into(),
-        occurred_at_ms: raw.received_at_ms,
-        received_at_ms: raw.received_at_ms,
-        request_id: raw.request_id.clone(),
-        ..Event::default()
+    // Twilio sends no event time: the gateway's receive time stands in.
+    let origin = |business: String| Origin {
+        raw,
+        bsp: Bsp::Twilio,
+        business,
+        account: get("AccountSid").map(str::to_string),
     };
     let mut out = Parsed::default();
     if status_word == "received" || status_word == "receiving" {
-        let mut ev = base(
-            inbound_event_id("twilio", sid),
-            EventType::Received,
-            e164(to)?,
-            e164(from)?,
-        );
+        let business = e164(to)?;
+        let mut ev = origin(business).received(sid, e164(from)?, raw.received_at_ms);
         let (kind, content) = content_of(&f);
         ev.message_type = Some(kind.into());
         ev.content = Some(content.to_string());
@@ -83,13 +71,8 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
             format!("MessageStatus {status_word:?} of {sid} is not in Twilio's vocabulary"),
         )
     })?;
-    let mut ev = base(
-        status_event_id("twilio", sid, status),
-        EventType::Status,
-        e164(from)?,
-        e164(to)?,
-    );
-    ev.status = Some(status.as_str().into());
+    let business = e164(from)?;
+    let mut ev = origin(business).status(sid, status, e164(to)?, raw.received_at_ms);
     if status == Status::Failed {
         ev.error_code = get("ErrorCode")
             .map(str::to_string)

@@ -3,12 +3,10 @@
 //! ack code: -1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED.
 
 use serde_json::{json, Value};
-use switchboard_schemas::{
-    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
-};
+use switchboard_schemas::{RawWebhook, Status};
 
 use crate::bsp::Bsp;
-use crate::common::{customer_id, e164, timestamp_ms, ParseError, Parsed};
+use crate::common::{customer_id, e164, timestamp_ms, Origin, ParseError, Parsed};
 
 /// Partition key part: the WAHA session.
 pub fn account_id(body: &[u8]) -> Result<String, ParseError> {
@@ -68,18 +66,11 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
         Some(t) => timestamp_ms(t)?,
         None => raw.received_at_ms,
     };
-    let base = |event_id: String, kind: EventType| Event {
-        event_id,
-        event_type: kind.as_str().into(),
-        bsp: Bsp::Waha.slug().into(),
-        business_number: business.clone(),
-        business_account_id: s(&v, "session").map(str::to_string),
-        customer_id: customer.clone(),
-        wamid: id.into(),
-        occurred_at_ms: ts,
-        received_at_ms: raw.received_at_ms,
-        request_id: raw.request_id.clone(),
-        ..Event::default()
+    let origin = Origin {
+        raw,
+        bsp: Bsp::Waha,
+        business,
+        account: s(&v, "session").map(str::to_string),
     };
     let mut out = Parsed::default();
     match event {
@@ -94,8 +85,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
                     format!("ack {ack} of {id} is not a WAHA ack code"),
                 )
             })?;
-            let mut ev = base(status_event_id("waha", id, status), EventType::Status);
-            ev.status = Some(status.as_str().into());
+            let mut ev = origin.status(id, status, customer, ts);
             if status == Status::Failed {
                 ev.error_code = Some("ack_error".into());
                 ev.error_title = Some(format!("WAHA ack {}", s(p, "ackName").unwrap_or("ERROR")));
@@ -103,7 +93,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
             out.events.push(ev);
         }
         "message" | "message.any" if !from_me => {
-            let mut ev = base(inbound_event_id("waha", id), EventType::Received);
+            let mut ev = origin.received(id, customer, ts);
             let (kind, content) = content_of(p);
             ev.message_type = Some(kind.into());
             ev.content = Some(content.to_string());
@@ -114,7 +104,7 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
             out.events.push(ev);
         }
         "message.reaction" if !from_me => {
-            let mut ev = base(inbound_event_id("waha", id), EventType::Received);
+            let mut ev = origin.received(id, customer, ts);
             let r = p.get("reaction").cloned().unwrap_or(Value::Null);
             ev.message_type = Some("reaction".into());
             ev.context_wamid = s(&r, "messageId").map(str::to_string);
