@@ -2,7 +2,9 @@
 //!
 //! - `signature.rs`: how that BSP proves a webhook is genuine (checked by the gateway);
 //! - `inbound.rs`: the parser from that BSP's documented webhook payloads to canonical
-//!   [`Event`]s (run by the normalizer), plus the partition key the gateway uses.
+//!   [`Event`]s (run by the normalizer), plus the partition key the gateway uses;
+//! - `outbound.rs`: that BSP's send API: request from a canonical message, answer to a
+//!   message id or a classified [`send::SendError`] (run by the router).
 //!
 //! Parsers are pure functions of a [`RawWebhook`]: no I/O, no clock, so the same raw
 //! record always yields the same events (and event ids).
@@ -14,6 +16,7 @@ pub mod dialog360;
 pub mod gupshup;
 pub mod karix;
 pub mod meta;
+pub mod send;
 pub mod twilio;
 pub mod waha;
 

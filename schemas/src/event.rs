@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub const RAW_WEBHOOK_SCHEMA: &str = include_str!("../avro/raw_webhook.avsc");
 pub const EVENT_SCHEMA: &str = include_str!("../avro/event.avsc");
 pub const DEAD_LETTER_SCHEMA: &str = include_str!("../avro/dead_letter.avsc");
+pub const SEND_REQUEST_SCHEMA: &str = include_str!("../avro/send_request.avsc");
+pub const CONFIG_RECORD_SCHEMA: &str = include_str!("../avro/config_record.avsc");
 
 /// A BSP webhook request as the gateway received it (`wa.webhooks.raw`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +49,8 @@ pub struct Event {
     pub pricing_category: Option<String>,
     pub billable: Option<bool>,
     pub request_id: String,
+    pub message_id: Option<String>,
+    pub metadata: Option<String>,
 }
 
 impl Event {
@@ -57,6 +61,48 @@ impl Event {
 
     pub fn status(&self) -> Option<Status> {
         self.status.as_deref().and_then(|s| s.parse().ok())
+    }
+}
+
+/// A validated client send request (`wa.send.requests`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SendRequest {
+    pub message_id: String,
+    pub tenant_id: String,
+    pub from_number: String,
+    pub to: String,
+    pub message_type: String,
+    pub message: String,
+    pub idempotency_key: Option<String>,
+    pub metadata: Option<String>,
+    pub scheduled_at_ms: Option<i64>,
+    pub accepted_at_ms: i64,
+    pub request_id: String,
+}
+
+impl SendRequest {
+    /// The `wa.send.requests` key: one sender number's requests share a partition, so
+    /// one router instance owns that number's rate limit.
+    pub fn sender_key(&self) -> String {
+        format!("{}:{}", self.tenant_id, self.from_number)
+    }
+}
+
+/// One configuration entity (`wa.config`, compacted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub entity: String,
+    pub id: String,
+    pub tenant_id: String,
+    pub deleted: bool,
+    pub body: String,
+    pub version: i64,
+}
+
+impl ConfigRecord {
+    /// The compaction key: the latest record per entity survives.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.entity, self.id)
     }
 }
 
@@ -78,6 +124,8 @@ pub struct DeadLetter {
 pub enum EventType {
     Status,
     Received,
+    SendAccepted,
+    SendFailed,
 }
 
 impl EventType {
@@ -85,6 +133,8 @@ impl EventType {
         match self {
             EventType::Status => "message.status",
             EventType::Received => "message.received",
+            EventType::SendAccepted => "message.send_accepted",
+            EventType::SendFailed => "message.send_failed",
         }
     }
 }
@@ -224,6 +274,33 @@ mod tests {
                 failed_at_ms: 3,
                 key: None,
                 payload: vec![0, 1, 2],
+            },
+        );
+        check(
+            SEND_REQUEST_SCHEMA,
+            SendRequest {
+                message_id: "msg_1".into(),
+                tenant_id: "ten_1".into(),
+                from_number: "+15550001111".into(),
+                to: "+15550002222".into(),
+                message_type: "text".into(),
+                message: r#"{"type":"text","text":{"body":"hi"}}"#.into(),
+                idempotency_key: Some("k".into()),
+                metadata: Some("{}".into()),
+                scheduled_at_ms: Some(5),
+                accepted_at_ms: 4,
+                request_id: "r".into(),
+            },
+        );
+        check(
+            CONFIG_RECORD_SCHEMA,
+            ConfigRecord {
+                entity: "tenant".into(),
+                id: "ten_1".into(),
+                tenant_id: "ten_1".into(),
+                deleted: false,
+                body: "{}".into(),
+                version: 7,
             },
         );
     }

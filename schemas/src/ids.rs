@@ -30,6 +30,12 @@ pub fn inbound_event_id(bsp: &str, wamid: &str) -> String {
     digest(&["v1", "inbound", bsp, wamid])
 }
 
+/// Id of a send outcome event: (Switchboard message id, outcome). A router that
+/// re-emits an outcome after a crash produces the same id.
+pub fn send_event_id(message_id: &str, outcome: &str) -> String {
+    digest(&["v1", "send", message_id, outcome])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,8 @@ mod ids;
 
 pub use codec::{Codec, CodecError};
 pub use event::{
-    DeadLetter, Event, EventType, RawWebhook, Status, DEAD_LETTER_SCHEMA, EVENT_SCHEMA,
-    RAW_WEBHOOK_SCHEMA,
+    ConfigRecord, DeadLetter, Event, EventType, RawWebhook, SendRequest, Status,
+    CONFIG_RECORD_SCHEMA, DEAD_LETTER_SCHEMA, EVENT_SCHEMA, RAW_WEBHOOK_SCHEMA,
+    SEND_REQUEST_SCHEMA,
 };
-pub use ids::{inbound_event_id, status_event_id};
+pub use ids::{inbound_event_id, send_event_id, status_event_id};

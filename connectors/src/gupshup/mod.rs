@@ -4,3 +4,4 @@
 //! Docs: docs.gupshup.io/docs/inbound-message-events, .../message-events
 
 pub mod inbound;
+pub mod outbound;

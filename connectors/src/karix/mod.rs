@@ -7,3 +7,4 @@
 //! (see connectors/README.md).
 
 pub mod inbound;
+pub mod outbound;

@@ -2,4 +2,5 @@
 //! Docs: developers.facebook.com/docs/whatsapp/cloud-api/webhooks/components
 
 pub mod inbound;
+pub mod outbound;
 pub mod signature;

@@ -4,4 +4,5 @@
 //! twilio.com/docs/usage/security#validating-requests
 
 pub mod inbound;
+pub mod outbound;
 pub mod signature;

@@ -3,4 +3,5 @@
 //! Docs: waha.devlike.pro/docs/how-to/events, waha.devlike.pro/docs/how-to/security (HMAC)
 
 pub mod inbound;
+pub mod outbound;
 pub mod signature;
