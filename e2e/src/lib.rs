@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio::process::{Child, Command};
 
 pub mod bsp;
+pub mod send;
 pub mod services;
 
 /// Where the shared local services are (overridable like the binaries' own config).
@@ -124,6 +125,10 @@ impl Proc {
         Ok(())
     }
 
+    pub fn env_var(&self, k: &str) -> Option<String> {
+        self.env.get(k).cloned()
+    }
+
     /// Sum of a Prometheus counter on this process's ops endpoint (0 if unreachable).
     pub async fn metric(&self, name: &str) -> f64 {
         let Some(addr) = self
@@ -176,6 +181,8 @@ pub struct Pipeline {
     pub normalizer: Proc,
     pub pg_sink: Proc,
     pub ch_sink: Proc,
+    /// The send path, when `Options::send_path` asked for it.
+    pub send: Option<send::SendPath>,
     pub http: reqwest::Client,
     pub log_dir: tempdir::Dir,
 }
@@ -198,6 +205,10 @@ pub struct Options {
     pub pg_url: Option<String>,
     pub clickhouse_url: Option<String>,
     pub brokers: Option<String>,
+    /// Also run the router, with the BSP simulator as every BSP.
+    pub send_path: bool,
+    /// Extra router settings (retry budget, breaker, ...).
+    pub router_env: Vec<(&'static str, String)>,
 }
 
 impl Pipeline {
@@ -242,6 +253,8 @@ impl Pipeline {
             .unwrap_or_else(|| services.clickhouse_url.clone());
 
         let gw_port = free_port();
+        let admin_key = format!("admin-{id}");
+        let keyring = switchboard_runtime::secrets::Keyring::generate("k1");
         let meta_secret = format!("meta-secret-{id}");
         let dialog360_token = format!("d360-{id}");
         let twilio_token = format!("twilio-{id}");
@@ -283,6 +296,9 @@ impl Pipeline {
                 ("SWITCHBOARD_MAX_BODY_BYTES", "65536".into()),
                 ("SWITCHBOARD_PRODUCE_TIMEOUT", "3s".into()),
                 ("SWITCHBOARD_PRODUCER_REBUILD_AFTER", "5s".into()),
+                ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
+                ("SWITCHBOARD_ADMIN_API_KEY", admin_key.clone()),
+                ("SWITCHBOARD_CREDENTIALS_KEYS", keyring.clone()),
             ]),
             &log_dir.0,
         )?;
@@ -314,8 +330,37 @@ impl Pipeline {
             ]),
             &log_dir.0,
         )?;
+        let gateway_url = format!("http://127.0.0.1:{gw_port}");
+        let send = if opts.send_path {
+            let mut env = common(&[
+                ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
+                ("SWITCHBOARD_GROUP_ID", format!("{id}-router")),
+                ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
+                ("SWITCHBOARD_CREDENTIALS_KEYS", keyring.clone()),
+            ]);
+            for (k, v) in &opts.router_env {
+                env.insert((*k).to_string(), v.clone());
+            }
+            Some(
+                send::SendPath::start(
+                    &id,
+                    &gateway_url,
+                    admin_key.clone(),
+                    &meta_secret,
+                    &dialog360_token,
+                    &twilio_token,
+                    &waha_key,
+                    env,
+                    &log_dir.0,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         let p = Pipeline {
-            gateway_url: format!("http://127.0.0.1:{gw_port}"),
+            send,
+            gateway_url,
             meta_secret,
             dialog360_token,
             twilio_token,
@@ -351,7 +396,52 @@ impl Pipeline {
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n--- gateway log ---\n{}", p.gateway.log_tail()))?;
+        if p.send.is_some() {
+            p.wait_send_path_ready().await?;
+        }
         Ok(p)
+    }
+
+    /// The API is up (database migrated, config loaded) and the router is ready.
+    pub async fn wait_send_path_ready(&self) -> anyhow::Result<()> {
+        let admin = self.send_path().admin_key.clone();
+        wait_until("send API ready", Duration::from_secs(60), || async {
+            let a = self
+                .call(
+                    reqwest::Method::GET,
+                    "/admin/tenants/none",
+                    &admin,
+                    None,
+                    &[],
+                )
+                .await
+                .map(|r| r.0)
+                .unwrap_or(0);
+            let b = self
+                .call(reqwest::Method::GET, "/v1/messages", "sb_bogus", None, &[])
+                .await
+                .map(|r| r.0)
+                .unwrap_or(0);
+            Ok(a == 404 && b == 401)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+        let ops = self
+            .send_path()
+            .router
+            .env_var("SWITCHBOARD_OPS_ADDR")
+            .unwrap_or_default();
+        wait_until("router ready", Duration::from_secs(60), || async {
+            Ok(self
+                .http
+                .get(format!("http://{ops}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 
     /// POST a Meta webhook signed with the right secret.
@@ -477,16 +567,20 @@ impl Pipeline {
     }
 
     pub fn logs(&self) -> String {
-        [
+        let mut procs = vec![
             &self.gateway,
             &self.normalizer,
             &self.pg_sink,
             &self.ch_sink,
-        ]
-        .iter()
-        .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
-        .collect::<Vec<_>>()
-        .join("\n")
+        ];
+        if let Some(s) = &self.send {
+            procs.push(&s.router);
+        }
+        procs
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Read every record of a topic (from the beginning) until `n` arrived or `within`.

@@ -54,6 +54,25 @@ pub struct Config {
     /// the full URL, which behind a proxy differs from what the gateway sees.
     #[serde(default = "default_public_url")]
     pub public_url: String,
+    /// PostgreSQL: the configuration plane and the send API's message state.
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    /// Bearer token of the admin API (`/admin/...`); empty disables it.
+    #[serde(default)]
+    pub admin_api_key: String,
+    /// AES-256-GCM keyring for BSP credentials, `kid:base64key[,...]`, first key encrypts.
+    #[serde(default)]
+    pub credentials_keys: String,
+    /// Largest body of `POST /v1/messages/batch` (single sends use `max_body_bytes`).
+    #[serde(default = "default_max_batch_body")]
+    pub max_batch_body_bytes: usize,
+}
+
+fn default_database_url() -> String {
+    "postgres://switchboard:switchboard@127.0.0.1/switchboard".into()
+}
+fn default_max_batch_body() -> usize {
+    16 * 1024 * 1024
 }
 
 fn default_public_url() -> String {

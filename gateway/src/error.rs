@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after_secs: Option<u32>,
+    /// The request field at fault (API validation errors).
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -21,6 +23,55 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            field: None,
+        }
+    }
+
+    pub fn field(
+        status: StatusCode,
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::new(status, code, message)
+        }
+    }
+
+    /// 422 for a field that parsed but is not acceptable.
+    pub fn invalid(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::field(StatusCode::UNPROCESSABLE_ENTITY, code, field, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the gateway's log",
+        )
+    }
+
+    /// A database error: 503 while it is unreachable, 500 otherwise.
+    pub fn db(e: sqlx::Error) -> Self {
+        if switchboard_runtime::retry::is_transient_sqlx_error(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            Self::unavailable("database_unavailable", "the database is unavailable; retry")
+        } else {
+            Self::internal(e)
         }
     }
 
@@ -34,11 +85,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(f) = self.field {
+            error["field"] = json!(f);
+        }
+        let mut resp = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(s) = self.retry_after_secs {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(s));

@@ -156,35 +156,7 @@ async fn accept(
         ));
     }
 
-    let limit = app.cfg.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("body exceeds {limit} bytes"),
-        )
-    };
-    // Past the limit the rest is read and dropped, up to a bound, so that the client gets
-    // its 413 instead of a reset connection; far larger bodies are cut off at once.
-    let drain_cap = limit.saturating_mul(4).max(1 << 20);
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > drain_cap) {
-        return Err(too_large());
-    }
-    let body = match read_capped(body, limit, drain_cap).await {
-        Ok(b) => b,
-        Err(Some(e)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "body_read_failed",
-                format!("could not read body: {e}"),
-            ))
-        }
-        Err(None) => return Err(too_large()),
-    };
+    let body = read_limited(headers, body, app.cfg.max_body_bytes).await?;
 
     let mut kept: HashMap<String, String> = HashMap::new();
     for name in KEPT_HEADERS
@@ -255,6 +227,44 @@ async fn accept(
 
 /// Read at most `limit` bytes; `Err(None)` when the body is larger (having drained up to
 /// `drain_cap` bytes of it), `Err(Some(_))` when reading failed.
+/// Read a body of at most `limit` bytes: 413 past it, 400 if the client breaks off.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("body exceeds {limit} bytes"),
+        )
+    };
+    // Past the limit the rest is read and dropped, up to a bound, so that the client gets
+    // its 413 instead of a reset connection; far larger bodies are cut off at once.
+    let drain_cap = limit.saturating_mul(4).max(1 << 20);
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > drain_cap) {
+        return Err(too_large());
+    }
+    let body = match read_capped(body, limit, drain_cap).await {
+        Ok(b) => b,
+        Err(Some(e)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_read_failed",
+                format!("could not read body: {e}"),
+            ))
+        }
+        Err(None) => return Err(too_large()),
+    };
+
+    Ok(body)
+}
+
 async fn read_capped(
     mut body: Body,
     limit: usize,

@@ -1,8 +1,13 @@
-//! The HTTP edge. Handlers are thin: they check what the BSP's contract lets them check
-//! (size, content type, signature, well-formed JSON), write the raw request to Kafka, and
-//! answer only once the broker has acknowledged it. Parsing into events is the
-//! normalizer's job, so a parser bug can never make the gateway drop a webhook.
+//! The HTTP edge.
+//!
+//! - Webhook ingest (`ingest`): handlers are thin: they check what the BSP's contract lets
+//!   them check (size, content type, signature, well-formed JSON), write the raw request
+//!   to Kafka, and answer only once the broker has acknowledged it. Parsing into events is
+//!   the normalizer's job, so a parser bug can never make the gateway drop a webhook.
+//! - The send API and the admin API (`api`): PostgreSQL for state, `wa.send.requests`
+//!   and `wa.config` for the processors.
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod ingest;
@@ -31,6 +36,12 @@ pub struct AppState {
     pub codec: Codec,
     pub topics: Topics,
     pub http: reqwest::Client,
+    pub db: sqlx::PgPool,
+    /// Set once the send path's migrations ran; the API answers 503 before.
+    pub db_ready: std::sync::atomic::AtomicBool,
+    pub config: switchboard_runtime::config_cache::ConfigCache,
+    pub keyring: Option<switchboard_runtime::secrets::Keyring>,
+    pub limiter: api::auth::TenantLimiter,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -56,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/webhooks/{bsp}",
             get(ingest::handshake).post(ingest::webhook),
         )
+        .merge(api::routes())
         .with_state(state)
         .merge(switchboard_runtime::ops::router(ready))
         .layer(axum::middleware::from_fn(request_id))
@@ -84,9 +96,32 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 pub struct RequestId(pub String);
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let codec = Codec::new(&cfg.kafka.schema_registry_url);
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let keyring = if cfg.credentials_keys.is_empty() {
+        tracing::warn!("SWITCHBOARD_CREDENTIALS_KEYS is empty: BSP credentials cannot be stored");
+        None
+    } else {
+        Some(switchboard_runtime::secrets::Keyring::parse(
+            &cfg.credentials_keys,
+        )?)
+    };
     let state = Arc::new(AppState {
-        codec: Codec::new(&cfg.kafka.schema_registry_url),
-        topics: Topics::new(&cfg.kafka.topic_prefix),
+        db: sqlx::postgres::PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy(&cfg.database_url)?,
+        db_ready: std::sync::atomic::AtomicBool::new(false),
+        config: switchboard_runtime::config_cache::ConfigCache::start(
+            &cfg.kafka,
+            &topics.config,
+            codec.clone(),
+            shutdown.clone(),
+        )?,
+        keyring,
+        limiter: Default::default(),
+        codec,
+        topics,
         producer: producer::ProducerSlot::new(
             cfg.kafka.clone(),
             cfg.produce_timeout,
@@ -97,6 +132,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             .build()?,
         cfg: cfg.clone(),
     });
+    // Webhook ingest must not wait for PostgreSQL: the API comes up when it is there.
+    tokio::spawn(prepare_database(state.clone(), shutdown.clone()));
     let server =
         switchboard_runtime::ops::serve(&cfg.http_addr, router(state.clone()), shutdown).await?;
     server.await?;
@@ -110,4 +147,50 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     .await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Run the send path's migrations (retrying while the database is away), then
+/// republish the whole configuration, so `wa.config` converges on the database even if
+/// an earlier publish failed half-way.
+async fn prepare_database(app: Arc<AppState>, shutdown: CancellationToken) {
+    let migrated = switchboard_runtime::retry::wait_for(
+        "send-path database",
+        &shutdown,
+        switchboard_runtime::retry::is_transient_migrate_error,
+        || api::store::migrate(&app.db),
+    )
+    .await;
+    match migrated {
+        Ok(Some(())) => {}
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "send-path migrations failed; the API stays unavailable");
+            return;
+        }
+    }
+    app.db_ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    loop {
+        let r = async {
+            let recs = api::admin::snapshot(&app.db)
+                .await
+                .map_err(|e| e.to_string())?;
+            api::publish::publish_config(&app, &recs)
+                .await
+                .map_err(|e| e.message)?;
+            Ok::<usize, String>(recs.len())
+        }
+        .await;
+        match r {
+            Ok(n) => {
+                tracing::info!(records = n, "configuration republished");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot republish configuration yet"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
 }

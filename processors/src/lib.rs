@@ -3,7 +3,9 @@
 //! `switchboard-runtime`.
 //!
 //! - [`normalize`]: `wa.webhooks.raw` → canonical `wa.events` (+ `wa.webhooks.dlq`),
-//!   deduplicated through [`dedupe`].
+//!   deduplicated through [`dedupe`];
+//! - [`route`]: `wa.send.requests` → BSP send APIs → `wa.events` (+ `wa.send.dlq`).
 
 pub mod dedupe;
 pub mod normalize;
+pub mod route;

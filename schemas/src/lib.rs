@@ -7,6 +7,7 @@
 //! to the `.avsc` files.
 
 mod codec;
+pub mod config;
 mod event;
 mod ids;
 

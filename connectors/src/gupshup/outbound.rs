@@ -17,8 +17,16 @@ use crate::send::{
 };
 
 pub const TYPES: [&str; 10] = [
-    "text", "template", "image", "audio", "video", "document", "sticker", "location",
-    "interactive", "reaction",
+    "text",
+    "template",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "interactive",
+    "reaction",
 ];
 
 fn unsupported(what: &str) -> SendError {
@@ -35,13 +43,21 @@ pub fn message(m: &Value) -> Result<Value, SendError> {
     let o = &m[t];
     let link = |o: &Value| o.get("link").or_else(|| o.get("id")).cloned();
     let mut out = match t {
-        "text" => json!({"type": "text", "text": o["body"], "previewUrl": o.get("preview_url").and_then(Value::as_bool).unwrap_or(false)}),
-        "image" => json!({"type": "image", "originalUrl": link(o), "previewUrl": link(o), "caption": o.get("caption")}),
-        "document" => json!({"type": "file", "url": link(o), "filename": o.get("filename"), "caption": o.get("caption")}),
+        "text" => {
+            json!({"type": "text", "text": o["body"], "previewUrl": o.get("preview_url").and_then(Value::as_bool).unwrap_or(false)})
+        }
+        "image" => {
+            json!({"type": "image", "originalUrl": link(o), "previewUrl": link(o), "caption": o.get("caption")})
+        }
+        "document" => {
+            json!({"type": "file", "url": link(o), "filename": o.get("filename"), "caption": o.get("caption")})
+        }
         "audio" => json!({"type": "audio", "url": link(o)}),
         "video" => json!({"type": "video", "url": link(o), "caption": o.get("caption")}),
         "sticker" => json!({"type": "sticker", "url": link(o)}),
-        "location" => json!({"type": "location", "latitude": o["latitude"], "longitude": o["longitude"], "name": o.get("name"), "address": o.get("address")}),
+        "location" => {
+            json!({"type": "location", "latitude": o["latitude"], "longitude": o["longitude"], "name": o.get("name"), "address": o.get("address")})
+        }
         "interactive" => match o["type"].as_str() {
             Some("button") => json!({
                 "type": "quick_reply",
@@ -89,7 +105,11 @@ pub fn request(
     msg: &Outbound<'_>,
 ) -> Result<reqwest::RequestBuilder, SendError> {
     let base = route.base_url.trim_end_matches('/');
-    let destination = if msg.to.starts_with('+') { digits(msg.to) } else { msg.to };
+    let destination = if msg.to.starts_with('+') {
+        digits(msg.to)
+    } else {
+        msg.to
+    };
     let mut form = vec![
         ("channel", "whatsapp".to_string()),
         ("source", digits(msg.from).to_string()),
@@ -97,7 +117,11 @@ pub fn request(
         ("src.name", route.account_id.to_string()),
     ];
     let url = if msg.message["type"] == "template" {
-        let id = msg.message.pointer("/template/name").cloned().unwrap_or_default();
+        let id = msg
+            .message
+            .pointer("/template/name")
+            .cloned()
+            .unwrap_or_default();
         form.push((
             "template",
             json!({"id": id, "params": template_params(msg.message)}).to_string(),
@@ -165,9 +189,15 @@ mod tests {
             "components":[{"type":"body","parameters":[{"type":"text","text":"Ann"},{"type":"text","text":"42"}]}]}});
         assert_eq!(template_params(&t), vec![json!("Ann"), json!("42")]);
         let ok = br#"{"status":"submitted","messageId":"ee4a68a0-1203-4c85-8dc3-49d0b3226a35"}"#;
-        assert_eq!(response(202, ok).unwrap().bsp_message_id, "ee4a68a0-1203-4c85-8dc3-49d0b3226a35");
+        assert_eq!(
+            response(202, ok).unwrap().bsp_message_id,
+            "ee4a68a0-1203-4c85-8dc3-49d0b3226a35"
+        );
         let bad = br#"{"status":"error","message":"Invalid Destination"}"#;
-        assert_eq!(response(400, bad).unwrap_err().code, codes::INVALID_RECIPIENT);
+        assert_eq!(
+            response(400, bad).unwrap_err().code,
+            codes::INVALID_RECIPIENT
+        );
         let slow = br#"{"status":"error","message":"Too Many Requests"}"#;
         assert_eq!(response(429, slow).unwrap_err().kind, ErrorKind::Throttled);
         let auth = br#"{"status":"error","message":"Authentication Failed"}"#;

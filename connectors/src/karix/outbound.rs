@@ -15,14 +15,24 @@ use crate::send::{
     SendError,
 };
 
-pub const TYPES: [&str; 7] = ["text", "template", "image", "video", "audio", "document", "interactive"];
+pub const TYPES: [&str; 7] = [
+    "text",
+    "template",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "interactive",
+];
 
 pub fn body(msg: &Outbound<'_>) -> Result<Value, SendError> {
     let m = msg.message;
     let t = m["type"].as_str().unwrap_or_default();
     let o = &m[t];
     let content = match t {
-        "text" => json!({"preview_url": o.get("preview_url").and_then(Value::as_bool).unwrap_or(false), "type": "TEXT", "text": o["body"]}),
+        "text" => {
+            json!({"preview_url": o.get("preview_url").and_then(Value::as_bool).unwrap_or(false), "type": "TEXT", "text": o["body"]})
+        }
         "template" => {
             let values: Map<String, Value> = crate::gupshup::outbound::template_params(m)
                 .into_iter()
@@ -33,7 +43,11 @@ pub fn body(msg: &Outbound<'_>) -> Result<Value, SendError> {
         }
         "image" | "video" | "audio" | "document" => {
             let url = o.get("link").and_then(Value::as_str).ok_or_else(|| {
-                SendError::new(ErrorKind::Permanent, codes::UNSUPPORTED, "Karix attachments go by URL")
+                SendError::new(
+                    ErrorKind::Permanent,
+                    codes::UNSUPPORTED,
+                    "Karix attachments go by URL",
+                )
             })?;
             json!({"type": "ATTACHMENT", "attachment": {"type": t, "url": url, "caption": o.get("caption"), "fileName": o.get("filename")}})
         }
@@ -70,7 +84,10 @@ pub fn request(
     let base = route.base_url.trim_end_matches('/');
     Ok(http
         .post(format!("{base}/services/rcm/sendMessage"))
-        .header("Authentication", format!("Bearer {}", credential(route, "api_key")?))
+        .header(
+            "Authentication",
+            format!("Bearer {}", credential(route, "api_key")?),
+        )
         .json(&body(msg)?))
 }
 
@@ -94,11 +111,25 @@ pub fn response(status: u16, body: &[u8]) -> Result<Accepted, SendError> {
                 bsp_message_id: mid.to_string(),
             })
             .ok_or_else(|| {
-                SendError::new(ErrorKind::Permanent, codes::BAD_RESPONSE, format!("accepted without mid: {text}"))
+                SendError::new(
+                    ErrorKind::Permanent,
+                    codes::BAD_RESPONSE,
+                    format!("accepted without mid: {text}"),
+                )
             });
     }
-    let http_like = code.as_deref().and_then(|c| c.parse::<u16>().ok()).unwrap_or(status);
-    let err = by_http_status(if (200..300).contains(&status) { http_like } else { status }, text);
+    let http_like = code
+        .as_deref()
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(status);
+    let err = by_http_status(
+        if (200..300).contains(&status) {
+            http_like
+        } else {
+            status
+        },
+        text,
+    );
     Err(match code {
         Some(c) => err.with_bsp_code(c),
         None => err,
@@ -113,12 +144,27 @@ mod tests {
     fn bodies_and_answers() {
         let m = json!({"type":"template","template":{"name":"lowbalance_alert","language":{"code":"en"},
             "components":[{"type":"body","parameters":[{"type":"text","text":"Ravi"}]}]}});
-        let b = body(&Outbound { message_id: "msg_1", from: "+919000000001", to: "+919876543210", message: &m }).unwrap();
-        assert_eq!(b["message"]["content"]["template"]["templateId"], "lowbalance_alert");
-        assert_eq!(b["message"]["content"]["template"]["parameterValues"]["0"], "Ravi");
+        let b = body(&Outbound {
+            message_id: "msg_1",
+            from: "+919000000001",
+            to: "+919876543210",
+            message: &m,
+        })
+        .unwrap();
+        assert_eq!(
+            b["message"]["content"]["template"]["templateId"],
+            "lowbalance_alert"
+        );
+        assert_eq!(
+            b["message"]["content"]["template"]["parameterValues"]["0"],
+            "Ravi"
+        );
         assert_eq!(b["message"]["recipient"]["reference"]["cust_ref"], "msg_1");
         let ok = br#"{"statusCode":"200","statusDesc":"Successfully Accepted","mid":"1725012345678123"}"#;
-        assert_eq!(response(200, ok).unwrap().bsp_message_id, "1725012345678123");
+        assert_eq!(
+            response(200, ok).unwrap().bsp_message_id,
+            "1725012345678123"
+        );
         let slow = br#"{"statusCode":"429","statusDesc":"Too many requests"}"#;
         assert_eq!(response(200, slow).unwrap_err().kind, ErrorKind::Throttled);
     }

@@ -98,7 +98,7 @@ pub fn classify(status: u16, code: i64, detail: String) -> SendError {
         132001 => (Permanent, codes::TEMPLATE_NOT_FOUND),
         132015 | 132016 => (Permanent, codes::TEMPLATE_NOT_APPROVED),
         132000 | 132005 | 132007 | 132012 => (Permanent, codes::TEMPLATE_INVALID),
-        131051 | 131052 | 131053 => (Permanent, codes::MEDIA_ERROR),
+        131051..=131053 => (Permanent, codes::MEDIA_ERROR),
         0 | 190 | 10 | 200..=299 => (Permanent, codes::AUTH_FAILED),
         131031 | 133010 | 368 => (Permanent, codes::SENDER_BLOCKED),
         _ if status >= 500 => (Retryable, codes::BSP_UNAVAILABLE),
@@ -114,7 +114,8 @@ mod tests {
 
     #[test]
     fn body_merges_the_message_object() {
-        let m = json!({"type": "text", "text": {"body": "hi"}, "context": {"message_id": "wamid.X"}});
+        let m =
+            json!({"type": "text", "text": {"body": "hi"}, "context": {"message_id": "wamid.X"}});
         let b = body(&Outbound {
             message_id: "msg_1",
             from: "+15550001111",
@@ -133,10 +134,16 @@ mod tests {
         assert_eq!(response(200, ok).unwrap().bsp_message_id, "wamid.HBg");
         let throttle = br#"{"error":{"message":"(#130429) Rate limit hit","type":"OAuthException","code":130429,"error_data":{"messaging_product":"whatsapp","details":"Cloud API message throughput has been reached."},"fbtrace_id":"A"}}"#;
         let e = response(400, throttle).unwrap_err();
-        assert_eq!((e.kind, e.code), (ErrorKind::Throttled, codes::RATE_LIMITED));
+        assert_eq!(
+            (e.kind, e.code),
+            (ErrorKind::Throttled, codes::RATE_LIMITED)
+        );
         assert_eq!(e.bsp_code.as_deref(), Some("130429"));
         let window = br#"{"error":{"message":"Re-engagement message","code":131047}}"#;
-        assert_eq!(response(400, window).unwrap_err().code, codes::WINDOW_CLOSED);
+        assert_eq!(
+            response(400, window).unwrap_err().code,
+            codes::WINDOW_CLOSED
+        );
         let down = b"<html>502 Bad Gateway</html>";
         assert_eq!(response(502, down).unwrap_err().kind, ErrorKind::Retryable);
         assert_eq!(response(200, b"{}").unwrap_err().code, codes::BAD_RESPONSE);

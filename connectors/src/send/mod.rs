@@ -122,7 +122,9 @@ pub async fn send(
     msg: &Outbound<'_>,
 ) -> Result<Accepted, SendError> {
     let req = match route.bsp {
-        Bsp::Meta | Bsp::Dialog360 | Bsp::Aisensy => crate::meta::outbound::request(http, route, msg)?,
+        Bsp::Meta | Bsp::Dialog360 | Bsp::Aisensy => {
+            crate::meta::outbound::request(http, route, msg)?
+        }
         Bsp::Gupshup => crate::gupshup::outbound::request(http, route, msg)?,
         Bsp::Twilio => crate::twilio::outbound::request(http, route, msg)?,
         Bsp::Waha => crate::waha::outbound::request(http, route, msg)?,

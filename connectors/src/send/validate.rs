@@ -138,7 +138,11 @@ fn string<'a>(
 fn boolean(obj: &Map<String, Value>, path: &str, key: &str) -> Result<(), FieldError> {
     match obj.get(key) {
         None | Some(Value::Bool(_)) => Ok(()),
-        Some(_) => Err(err("invalid_field", format!("{path}.{key}"), "must be a boolean")),
+        Some(_) => Err(err(
+            "invalid_field",
+            format!("{path}.{key}"),
+            "must be a boolean",
+        )),
     }
 }
 
@@ -184,10 +188,22 @@ fn media(t: &str, o: &Map<String, Value>) -> Result<(), FieldError> {
     let id = string(o, t, "id", false, 256)?;
     let link = string(o, t, "link", false, 2048)?;
     match (id, link) {
-        (Some(_), Some(_)) => return Err(err("invalid_field", t, "give either id or link, not both")),
-        (None, None) => return Err(err("missing_field", format!("{t}.link"), "a media id or link is required")),
+        (Some(_), Some(_)) => {
+            return Err(err("invalid_field", t, "give either id or link, not both"))
+        }
+        (None, None) => {
+            return Err(err(
+                "missing_field",
+                format!("{t}.link"),
+                "a media id or link is required",
+            ))
+        }
         (None, Some(l)) if !(l.starts_with("https://") || l.starts_with("http://")) => {
-            return Err(err("invalid_field", format!("{t}.link"), "must be an http(s) URL"))
+            return Err(err(
+                "invalid_field",
+                format!("{t}.link"),
+                "must be an http(s) URL",
+            ))
         }
         _ => {}
     }
@@ -200,7 +216,11 @@ fn number_in(o: &Map<String, Value>, path: &str, key: &str, lim: f64) -> Result<
     let field = format!("{path}.{key}");
     match o.get(key).and_then(Value::as_f64) {
         Some(x) if x.abs() <= lim => Ok(()),
-        Some(_) => Err(err("invalid_field", field, format!("must be within ±{lim}"))),
+        Some(_) => Err(err(
+            "invalid_field",
+            field,
+            format!("must be within ±{lim}"),
+        )),
         None => Err(err("missing_field", field, "a number is required")),
     }
 }
@@ -222,7 +242,13 @@ fn contacts(o: &Map<String, Value>) -> Result<(), FieldError> {
         let name = c
             .get("name")
             .ok_or_else(|| err("missing_field", format!("{path}.name"), "required"))?;
-        string(object(name, &format!("{path}.name"))?, &format!("{path}.name"), "formatted_name", true, 1000)?;
+        string(
+            object(name, &format!("{path}.name"))?,
+            &format!("{path}.name"),
+            "formatted_name",
+            true,
+            1000,
+        )?;
     }
     Ok(())
 }
@@ -233,20 +259,40 @@ fn reaction(o: &Map<String, Value>) -> Result<(), FieldError> {
     // An empty emoji removes a reaction.
     match o.get("emoji") {
         Some(Value::String(e)) if e.chars().count() <= 8 => Ok(()),
-        Some(_) => Err(err("invalid_field", "reaction.emoji", "must be one emoji, or empty to remove")),
+        Some(_) => Err(err(
+            "invalid_field",
+            "reaction.emoji",
+            "must be one emoji, or empty to remove",
+        )),
         None => Err(err("missing_field", "reaction.emoji", "required")),
     }
 }
 
 fn interactive(o: &Map<String, Value>) -> Result<(), FieldError> {
-    only(o, "interactive", &["type", "header", "body", "footer", "action"])?;
+    only(
+        o,
+        "interactive",
+        &["type", "header", "body", "footer", "action"],
+    )?;
     let kind = string(o, "interactive", "type", true, 32)?.unwrap_or_default();
     let body = o
         .get("body")
         .ok_or_else(|| err("missing_field", "interactive.body", "required"))?;
-    string(object(body, "interactive.body")?, "interactive.body", "text", true, 1024)?;
+    string(
+        object(body, "interactive.body")?,
+        "interactive.body",
+        "text",
+        true,
+        1024,
+    )?;
     if let Some(f) = o.get("footer") {
-        string(object(f, "interactive.footer")?, "interactive.footer", "text", true, 60)?;
+        string(
+            object(f, "interactive.footer")?,
+            "interactive.footer",
+            "text",
+            true,
+            60,
+        )?;
     }
     if let Some(h) = o.get("header") {
         let h = object(h, "interactive.header")?;
@@ -266,7 +312,11 @@ fn interactive(o: &Map<String, Value>) -> Result<(), FieldError> {
                 let path = format!("interactive.action.buttons[{i}]");
                 let b = object(b, &path)?;
                 if b.get("type").and_then(Value::as_str) != Some("reply") {
-                    return Err(err("invalid_field", format!("{path}.type"), "must be \"reply\""));
+                    return Err(err(
+                        "invalid_field",
+                        format!("{path}.type"),
+                        "must be \"reply\"",
+                    ));
                 }
                 let reply = b
                     .get("reply")
@@ -276,7 +326,11 @@ fn interactive(o: &Map<String, Value>) -> Result<(), FieldError> {
                 let id = string(reply, &rp, "id", true, 256)?.unwrap_or_default();
                 string(reply, &rp, "title", true, 20)?;
                 if !ids.insert(id.to_string()) {
-                    return Err(err("invalid_field", format!("{rp}.id"), "button ids must be unique"));
+                    return Err(err(
+                        "invalid_field",
+                        format!("{rp}.id"),
+                        "button ids must be unique",
+                    ));
                 }
             }
         }
@@ -315,7 +369,11 @@ fn interactive(o: &Map<String, Value>) -> Result<(), FieldError> {
             string(p, pp, "display_text", true, 20)?;
             let url = string(p, pp, "url", true, 2048)?.unwrap_or_default();
             if !url.starts_with("https://") && !url.starts_with("http://") {
-                return Err(err("invalid_field", format!("{pp}.url"), "must be an http(s) URL"));
+                return Err(err(
+                    "invalid_field",
+                    format!("{pp}.url"),
+                    "must be an http(s) URL",
+                ));
             }
         }
         other => {
@@ -360,7 +418,10 @@ fn template(o: &Map<String, Value>) -> Result<(), FieldError> {
     let lang = object(lang, "template.language")?;
     only(lang, "template.language", &["code", "policy"])?;
     string(lang, "template.language", "code", true, 16)?;
-    for (i, c) in array(o, "template", "components", 0, 20)?.iter().enumerate() {
+    for (i, c) in array(o, "template", "components", 0, 20)?
+        .iter()
+        .enumerate()
+    {
         let path = format!("template.components[{i}]");
         let c = object(c, &path)?;
         only(c, &path, &["type", "sub_type", "index", "parameters"])?;
@@ -370,7 +431,11 @@ fn template(o: &Map<String, Value>) -> Result<(), FieldError> {
             "button" => {
                 let sub = string(c, &path, "sub_type", true, 32)?.unwrap_or_default();
                 if !["quick_reply", "url", "copy_code", "flow", "catalog"].contains(&sub) {
-                    return Err(err("invalid_field", format!("{path}.sub_type"), format!("unknown button sub_type {sub:?}")));
+                    return Err(err(
+                        "invalid_field",
+                        format!("{path}.sub_type"),
+                        format!("unknown button sub_type {sub:?}"),
+                    ));
                 }
                 let index_ok = match c.get("index") {
                     Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n < 10),
@@ -378,7 +443,11 @@ fn template(o: &Map<String, Value>) -> Result<(), FieldError> {
                     _ => false,
                 };
                 if !index_ok {
-                    return Err(err("invalid_field", format!("{path}.index"), "a button index 0 to 9 is required"));
+                    return Err(err(
+                        "invalid_field",
+                        format!("{path}.index"),
+                        "a button index 0 to 9 is required",
+                    ));
                 }
             }
             other => {
@@ -429,7 +498,11 @@ fn parameter(p: &Value, path: &str) -> Result<(), FieldError> {
             string(c, &cp, "fallback_value", true, 100)?;
             string(c, &cp, "code", true, 3)?;
             if !c.get("amount_1000").is_some_and(Value::is_i64) {
-                return Err(err("template_parameter_invalid", format!("{cp}.amount_1000"), "an integer amount × 1000 is required"));
+                return Err(err(
+                    "template_parameter_invalid",
+                    format!("{cp}.amount_1000"),
+                    "an integer amount × 1000 is required",
+                ));
             }
         }
         "date_time" => {
@@ -504,20 +577,54 @@ mod tests {
             (json!({"text":{"body":"x"}}), "missing_field", "type"),
             (json!({"type":"fax","fax":{}}), "unsupported_type", "type"),
             (json!({"type":"text"}), "missing_field", "text"),
-            (json!({"type":"text","text":{"body":"x".repeat(4097)}}), "too_long", "text.body"),
-            (json!({"type":"text","text":{"body":"x","colour":"red"}}), "unknown_field", "text.colour"),
-            (json!({"type":"image","image":{"link":"ftp://a"}}), "invalid_field", "image.link"),
-            (json!({"type":"image","image":{"caption":"c"}}), "missing_field", "image.link"),
-            (json!({"type":"location","location":{"latitude":91,"longitude":0}}), "invalid_field", "location.latitude"),
-            (json!({"type":"interactive","interactive":{"type":"button","body":{"text":"b"},"action":{"buttons":[
-                {"type":"reply","reply":{"id":"a","title":"this title is far too long"}}]}}}), "too_long", "interactive.action.buttons[0].reply.title"),
-            (json!({"type":"template","template":{"name":"t","language":{"code":"en"},
+            (
+                json!({"type":"text","text":{"body":"x".repeat(4097)}}),
+                "too_long",
+                "text.body",
+            ),
+            (
+                json!({"type":"text","text":{"body":"x","colour":"red"}}),
+                "unknown_field",
+                "text.colour",
+            ),
+            (
+                json!({"type":"image","image":{"link":"ftp://a"}}),
+                "invalid_field",
+                "image.link",
+            ),
+            (
+                json!({"type":"image","image":{"caption":"c"}}),
+                "missing_field",
+                "image.link",
+            ),
+            (
+                json!({"type":"location","location":{"latitude":91,"longitude":0}}),
+                "invalid_field",
+                "location.latitude",
+            ),
+            (
+                json!({"type":"interactive","interactive":{"type":"button","body":{"text":"b"},"action":{"buttons":[
+                {"type":"reply","reply":{"id":"a","title":"this title is far too long"}}]}}}),
+                "too_long",
+                "interactive.action.buttons[0].reply.title",
+            ),
+            (
+                json!({"type":"template","template":{"name":"t","language":{"code":"en"},
                 "components":[{"type":"body","parameters":[{"type":"emoji","emoji":"x"}]}]}}),
-             "template_parameter_invalid", "template.components[0].parameters[0].type"),
-            (json!({"type":"template","template":{"name":"t","language":{"code":"en"},
+                "template_parameter_invalid",
+                "template.components[0].parameters[0].type",
+            ),
+            (
+                json!({"type":"template","template":{"name":"t","language":{"code":"en"},
                 "components":[{"type":"body","parameters":[{"type":"text"}]}]}}),
-             "missing_field", "template.components[0].parameters[0].text"),
-            (json!({"type":"text","text":{"body":"x"},"context":{"id":"w"}}), "invalid_field", "context"),
+                "missing_field",
+                "template.components[0].parameters[0].text",
+            ),
+            (
+                json!({"type":"text","text":{"body":"x"},"context":{"id":"w"}}),
+                "invalid_field",
+                "context",
+            ),
         ];
         for (v, code, field) in cases {
             let e = check(v.clone()).expect_err(&v.to_string());

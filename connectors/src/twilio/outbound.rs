@@ -40,7 +40,10 @@ pub fn form(msg: &Outbound<'_>) -> Result<Vec<(&'static str, String)>, SendError
             }
         }
         "template" => {
-            f.push(("ContentSid", o["name"].as_str().unwrap_or_default().to_string()));
+            f.push((
+                "ContentSid",
+                o["name"].as_str().unwrap_or_default().to_string(),
+            ));
             let vars: serde_json::Map<String, Value> = crate::gupshup::outbound::template_params(m)
                 .into_iter()
                 .enumerate()
@@ -69,7 +72,11 @@ pub fn request(
     let base = route.base_url.trim_end_matches('/');
     let sid = route.account_id;
     let mut f = form(msg)?;
-    if let Some(cb) = route.credentials.get("status_callback").and_then(Value::as_str) {
+    if let Some(cb) = route
+        .credentials
+        .get("status_callback")
+        .and_then(Value::as_str)
+    {
         f.push(("StatusCallback", cb.to_string()));
     }
     Ok(http
@@ -102,7 +109,9 @@ pub fn response(status: u16, body: &[u8]) -> Result<Accepted, SendError> {
         .map(str::to_string)
         .unwrap_or_else(|| snippet(body));
     let err = match code {
-        Some(20429) | Some(63018) => SendError::new(ErrorKind::Throttled, codes::RATE_LIMITED, text),
+        Some(20429) | Some(63018) => {
+            SendError::new(ErrorKind::Throttled, codes::RATE_LIMITED, text)
+        }
         Some(21211) | Some(21614) | Some(63024) | Some(63003) => {
             SendError::new(ErrorKind::Permanent, codes::INVALID_RECIPIENT, text)
         }
@@ -126,15 +135,27 @@ mod tests {
     #[test]
     fn forms_and_answers() {
         let m = json!({"type":"image","image":{"link":"https://x.test/a.jpg","caption":"look"}});
-        let f = form(&Outbound { message_id: "m", from: "+14155238886", to: "+15005550006", message: &m }).unwrap();
+        let f = form(&Outbound {
+            message_id: "m",
+            from: "+14155238886",
+            to: "+15005550006",
+            message: &m,
+        })
+        .unwrap();
         assert!(f.contains(&("From", "whatsapp:+14155238886".into())));
         assert!(f.contains(&("MediaUrl", "https://x.test/a.jpg".into())));
         assert!(f.contains(&("Body", "look".into())));
         let ok = br#"{"sid":"SM29f4e8f4d2b24a0db4e1d3e1c3a1b2c3","status":"queued"}"#;
-        assert_eq!(response(201, ok).unwrap().bsp_message_id, "SM29f4e8f4d2b24a0db4e1d3e1c3a1b2c3");
+        assert_eq!(
+            response(201, ok).unwrap().bsp_message_id,
+            "SM29f4e8f4d2b24a0db4e1d3e1c3a1b2c3"
+        );
         let bad = br#"{"code":21211,"message":"The 'To' number is not a valid phone number.","more_info":"https://www.twilio.com/docs/errors/21211","status":400}"#;
         let e = response(400, bad).unwrap_err();
-        assert_eq!((e.code, e.bsp_code.as_deref()), (codes::INVALID_RECIPIENT, Some("21211")));
+        assert_eq!(
+            (e.code, e.bsp_code.as_deref()),
+            (codes::INVALID_RECIPIENT, Some("21211"))
+        );
         let slow = br#"{"code":20429,"message":"Too Many Requests","status":429}"#;
         assert_eq!(response(429, slow).unwrap_err().kind, ErrorKind::Throttled);
     }

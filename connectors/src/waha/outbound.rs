@@ -14,7 +14,9 @@ use crate::send::{
     SendError,
 };
 
-pub const TYPES: [&str; 7] = ["text", "image", "audio", "video", "document", "location", "reaction"];
+pub const TYPES: [&str; 7] = [
+    "text", "image", "audio", "video", "document", "location", "reaction",
+];
 
 /// `(method is PUT, path, body)` for a canonical message.
 pub fn call(session: &str, msg: &Outbound<'_>) -> Result<(bool, &'static str, Value), SendError> {
@@ -24,7 +26,11 @@ pub fn call(session: &str, msg: &Outbound<'_>) -> Result<(bool, &'static str, Va
     let o = &m[t];
     let file = |o: &Value| -> Result<Value, SendError> {
         let url = o.get("link").and_then(Value::as_str).ok_or_else(|| {
-            SendError::new(ErrorKind::Permanent, codes::UNSUPPORTED, "WAHA sends media by URL only")
+            SendError::new(
+                ErrorKind::Permanent,
+                codes::UNSUPPORTED,
+                "WAHA sends media by URL only",
+            )
         })?;
         let mut f = json!({"url": url});
         if let Some(n) = o.get("filename") {
@@ -34,12 +40,32 @@ pub fn call(session: &str, msg: &Outbound<'_>) -> Result<(bool, &'static str, Va
     };
     let (put, path, mut body) = match t {
         "text" => (false, "/api/sendText", json!({"text": o["body"]})),
-        "image" => (false, "/api/sendImage", json!({"file": file(o)?, "caption": o.get("caption")})),
-        "document" => (false, "/api/sendFile", json!({"file": file(o)?, "caption": o.get("caption")})),
-        "video" => (false, "/api/sendVideo", json!({"file": file(o)?, "caption": o.get("caption")})),
+        "image" => (
+            false,
+            "/api/sendImage",
+            json!({"file": file(o)?, "caption": o.get("caption")}),
+        ),
+        "document" => (
+            false,
+            "/api/sendFile",
+            json!({"file": file(o)?, "caption": o.get("caption")}),
+        ),
+        "video" => (
+            false,
+            "/api/sendVideo",
+            json!({"file": file(o)?, "caption": o.get("caption")}),
+        ),
         "audio" => (false, "/api/sendVoice", json!({"file": file(o)?})),
-        "location" => (false, "/api/sendLocation", json!({"latitude": o["latitude"], "longitude": o["longitude"], "title": o.get("name")})),
-        "reaction" => (true, "/api/reaction", json!({"messageId": o["message_id"], "reaction": o["emoji"]})),
+        "location" => (
+            false,
+            "/api/sendLocation",
+            json!({"latitude": o["latitude"], "longitude": o["longitude"], "title": o.get("name")}),
+        ),
+        "reaction" => (
+            true,
+            "/api/reaction",
+            json!({"messageId": o["message_id"], "reaction": o["emoji"]}),
+        ),
         other => {
             return Err(SendError::new(
                 ErrorKind::Permanent,
@@ -67,7 +93,9 @@ pub fn request(
     let (put, path, body) = call(route.account_id, msg)?;
     let url = format!("{base}{path}");
     let req = if put { http.put(url) } else { http.post(url) };
-    Ok(req.header("X-Api-Key", credential(route, "api_key")?).json(&body))
+    Ok(req
+        .header("X-Api-Key", credential(route, "api_key")?)
+        .json(&body))
 }
 
 pub fn response(status: u16, body: &[u8]) -> Result<Accepted, SendError> {
@@ -75,7 +103,10 @@ pub fn response(status: u16, body: &[u8]) -> Result<Accepted, SendError> {
     if (200..300).contains(&status) {
         let id = v
             .get("id")
-            .and_then(|i| i.as_str().or_else(|| i.get("_serialized").and_then(Value::as_str)))
+            .and_then(|i| {
+                i.as_str()
+                    .or_else(|| i.get("_serialized").and_then(Value::as_str))
+            })
             .or_else(|| v.pointer("/_data/id/_serialized").and_then(Value::as_str))
             .or_else(|| v.pointer("/key/id").and_then(Value::as_str));
         return id
@@ -96,7 +127,11 @@ pub fn response(status: u16, body: &[u8]) -> Result<Accepted, SendError> {
     }
     let text = v
         .get("message")
-        .map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string()))
+        .map(|m| {
+            m.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| m.to_string())
+        })
         .unwrap_or_else(|| snippet(body));
     Err(by_http_status(status, text).with_bsp_code(status))
 }
@@ -107,17 +142,36 @@ mod tests {
 
     #[test]
     fn calls_and_answers() {
-        let m = json!({"type":"text","text":{"body":"hi"},"context":{"message_id":"false_1@c.us_AAA"}});
-        let (put, path, b) = call("default", &Outbound { message_id: "m", from: "+1", to: "+4915112345678", message: &m }).unwrap();
+        let m =
+            json!({"type":"text","text":{"body":"hi"},"context":{"message_id":"false_1@c.us_AAA"}});
+        let (put, path, b) = call(
+            "default",
+            &Outbound {
+                message_id: "m",
+                from: "+1",
+                to: "+4915112345678",
+                message: &m,
+            },
+        )
+        .unwrap();
         assert!(!put);
         assert_eq!(path, "/api/sendText");
         assert_eq!(b["chatId"], "4915112345678@c.us");
         assert_eq!(b["reply_to"], "false_1@c.us_AAA");
         let documented = br#"{"id":"true_4915112345678@c.us_3EB0A","ack":0}"#;
-        assert_eq!(response(201, documented).unwrap().bsp_message_id, "true_4915112345678@c.us_3EB0A");
-        let noweb = br#"{"key":{"remoteJid":"4915112345678@s.whatsapp.net","fromMe":true,"id":"3EB0B"}}"#;
+        assert_eq!(
+            response(201, documented).unwrap().bsp_message_id,
+            "true_4915112345678@c.us_3EB0A"
+        );
+        let noweb =
+            br#"{"key":{"remoteJid":"4915112345678@s.whatsapp.net","fromMe":true,"id":"3EB0B"}}"#;
         assert_eq!(response(201, noweb).unwrap().bsp_message_id, "3EB0B");
         assert!(response(201, b"").unwrap_err().ambiguous);
-        assert_eq!(response(401, br#"{"message":"Unauthorized","statusCode":401}"#).unwrap_err().code, codes::AUTH_FAILED);
+        assert_eq!(
+            response(401, br#"{"message":"Unauthorized","statusCode":401}"#)
+                .unwrap_err()
+                .code,
+            codes::AUTH_FAILED
+        );
     }
 }

@@ -19,6 +19,17 @@ pub struct Topics {
     pub webhooks_raw: String,
     pub webhooks_dlq: String,
     pub events: String,
+    pub send_requests: String,
+    pub send_dlq: String,
+    pub config: String,
+}
+
+/// A topic to create: name, final partition count, and whether it is compacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub compacted: bool,
 }
 
 impl Topics {
@@ -27,16 +38,29 @@ impl Topics {
             webhooks_raw: format!("{prefix}wa.webhooks.raw"),
             webhooks_dlq: format!("{prefix}wa.webhooks.dlq"),
             events: format!("{prefix}wa.events"),
+            send_requests: format!("{prefix}wa.send.requests"),
+            send_dlq: format!("{prefix}wa.send.dlq"),
+            config: format!("{prefix}wa.config"),
         }
     }
 
     /// (topic, partitions) with their final partition counts: the local broker cannot add
     /// partitions later, and a conversation must keep its partition for ordering.
-    pub fn with_partitions(&self, partitions: i32) -> Vec<(String, i32)> {
+    pub fn with_partitions(&self, partitions: i32) -> Vec<TopicSpec> {
+        let spec = |name: &String, partitions, compacted| TopicSpec {
+            name: name.clone(),
+            partitions,
+            compacted,
+        };
         vec![
-            (self.webhooks_raw.clone(), partitions),
-            (self.events.clone(), partitions),
-            (self.webhooks_dlq.clone(), 1),
+            spec(&self.webhooks_raw, partitions, false),
+            spec(&self.events, partitions, false),
+            spec(&self.send_requests, partitions, false),
+            spec(&self.webhooks_dlq, 1, false),
+            spec(&self.send_dlq, 1, false),
+            // Config is small and read whole by every process: one partition keeps one
+            // total order of changes.
+            spec(&self.config, 1, true),
         ]
     }
 }
@@ -109,13 +133,20 @@ pub async fn produce_all(
 }
 
 /// Create topics that do not exist yet; existing ones are left alone.
-pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[(String, i32)]) -> anyhow::Result<()> {
+pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_client_config(cfg)
         .create()
         .map_err(|e| anyhow::anyhow!("cannot create Kafka admin client: {e}"))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1)))
+        .map(|t| {
+            let nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1));
+            if t.compacted {
+                nt.set("cleanup.policy", "compact")
+            } else {
+                nt
+            }
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

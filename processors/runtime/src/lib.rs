@@ -6,15 +6,21 @@
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`;
 //! - [`kafka`]: topic names, the idempotent acks=all producer, topic creation;
 //! - [`stream`]: the at-least-once batch loop (offsets follow work);
+//! - [`lanes`]: the at-least-once loop for out-of-order work (one task per record);
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token;
-//! - [`retry`]: waiting for a dependency at start-up.
+//! - [`retry`]: waiting for a dependency at start-up;
+//! - [`config_cache`]: the live copy of the `wa.config` topic every process keeps;
+//! - [`secrets`]: AES-256-GCM encryption at rest with a rotatable keyring.
 //!
-//! It knows nothing about BSPs or the canonical model.
+//! It knows nothing about BSPs or the canonical event model.
 
 pub mod config;
+pub mod config_cache;
 pub mod kafka;
+pub mod lanes;
 pub mod ops;
 pub mod retry;
+pub mod secrets;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;

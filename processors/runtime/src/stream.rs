@@ -59,7 +59,7 @@ pub trait BatchHandler {
     async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()>;
 }
 
-struct CommitOnRevoke;
+pub(crate) struct CommitOnRevoke;
 
 impl ClientContext for CommitOnRevoke {}
 
@@ -73,6 +73,30 @@ impl ConsumerContext for CommitOnRevoke {
             }
         }
     }
+}
+
+/// A group member with manual offset store and auto-commit of what is stored.
+pub(crate) fn group_consumer(
+    kafka: &KafkaConfig,
+    group: &str,
+    topics: &[&str],
+) -> anyhow::Result<StreamConsumer<CommitOnRevoke>> {
+    let consumer: StreamConsumer<CommitOnRevoke> = base_client_config(kafka)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "600000")
+        .set("fetch.wait.max.ms", "50")
+        .create_with_context(CommitOnRevoke)
+        .map_err(|e| anyhow::anyhow!("cannot create consumer {group}: {e}"))?;
+    consumer
+        .subscribe(topics)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
+    Ok(consumer)
 }
 
 pub struct StreamLoop {
@@ -92,21 +116,7 @@ impl StreamLoop {
             .group_id
             .clone()
             .unwrap_or_else(|| default_group.to_string());
-        let consumer: StreamConsumer<CommitOnRevoke> = base_client_config(kafka)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("max.poll.interval.ms", "600000")
-            .set("fetch.wait.max.ms", "50")
-            .create_with_context(CommitOnRevoke)
-            .map_err(|e| anyhow::anyhow!("cannot create consumer {group}: {e}"))?;
-        consumer
-            .subscribe(topics)
-            .map_err(|e| anyhow::anyhow!("cannot subscribe to {topics:?}: {e}"))?;
+        let consumer = group_consumer(kafka, &group, topics)?;
         Ok(Self {
             consumer: Arc::new(consumer),
             cfg,
@@ -231,7 +241,7 @@ impl StreamLoop {
 }
 
 /// Every 10 s, publish high watermark minus committed offset per assigned partition.
-async fn report_lag(
+pub(crate) async fn report_lag(
     consumer: Arc<StreamConsumer<CommitOnRevoke>>,
     group: String,
     shutdown: CancellationToken,

@@ -69,8 +69,22 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
+    let codec = switchboard_schemas::Codec::new(&cfg.kafka.schema_registry_url);
+    let config = switchboard_runtime::config_cache::ConfigCache::start(
+        &cfg.kafka,
+        &topics.config,
+        codec.clone(),
+        shutdown.clone(),
+    )?;
+    // Tenants are stamped from the config copy: start once it is complete, so events of
+    // known numbers never go out without their tenant.
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = config.wait_ready(Duration::from_secs(3600)) => r?,
+    }
     let handler = Normalizer {
-        codec: switchboard_schemas::Codec::new(&cfg.kafka.schema_registry_url),
+        config,
+        codec,
         producer,
         topics: topics.clone(),
         dedupe,

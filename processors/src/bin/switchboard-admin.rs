@@ -22,8 +22,9 @@ async fn main() -> anyhow::Result<()> {
             };
             let topics = Topics::new(&kafka.topic_prefix).with_partitions(partitions);
             ensure_topics(&kafka, &topics).await?;
-            for (t, p) in topics {
-                println!("{t}\t{p} partitions");
+            for t in topics {
+                let compacted = if t.compacted { ", compacted" } else { "" };
+                println!("{}\t{} partitions{compacted}", t.name, t.partitions);
             }
             Ok(())
         }

@@ -54,6 +54,8 @@ pub struct Normalizer {
     pub producer: FutureProducer,
     pub topics: Topics,
     pub dedupe: DedupeStore,
+    /// Business numbers → tenants (from `wa.config`).
+    pub config: switchboard_runtime::config_cache::ConfigCache,
 }
 
 impl BatchHandler for Normalizer {
@@ -93,6 +95,15 @@ impl BatchHandler for Normalizer {
                 dead.push(dl(reason, detail));
             }
             events.extend(outcome.events);
+        }
+        {
+            // Stamp events of known business numbers with their tenant.
+            let ix = self.config.read();
+            for e in events.iter_mut().filter(|e| e.tenant_id.is_none()) {
+                e.tenant_id = ix
+                    .tenant_of(&e.bsp, e.business_account_id.as_deref(), &e.business_number)
+                    .map(str::to_string);
+            }
         }
 
         // Within the batch first (a BSP often repeats a webhook within seconds), then

@@ -29,6 +29,8 @@ pub struct MessageRow {
     pub pricing_category: Option<String>,
     pub billable: Option<bool>,
     pub first_event_at_ms: i64,
+    pub message_id: Option<String>,
+    pub metadata: Option<String>,
 }
 
 fn or<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
@@ -63,6 +65,8 @@ impl MessageRow {
             pricing_category: e.pricing_category.clone(),
             billable: e.billable,
             first_event_at_ms: e.occurred_at_ms,
+            message_id: e.message_id.clone(),
+            metadata: e.metadata.clone(),
         }
     }
 
@@ -96,6 +100,8 @@ impl MessageRow {
         );
         or(&mut self.pricing_category, &other.pricing_category);
         or(&mut self.billable, &other.billable);
+        or(&mut self.message_id, &other.message_id);
+        or(&mut self.metadata, &other.metadata);
     }
 }
 

@@ -106,16 +106,16 @@ impl PgWriter {
             sqlx::query(
                 "INSERT INTO messages AS m (bsp, wamid, tenant_id, business_number, business_account_id, customer_id, direction, \
                    status, status_rank, status_at, message_type, content, context_wamid, error_code, error_title, error_detail, \
-                   conversation_id, conversation_category, pricing_category, billable, first_event_at) \
+                   conversation_id, conversation_category, pricing_category, billable, first_event_at, message_id, metadata) \
                  SELECT bsp, wamid, tenant_id, business_number, business_account_id, customer_id, direction, status, status_rank, \
                    status_at, message_type, content::jsonb, context_wamid, error_code, error_title, error_detail, conversation_id, \
-                   conversation_category, pricing_category, billable, first_event_at \
+                   conversation_category, pricing_category, billable, first_event_at, message_id, metadata::jsonb \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
                    $9::smallint[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], \
-                   $17::text[], $18::text[], $19::text[], $20::bool[], $21::timestamptz[]) \
+                   $17::text[], $18::text[], $19::text[], $20::bool[], $21::timestamptz[], $22::text[], $23::text[]) \
                    AS t(bsp, wamid, tenant_id, business_number, business_account_id, customer_id, direction, status, status_rank, \
                    status_at, message_type, content, context_wamid, error_code, error_title, error_detail, conversation_id, \
-                   conversation_category, pricing_category, billable, first_event_at) \
+                   conversation_category, pricing_category, billable, first_event_at, message_id, metadata) \
                  ON CONFLICT (bsp, wamid) DO UPDATE SET \
                    status = CASE WHEN EXCLUDED.status_rank > m.status_rank THEN EXCLUDED.status ELSE m.status END, \
                    status_at = CASE WHEN EXCLUDED.status_rank > m.status_rank THEN EXCLUDED.status_at ELSE m.status_at END, \
@@ -134,6 +134,8 @@ impl PgWriter {
                    conversation_category = COALESCE(m.conversation_category, EXCLUDED.conversation_category), \
                    pricing_category = COALESCE(m.pricing_category, EXCLUDED.pricing_category), \
                    billable = COALESCE(m.billable, EXCLUDED.billable), \
+                   message_id = COALESCE(m.message_id, EXCLUDED.message_id), \
+                   metadata = COALESCE(m.metadata, EXCLUDED.metadata), \
                    updated_at = now()",
             )
             .bind(col!(|r| r.bsp.clone()))
@@ -157,6 +159,8 @@ impl PgWriter {
             .bind(col!(|r| r.pricing_category.clone()))
             .bind(col!(|r| r.billable))
             .bind(col!(|r| ts(r.first_event_at_ms)))
+            .bind(col!(|r| r.message_id.clone()))
+            .bind(col!(|r| r.metadata.clone()))
             .execute(&mut *tx)
             .await?;
         }

@@ -1,0 +1,275 @@
+//! The send path in tests: the router as a process, the BSP simulator in the test
+//! process (a real HTTP server on loopback that the test can steer and inspect), and
+//! helpers for the admin and send APIs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard_loadtest::bsp_sim::{Behavior, Call, Sim, SimSecrets};
+
+use crate::{free_port, wait_until, Pipeline, Proc};
+
+pub struct SendPath {
+    pub sim: Sim,
+    pub sim_url: String,
+    pub admin_key: String,
+    pub router: Proc,
+    pub secrets: SimSecrets,
+    _sim_task: tokio::task::JoinHandle<()>,
+}
+
+/// A tenant made for a test: its id and API key.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+impl SendPath {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        id: &str,
+        gateway_url: &str,
+        admin_key: String,
+        meta_secret: &str,
+        dialog360_token: &str,
+        twilio_token: &str,
+        waha_key: &str,
+        mut router_env: HashMap<String, String>,
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let secrets = SimSecrets {
+            meta_app_secret: meta_secret.into(),
+            meta_access_token: format!("meta-token-{id}"),
+            dialog360_api_key: format!("d360-key-{id}"),
+            dialog360_webhook_token: dialog360_token.into(),
+            aisensy_api_pwd: format!("aisensy-pwd-{id}"),
+            aisensy_webhook_secret: format!("aisensy-{id}"),
+            gupshup_api_key: format!("gupshup-key-{id}"),
+            gupshup_webhook_token: format!("gupshup-{id}"),
+            twilio_auth_token: twilio_token.into(),
+            waha_api_key: format!("waha-api-{id}"),
+            waha_hmac_key: waha_key.into(),
+            karix_api_key: format!("karix-key-{id}"),
+            karix_webhook_token: format!("karix-{id}"),
+        };
+        let sim = Sim::new(secrets.clone(), gateway_url, Behavior::default());
+        let (addr, task) = sim.serve(&format!("127.0.0.1:{}", free_port())).await?;
+        let sim_url = format!("http://{addr}");
+        for (k, v) in [
+            ("SWITCHBOARD_META_API_URL", format!("{sim_url}/v21.0")),
+            ("SWITCHBOARD_DIALOG360_API_URL", sim_url.clone()),
+            ("SWITCHBOARD_GUPSHUP_API_URL", sim_url.clone()),
+            ("SWITCHBOARD_TWILIO_API_URL", sim_url.clone()),
+            ("SWITCHBOARD_WAHA_API_URL", sim_url.clone()),
+            ("SWITCHBOARD_AISENSY_API_URL", sim_url.clone()),
+            ("SWITCHBOARD_KARIX_API_URL", sim_url.clone()),
+        ] {
+            router_env.entry(k.into()).or_insert(v);
+        }
+        let router = Proc::spawn("router", router_env, log_dir)?;
+        Ok(SendPath {
+            sim,
+            sim_url,
+            admin_key,
+            router,
+            secrets,
+            _sim_task: task,
+        })
+    }
+
+    /// The credentials the simulator accepts for `bsp`, as the admin API stores them.
+    pub fn credentials(&self, bsp: &str) -> Value {
+        let s = &self.secrets;
+        match bsp {
+            "meta" => json!({"access_token": s.meta_access_token}),
+            "360dialog" => json!({"api_key": s.dialog360_api_key}),
+            "aisensy" => json!({"api_pwd": s.aisensy_api_pwd}),
+            "gupshup" => json!({"api_key": s.gupshup_api_key}),
+            "twilio" => json!({"auth_token": s.twilio_auth_token}),
+            "waha" => json!({"api_key": s.waha_api_key}),
+            _ => json!({"api_key": s.karix_api_key}),
+        }
+    }
+}
+
+impl Pipeline {
+    pub fn send_path(&self) -> &SendPath {
+        self.send.as_ref().expect("started with Options::send_path")
+    }
+
+    pub fn sim(&self) -> &Sim {
+        &self.send_path().sim
+    }
+
+    /// Call the API with a bearer key; (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.gateway_url))
+            .bearer_auth(key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let key = self.send_path().admin_key.clone();
+        let (status, v) = self.call(method.clone(), path, &key, body, &[]).await?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "admin {method} {path}: {status} {v}"
+        );
+        Ok(v)
+    }
+
+    /// A tenant with an API key.
+    pub async fn tenant(&self, name: &str) -> anyhow::Result<TestTenant> {
+        let t = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/tenants",
+                Some(json!({"name": name, "api_rate_per_sec": 100000})),
+            )
+            .await?;
+        let id = t["id"].as_str().unwrap_or_default().to_string();
+        let k = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/tenants/{id}/api-keys"),
+                Some(json!({"name": "test"})),
+            )
+            .await?;
+        Ok(TestTenant {
+            id,
+            key: k["key"].as_str().unwrap_or_default().to_string(),
+            key_id: k["id"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Give the tenant a number on `bsp` (credentials included).
+    pub async fn number(
+        &self,
+        t: &TestTenant,
+        number: &str,
+        bsp: &str,
+        account: &str,
+        tier: u32,
+        failover: Option<(&str, &str)>,
+    ) -> anyhow::Result<()> {
+        let mut body = json!({"bsp": bsp, "bsp_account_id": account, "tier_mps": tier});
+        if let Some((fb, acc)) = failover {
+            body["failover_bsp"] = json!(fb);
+            body["failover_account_id"] = json!(acc);
+            self.admin(
+                reqwest::Method::PUT,
+                &format!("/admin/tenants/{}/credentials/{fb}", t.id),
+                Some(self.send_path().credentials(fb)),
+            )
+            .await?;
+        }
+        self.admin(
+            reqwest::Method::PUT,
+            &format!("/admin/tenants/{}/credentials/{bsp}", t.id),
+            Some(self.send_path().credentials(bsp)),
+        )
+        .await?;
+        self.admin(
+            reqwest::Method::PUT,
+            &format!(
+                "/admin/tenants/{}/numbers/{}",
+                t.id,
+                number.replace('+', "%2B")
+            ),
+            Some(body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// POST /v1/messages with a text body.
+    pub async fn send_text(
+        &self,
+        t: &TestTenant,
+        from: &str,
+        to: &str,
+        text: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/messages",
+            &t.key,
+            Some(json!({"from": from, "to": to, "type": "text", "text": {"body": text}})),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn message(&self, t: &TestTenant, id: &str) -> anyhow::Result<(u16, Value)> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/messages/{id}"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await
+    }
+
+    /// Wait until every message of `ids` reached a final send state; returns their rows.
+    pub async fn wait_final(
+        &self,
+        ids: &[String],
+        within: Duration,
+    ) -> anyhow::Result<HashMap<String, String>> {
+        wait_until("sends to reach a final state", within, || async {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM outbound_messages WHERE message_id = ANY($1)
+                   AND state IN ('accepted', 'failed', 'unknown', 'cancelled')",
+            )
+            .bind(ids)
+            .fetch_one(&self.pg)
+            .await?;
+            Ok(n as usize == ids.len())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT message_id, state FROM outbound_messages WHERE message_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pg)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Simulator calls per text (tests make each message's text unique).
+    pub fn calls_by_text(&self) -> HashMap<String, Vec<Call>> {
+        let mut m: HashMap<String, Vec<Call>> = HashMap::new();
+        for c in self.sim().calls() {
+            m.entry(c.text.clone()).or_default().push(c);
+        }
+        m
+    }
+}

@@ -1,0 +1,69 @@
+//! The client-facing API (`/v1/...`, tenant API keys) and the operator's admin API
+//! (`/admin/...`, the admin key). State lives in PostgreSQL; the configuration plane is
+//! also published to `wa.config`, from which every process (this one included) keeps
+//! the copy it authenticates and routes with.
+
+pub mod admin;
+pub mod auth;
+pub mod messages;
+pub mod publish;
+pub mod store;
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+use crate::AppState;
+
+/// The OpenAPI document of everything below, served as is.
+pub const OPENAPI: &str = include_str!("openapi.yaml");
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/openapi.yaml", get(openapi))
+        .route("/v1/messages", post(messages::send).get(messages::list))
+        .route("/v1/messages/batch", post(messages::send_batch))
+        .route(
+            "/v1/messages/{id}",
+            get(messages::get_one).delete(messages::cancel),
+        )
+        .route("/admin/tenants", post(admin::create_tenant))
+        .route("/admin/tenants/{tenant}", get(admin::get_tenant))
+        .route("/admin/tenants/{tenant}/api-keys", post(admin::create_key))
+        .route(
+            "/admin/tenants/{tenant}/api-keys/{key}",
+            delete(admin::revoke_key),
+        )
+        .route(
+            "/admin/tenants/{tenant}/numbers/{number}",
+            put(admin::put_number).delete(admin::delete_number),
+        )
+        .route(
+            "/admin/tenants/{tenant}/credentials/{bsp}",
+            put(admin::put_credentials),
+        )
+        .route("/admin/credentials/rotate", post(admin::rotate_credentials))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+}
+
+/// Random identifiers: a prefix and 128 bits (ids) or 256 bits (secrets), URL-safe.
+pub fn random_token(prefix: &str, bytes: usize) -> String {
+    use base64::Engine;
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source is available");
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    )
+}
+
+/// A time-ordered id (UUIDv7), so ids sort by creation.
+pub fn ordered_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::now_v7().simple())
+}

@@ -1,0 +1,4 @@
+//! Test and benchmark peers of Switchboard: the BSP simulator (and the load generator
+//! binary in `main.rs`).
+
+pub mod bsp_sim;

@@ -1,0 +1,115 @@
+//! router: wa.send.requests → BSP send APIs → wa.events (+ wa.send.dlq). See `route`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_processors::route::breaker::Breakers;
+use switchboard_processors::route::handler::{Core, Router};
+use switchboard_processors::route::limiter::SenderLimiter;
+use switchboard_processors::route::outbox::{self, Outbox};
+use switchboard_processors::route::{scheduler, Config};
+use switchboard_runtime::config_cache::ConfigCache;
+use switchboard_runtime::kafka::Topics;
+use switchboard_runtime::lanes::LaneLoop;
+use switchboard_runtime::secrets::Keyring;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    switchboard_runtime::telemetry::init("router");
+    let cfg: Config = switchboard_runtime::config::load()?;
+    let shutdown = switchboard_runtime::shutdown::on_signal();
+
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&cfg.database_url)?;
+    if switchboard_runtime::retry::wait_for(
+        "send-path database",
+        &shutdown,
+        switchboard_runtime::retry::is_transient_migrate_error,
+        || outbox::migrate(&pool),
+    )
+    .await?
+    .is_none()
+    {
+        return Ok(());
+    }
+    let keyring = match cfg.credentials_keys.as_str() {
+        "" => {
+            tracing::warn!(
+                "SWITCHBOARD_CREDENTIALS_KEYS is empty: every send fails with credentials_missing"
+            );
+            None
+        }
+        spec => Some(Keyring::parse(spec)?),
+    };
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let codec = switchboard_schemas::Codec::new(&cfg.kafka.schema_registry_url);
+    let cache = ConfigCache::start(&cfg.kafka, &topics.config, codec.clone(), shutdown.clone())?;
+    // Routing needs the numbers and credentials: wait for the whole config topic.
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = cache.wait_ready(Duration::from_secs(3600)) => r?,
+    }
+    let producer = switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?;
+    let core = Arc::new(Core {
+        outbox: Outbox { pool },
+        cache,
+        keyring,
+        http: reqwest::Client::builder()
+            .timeout(cfg.send_timeout)
+            .pool_max_idle_per_host(256)
+            .build()?,
+        limiter: SenderLimiter::new(cfg.rate_headroom),
+        breakers: Breakers::new(cfg.breaker_failures, cfg.breaker_open_for),
+        codec,
+        producer: producer.clone(),
+        topics: topics.clone(),
+        in_flight: Default::default(),
+        shutdown: shutdown.clone(),
+        cfg: cfg.clone(),
+    });
+
+    let ready_core = core.clone();
+    let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
+        let c = ready_core.clone();
+        Box::pin(async move {
+            switchboard_runtime::kafka::broker_reachable(&c.producer, Duration::from_secs(2))
+                .await?;
+            c.outbox.ping().await
+        })
+    });
+    let ops = switchboard_runtime::ops::serve(
+        &cfg.ops_addr,
+        switchboard_runtime::ops::router(ready),
+        shutdown.clone(),
+    )
+    .await?;
+    let sched = tokio::spawn(scheduler::run(core.clone(), shutdown.clone()));
+
+    let group = cfg
+        .group_id
+        .clone()
+        .unwrap_or_else(|| "switchboard-router".into());
+    LaneLoop::new(
+        &cfg.kafka,
+        &group,
+        &[&topics.send_requests],
+        cfg.max_in_flight,
+    )?
+    .run(
+        Router(core),
+        shutdown,
+        cfg.send_timeout + Duration::from_secs(5),
+    )
+    .await?;
+    sched.abort();
+    let _ = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)))
+    })
+    .await;
+    let _ = ops.await;
+    tracing::info!("router stopped");
+    Ok(())
+}

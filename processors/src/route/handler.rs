@@ -1,0 +1,657 @@
+//! Routing one send request: rate limit, record the intent, call the BSP, record the
+//! outcome, emit `send accepted` / `send failed` to `wa.events`.
+//!
+//! Exactly-once towards the customer, as far as a crash allows: the `queued → sending`
+//! transition is committed before the BSP call, and the outcome after it. A request
+//! found in `sending` once its lease has expired belongs to a router that crashed
+//! mid-call: the router does not know whether the BSP took it, and no BSP here offers a
+//! look-up by our id, so it is not re-sent blindly: it ends as `send failed` with code
+//! `outcome_unknown` and goes to `wa.send.dlq` for an operator (policy in the README).
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{register_histogram_vec, register_int_counter_vec, HistogramVec, IntCounterVec};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use serde_json::{Map, Value};
+use switchboard_connectors::send::{self, codes, Accepted, ErrorKind, Outbound, Route, SendError};
+use switchboard_connectors::Bsp;
+use switchboard_runtime::config_cache::ConfigCache;
+use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
+use switchboard_runtime::lanes::RecordHandler;
+use switchboard_runtime::secrets::Keyring;
+use switchboard_runtime::telemetry::LATENCY_BUCKETS;
+use switchboard_runtime::{now_ms, CancellationToken};
+use switchboard_schemas::config::BusinessNumber;
+use switchboard_schemas::{
+    send_event_id, Codec, DeadLetter, Event, EventType, SendRequest, DEAD_LETTER_SCHEMA,
+    EVENT_SCHEMA,
+};
+
+use super::breaker::Breakers;
+use super::limiter::SenderLimiter;
+use super::outbox::{Claim, Final, Outbox};
+use super::Config;
+
+struct Metrics {
+    sends: IntCounterVec,
+    bsp_seconds: HistogramVec,
+    dead_letters: IntCounterVec,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    sends: register_int_counter_vec!(
+        "switchboard_router_bsp_calls_total",
+        "BSP send calls by outcome (accepted, or the stable error code)",
+        &["bsp", "outcome"]
+    )
+    .expect("registers once"),
+    bsp_seconds: register_histogram_vec!(
+        "switchboard_router_bsp_call_seconds",
+        "Latency of BSP send calls",
+        &["bsp"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("registers once"),
+    dead_letters: register_int_counter_vec!(
+        "switchboard_router_dead_letters_total",
+        "Send requests sent to wa.send.dlq",
+        &["reason"]
+    )
+    .expect("registers once"),
+});
+
+/// Shutdown interrupted the work; the record is redelivered later.
+#[derive(Debug)]
+pub struct Interrupted;
+
+pub struct Core {
+    pub cfg: Config,
+    pub outbox: Outbox,
+    pub cache: ConfigCache,
+    pub keyring: Option<Keyring>,
+    pub http: reqwest::Client,
+    pub limiter: SenderLimiter,
+    pub breakers: Breakers,
+    pub codec: Codec,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub in_flight: Mutex<HashSet<String>>,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct Router(pub Arc<Core>);
+
+/// Where a record came from, for the DLQ.
+struct Source {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<String>,
+    payload: Vec<u8>,
+}
+
+impl RecordHandler for Router {
+    async fn handle(&self, msg: OwnedMessage) -> bool {
+        let src = Source {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+        };
+        let core = &self.0;
+        let req = match core
+            .durable("decode send request", || async {
+                match core.codec.decode::<SendRequest>(&src.payload).await {
+                    Ok(r) => Ok(Ok(r)),
+                    Err(e) if e.is_retryable() => Err(anyhow::anyhow!(e)),
+                    Err(e) => Ok(Err(e.to_string())),
+                }
+            })
+            .await
+        {
+            Err(Interrupted) => return false,
+            Ok(Ok(r)) => r,
+            Ok(Err(detail)) => {
+                return core.dead_letter(&src, "undecodable", &detail).await.is_ok();
+            }
+        };
+        core.route(&req, &src).await.is_ok()
+    }
+}
+
+impl Core {
+    /// Retry `f` (infrastructure trouble: database, broker, registry) until it works or
+    /// the process is told to stop.
+    async fn durable<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, Interrupted>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(Interrupted),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn route(&self, req: &SendRequest, src: &Source) -> Result<(), Interrupted> {
+        if req.scheduled_at_ms.is_some_and(|t| t > now_ms() + 50) {
+            // Not due: its row is `scheduled`; the scheduler publishes it again when due.
+            return Ok(());
+        }
+        let number = {
+            let ix = self.cache.read();
+            ix.numbers
+                .get(&req.from_number)
+                .filter(|n| n.tenant_id == req.tenant_id)
+                .cloned()
+        };
+        let Some(number) = number else {
+            let detail = format!(
+                "{} is not a number of tenant {}",
+                req.from_number, req.tenant_id
+            );
+            let claim = self
+                .durable("claim", || async {
+                    Ok(self.outbox.claim(&req.message_id, "none").await?)
+                })
+                .await?;
+            if let Claim::Send { .. } = claim {
+                return self
+                    .finish_failed(
+                        req,
+                        src,
+                        None,
+                        "none",
+                        codes::SENDER_NOT_CONFIGURED,
+                        None,
+                        &detail,
+                        true,
+                    )
+                    .await;
+            }
+            return self.settle(req, src, claim, None).await;
+        };
+        // A copy of a request this process is sending right now (republished): the
+        // running task settles it.
+        if !self.lock_in_flight().insert(req.message_id.clone()) {
+            return Ok(());
+        }
+        let _guard = InFlight(self, req.message_id.clone());
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return Err(Interrupted),
+            _ = self.limiter.acquire(&number.number, number.tier_mps) => {}
+        }
+        let claim = self
+            .durable("claim", || async {
+                Ok(self.outbox.claim(&req.message_id, &number.bsp).await?)
+            })
+            .await?;
+        self.settle(req, src, claim, Some(&number)).await
+    }
+
+    async fn settle(
+        &self,
+        req: &SendRequest,
+        src: &Source,
+        claim: Claim,
+        number: Option<&BusinessNumber>,
+    ) -> Result<(), Interrupted> {
+        match claim {
+            Claim::Send {
+                attempt,
+                since_first_ms,
+            } => match number {
+                Some(n) => self.attempt(req, src, n, attempt, since_first_ms).await,
+                None => Ok(()),
+            },
+            Claim::Sending { age } => {
+                let lease = self.cfg.send_timeout + Duration::from_secs(5);
+                if age < lease {
+                    // Another router may be mid-call: look again once its lease is over.
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Err(Interrupted),
+                        _ = tokio::time::sleep(lease - age) => {}
+                    }
+                    let claim = self
+                        .durable("claim", || async {
+                            Ok(self
+                                .outbox
+                                .claim(
+                                    &req.message_id,
+                                    number.map(|n| n.bsp.as_str()).unwrap_or("none"),
+                                )
+                                .await?)
+                        })
+                        .await?;
+                    return Box::pin(self.settle(req, src, claim, number)).await;
+                }
+                let bsp = number.map(|n| n.bsp.clone()).unwrap_or_default();
+                tracing::warn!(message_id = %req.message_id, "outcome unknown after a crash; not re-sending");
+                self.finish_failed(
+                    req,
+                    src,
+                    number,
+                    &bsp,
+                    codes::OUTCOME_UNKNOWN,
+                    None,
+                    "a router stopped during the BSP call; the BSP may or may not have the message",
+                    true,
+                )
+                .await
+            }
+            Claim::Final(f) => self.reemit(req, number, f).await,
+            Claim::Idle | Claim::Missing => Ok(()),
+        }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn credentials(&self, tenant: &str, bsp: Bsp) -> Result<Map<String, Value>, SendError> {
+        let missing =
+            |why: String| SendError::new(ErrorKind::Permanent, codes::CREDENTIALS_MISSING, why);
+        let cred = self
+            .cache
+            .read()
+            .credentials
+            .get(&(tenant.to_string(), bsp.slug().to_string()))
+            .cloned()
+            .ok_or_else(|| missing(format!("tenant {tenant} has no {bsp} credentials")))?;
+        let ring = self
+            .keyring
+            .as_ref()
+            .ok_or_else(|| missing("the router has no credentials keyring".into()))?;
+        let plain = ring
+            .open(&cred.key_id, &cred.ciphertext, &format!("{tenant}/{bsp}"))
+            .map_err(|e| missing(format!("{bsp} credentials do not open: {e}")))?;
+        serde_json::from_slice(&plain).map_err(|e| missing(format!("{bsp} credentials: {e}")))
+    }
+
+    async fn call(
+        &self,
+        req: &SendRequest,
+        bsp: Bsp,
+        account: &str,
+    ) -> Result<Accepted, SendError> {
+        let creds = self.credentials(&req.tenant_id, bsp)?;
+        let message: Value = serde_json::from_str(&req.message).map_err(|e| {
+            SendError::new(ErrorKind::Permanent, codes::INVALID_REQUEST, e.to_string())
+        })?;
+        let route = Route {
+            bsp,
+            base_url: self.cfg.base_url(bsp),
+            account_id: account,
+            credentials: &creds,
+        };
+        let out = Outbound {
+            message_id: &req.message_id,
+            from: &req.from_number,
+            to: &req.to,
+            message: &message,
+        };
+        let started = Instant::now();
+        let r = send::send(&self.http, &route, &out).await;
+        METRICS
+            .bsp_seconds
+            .with_label_values(&[bsp.slug()])
+            .observe(started.elapsed().as_secs_f64());
+        METRICS
+            .sends
+            .with_label_values(&[
+                bsp.slug(),
+                r.as_ref().map(|_| "accepted").unwrap_or_else(|e| e.code),
+            ])
+            .inc();
+        r
+    }
+
+    async fn attempt(
+        &self,
+        req: &SendRequest,
+        src: &Source,
+        number: &BusinessNumber,
+        attempt: i32,
+        since_first_ms: i64,
+    ) -> Result<(), Interrupted> {
+        let primary: Bsp = number.bsp.parse().unwrap_or(Bsp::Meta);
+        let failover: Option<(Bsp, &str)> = number
+            .failover_bsp
+            .as_deref()
+            .and_then(|b| b.parse().ok())
+            .zip(number.failover_account_id.as_deref());
+        let over_budget = since_first_ms as u128 >= self.cfg.retry_budget.as_millis()
+            || attempt as u32 > self.cfg.max_attempts;
+
+        // Primary if its breaker lets calls through, else the failover BSP.
+        let mut plan: Vec<(Bsp, &str)> = Vec::new();
+        if self.breakers.permits(primary) {
+            plan.push((primary, number.bsp_account_id.as_str()));
+        }
+        if let Some((fb, acc)) = failover {
+            if self.breakers.permits(fb) {
+                plan.push((fb, acc));
+            }
+        }
+        if plan.is_empty() {
+            if over_budget {
+                return self
+                    .finish_failed(
+                        req,
+                        src,
+                        Some(number),
+                        primary.slug(),
+                        codes::RETRIES_EXHAUSTED,
+                        None,
+                        "circuit breaker open until the retry budget ran out",
+                        true,
+                    )
+                    .await;
+            }
+            let wait = self.breakers.open_for();
+            return self
+                .durable("defer", || async {
+                    Ok(self
+                        .outbox
+                        .retry_later(
+                            &req.message_id,
+                            wait,
+                            "circuit_open",
+                            &format!("{primary} circuit breaker open"),
+                            true,
+                        )
+                        .await?)
+                })
+                .await;
+        }
+
+        let mut last: Option<(Bsp, SendError)> = None;
+        for (i, (bsp, account)) in plan.iter().enumerate() {
+            // Fail over only from a BSP that is unwell, never after a definite answer.
+            if i > 0
+                && !last
+                    .as_ref()
+                    .is_some_and(|(_, e)| e.kind == ErrorKind::Retryable && !e.ambiguous)
+            {
+                break;
+            }
+            match self.call(req, *bsp, account).await {
+                Ok(acc) => {
+                    self.breakers.record(*bsp, true);
+                    return self
+                        .finish_accepted(req, number, *bsp, account, &acc.bsp_message_id)
+                        .await;
+                }
+                Err(e) => {
+                    self.breakers.record(*bsp, e.kind != ErrorKind::Retryable);
+                    if e.kind == ErrorKind::Throttled {
+                        let pause = e.retry_after.unwrap_or(Duration::from_secs(1));
+                        self.limiter
+                            .back_off(&number.number, number.tier_mps, pause);
+                    }
+                    last = Some((*bsp, e));
+                }
+            }
+        }
+        let Some((bsp, e)) = last else { return Ok(()) };
+        if e.kind == ErrorKind::Permanent {
+            let dlq = e.code == codes::CREDENTIALS_MISSING || e.code == codes::BAD_RESPONSE;
+            return self
+                .finish_failed(
+                    req,
+                    src,
+                    Some(number),
+                    bsp.slug(),
+                    e.code,
+                    e.bsp_code.as_deref(),
+                    &e.detail,
+                    dlq,
+                )
+                .await;
+        }
+        let delay = self.backoff(attempt, &e);
+        if over_budget
+            || attempt as u32 >= self.cfg.max_attempts
+            || since_first_ms as u128 + delay.as_millis() > self.cfg.retry_budget.as_millis()
+        {
+            let detail = format!("{} attempts; last: {} ({})", attempt, e.code, e.detail);
+            return self
+                .finish_failed(
+                    req,
+                    src,
+                    Some(number),
+                    bsp.slug(),
+                    codes::RETRIES_EXHAUSTED,
+                    e.bsp_code.as_deref(),
+                    &detail,
+                    true,
+                )
+                .await;
+        }
+        // Throttled calls were not taken by the BSP: they do not use up an attempt.
+        let uncount = e.kind == ErrorKind::Throttled;
+        self.durable("defer", || async {
+            Ok(self
+                .outbox
+                .retry_later(&req.message_id, delay, e.code, &e.detail, uncount)
+                .await?)
+        })
+        .await
+    }
+
+    /// Exponential backoff with full jitter; a BSP's Retry-After is the floor.
+    fn backoff(&self, attempt: i32, e: &SendError) -> Duration {
+        let exp = self
+            .cfg
+            .retry_initial
+            .saturating_mul(1u32 << (attempt.clamp(1, 20) - 1) as u32)
+            .min(self.cfg.retry_max);
+        let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
+        jittered.max(e.retry_after.unwrap_or_default())
+    }
+
+    async fn finish_accepted(
+        &self,
+        req: &SendRequest,
+        number: &BusinessNumber,
+        bsp: Bsp,
+        account: &str,
+        wamid: &str,
+    ) -> Result<(), Interrupted> {
+        let at = self
+            .durable("record accepted", || async {
+                Ok(self
+                    .outbox
+                    .accepted(&req.message_id, bsp.slug(), wamid)
+                    .await?)
+            })
+            .await?;
+        let Some(at) = at else {
+            // Someone settled it meanwhile (cannot happen while we hold the claim, but
+            // the state machine is the judge).
+            return Ok(());
+        };
+        let ev = outcome_event(req, bsp.slug(), Some(account), Some(wamid), None, at);
+        let _ = number;
+        self.emit(ev).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_failed(
+        &self,
+        req: &SendRequest,
+        src: &Source,
+        number: Option<&BusinessNumber>,
+        bsp: &str,
+        code: &str,
+        bsp_code: Option<&str>,
+        detail: &str,
+        dlq: bool,
+    ) -> Result<(), Interrupted> {
+        let state = if code == codes::OUTCOME_UNKNOWN {
+            "unknown"
+        } else {
+            "failed"
+        };
+        let at = self
+            .durable("record failure", || async {
+                Ok(self
+                    .outbox
+                    .failed(&req.message_id, state, code, detail)
+                    .await?)
+            })
+            .await?;
+        let Some(at) = at else { return Ok(()) };
+        if dlq {
+            self.dead_letter(src, code, detail).await?;
+        }
+        let account = number.map(|n| n.bsp_account_id.as_str());
+        let ev = outcome_event(req, bsp, account, None, Some((code, bsp_code, detail)), at);
+        self.emit(ev).await
+    }
+
+    /// The outcome is recorded; (re-)emit its event. Same event id as the first time.
+    async fn reemit(
+        &self,
+        req: &SendRequest,
+        number: Option<&BusinessNumber>,
+        f: Final,
+    ) -> Result<(), Interrupted> {
+        let bsp = f.bsp.unwrap_or_default();
+        let account = number.map(|n| n.bsp_account_id.as_str());
+        let ev = if f.state == "accepted" {
+            outcome_event(req, &bsp, account, f.wamid.as_deref(), None, f.at_ms)
+        } else {
+            let code = f
+                .error_code
+                .unwrap_or_else(|| codes::OUTCOME_UNKNOWN.into());
+            let detail = f.error_detail.as_deref().unwrap_or("");
+            outcome_event(
+                req,
+                &bsp,
+                account,
+                None,
+                Some((&code, None, detail)),
+                f.at_ms,
+            )
+        };
+        self.emit(ev).await
+    }
+
+    async fn emit(&self, ev: Event) -> Result<(), Interrupted> {
+        let topic = &self.topics.events;
+        self.durable("emit outcome event", || async {
+            let payload = self.codec.encode(topic, EVENT_SCHEMA, &ev).await?;
+            let rec = OutRecord {
+                topic: topic.clone(),
+                key: ev.conversation_key(),
+                payload,
+                headers: vec![("request-id", ev.request_id.clone())],
+            };
+            produce_all(&self.producer, std::slice::from_ref(&rec)).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letter(
+        &self,
+        src: &Source,
+        reason: &str,
+        detail: &str,
+    ) -> Result<(), Interrupted> {
+        let topic = &self.topics.send_dlq;
+        let dl = DeadLetter {
+            source_topic: src.topic.clone(),
+            source_partition: src.partition,
+            source_offset: src.offset,
+            reason: reason.to_string(),
+            detail: detail.to_string(),
+            failed_at_ms: now_ms(),
+            key: src.key.clone(),
+            payload: src.payload.clone(),
+        };
+        self.durable("dead-letter", || async {
+            let payload = self.codec.encode(topic, DEAD_LETTER_SCHEMA, &dl).await?;
+            let rec = OutRecord {
+                topic: topic.clone(),
+                key: dl.key.clone().unwrap_or_default(),
+                payload,
+                headers: vec![],
+            };
+            produce_all(&self.producer, std::slice::from_ref(&rec)).await?;
+            Ok(())
+        })
+        .await?;
+        METRICS.dead_letters.with_label_values(&[reason]).inc();
+        Ok(())
+    }
+}
+
+struct InFlight<'a>(&'a Core, String);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock_in_flight().remove(&self.1);
+    }
+}
+
+/// The `send accepted` / `send failed` event of a request. A failure without a BSP
+/// message id uses the Switchboard message id in its place, so the message still has
+/// one row in the stores.
+pub fn outcome_event(
+    req: &SendRequest,
+    bsp: &str,
+    account: Option<&str>,
+    wamid: Option<&str>,
+    error: Option<(&str, Option<&str>, &str)>,
+    at_ms: i64,
+) -> Event {
+    let (outcome, event_type, status) = match error {
+        None => ("accepted", EventType::SendAccepted, "accepted"),
+        Some(_) => ("failed", EventType::SendFailed, "failed"),
+    };
+    let message: Value = serde_json::from_str(&req.message).unwrap_or(Value::Null);
+    Event {
+        event_id: send_event_id(&req.message_id, outcome),
+        event_type: event_type.as_str().to_string(),
+        bsp: bsp.to_string(),
+        tenant_id: Some(req.tenant_id.clone()),
+        business_number: req.from_number.clone(),
+        business_account_id: account.map(str::to_string),
+        customer_id: req.to.clone(),
+        wamid: wamid.unwrap_or(&req.message_id).to_string(),
+        status: Some(status.to_string()),
+        message_type: Some(req.message_type.clone()),
+        content: Some(req.message.clone()),
+        context_wamid: message
+            .pointer("/context/message_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        occurred_at_ms: at_ms,
+        received_at_ms: req.accepted_at_ms,
+        error_code: error.map(|(c, _, _)| c.to_string()),
+        error_title: error.and_then(|(_, b, _)| b.map(|b| format!("BSP error {b}"))),
+        error_detail: error.map(|(_, _, d)| d.to_string()),
+        conversation_id: None,
+        conversation_category: None,
+        pricing_category: None,
+        billable: None,
+        request_id: req.request_id.clone(),
+        message_id: Some(req.message_id.clone()),
+        metadata: req.metadata.clone(),
+    }
+}

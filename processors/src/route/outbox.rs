@@ -1,0 +1,245 @@
+//! The router's side of `outbound_messages`: the per-message send state machine
+//! (see the gateway's migration for the states). Every transition is one conditional
+//! UPDATE, so two routers (or one record delivered twice) can never both send.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::{PgPool, Row};
+use switchboard_schemas::SendRequest;
+
+// The gateway owns these migrations; the router runs them too (same history table), so
+// either may start first.
+static MIGRATOR: Migrator = sqlx::migrate!("../gateway/migrations");
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut m = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+    m.dangerous_set_table_name("_sqlx_migrations_send");
+    m.run(pool).await
+}
+
+/// What the state machine says about a message the router is about to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Ours to send: `attempt` (1-based), milliseconds since the first attempt.
+    Send {
+        attempt: i32,
+        since_first_ms: i64,
+    },
+    /// Someone is sending it now, or crashed while sending (`age` since the claim).
+    Sending {
+        age: Duration,
+    },
+    /// Already decided; re-emit its outcome event (a crash may have lost it).
+    Final(Final),
+    /// Cancelled, scheduled or waiting for a retry: nothing to do now.
+    Idle,
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Final {
+    pub state: String,
+    pub bsp: Option<String>,
+    pub wamid: Option<String>,
+    pub error_code: Option<String>,
+    pub error_detail: Option<String>,
+    /// When the outcome was recorded: the outcome event's time, the same on every
+    /// re-emission (the history's key includes it).
+    pub at_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct Outbox {
+    pub pool: PgPool,
+}
+
+impl Outbox {
+    /// queued → sending, recording the intent before any BSP call.
+    pub async fn claim(&self, message_id: &str, bsp: &str) -> Result<Claim, sqlx::Error> {
+        let row = sqlx::query(
+            "UPDATE outbound_messages
+                SET state = 'sending', attempts = attempts + 1, bsp = $2,
+                    first_attempt_at = COALESCE(first_attempt_at, now()), updated_at = now()
+              WHERE message_id = $1 AND state = 'queued'
+          RETURNING attempts, (extract(epoch from now() - first_attempt_at) * 1000)::int8 AS since_ms",
+        )
+        .bind(message_id)
+        .bind(bsp)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(r) = row {
+            return Ok(Claim::Send {
+                attempt: r.get("attempts"),
+                since_first_ms: r.get::<Option<i64>, _>("since_ms").unwrap_or(0),
+            });
+        }
+        let row = sqlx::query(
+            "SELECT state, bsp, wamid, error_code, error_detail,
+                    (extract(epoch from now() - updated_at) * 1000)::int8 AS age_ms,
+                    (extract(epoch from updated_at) * 1000)::int8 AS at_ms
+               FROM outbound_messages WHERE message_id = $1",
+        )
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else {
+            return Ok(Claim::Missing);
+        };
+        let state: String = r.get("state");
+        Ok(match state.as_str() {
+            "sending" => Claim::Sending {
+                age: Duration::from_millis(r.get::<i64, _>("age_ms").max(0) as u64),
+            },
+            "accepted" | "failed" | "unknown" => Claim::Final(Final {
+                state,
+                bsp: r.get("bsp"),
+                wamid: r.get("wamid"),
+                error_code: r.get("error_code"),
+                error_detail: r.get("error_detail"),
+                at_ms: r.get("at_ms"),
+            }),
+            _ => Claim::Idle,
+        })
+    }
+
+    /// sending → accepted; returns the recorded time (None: not in `sending` any more).
+    pub async fn accepted(
+        &self,
+        message_id: &str,
+        bsp: &str,
+        wamid: &str,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let r = sqlx::query(
+            "UPDATE outbound_messages SET state = 'accepted', bsp = $2, wamid = $3, error_code = NULL,
+                    error_detail = NULL, updated_at = now()
+              WHERE message_id = $1 AND state = 'sending'
+          RETURNING (extract(epoch from updated_at) * 1000)::int8",
+        )
+        .bind(message_id)
+        .bind(bsp)
+        .bind(wamid)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.map(|r| r.get(0)))
+    }
+
+    /// sending (or a stuck sending, for `outcome_unknown`) → failed/unknown.
+    pub async fn failed(
+        &self,
+        message_id: &str,
+        state: &str,
+        code: &str,
+        detail: &str,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let r = sqlx::query(
+            "UPDATE outbound_messages SET state = $2, error_code = $3, error_detail = $4, updated_at = now()
+              WHERE message_id = $1 AND state IN ('sending', 'queued')
+          RETURNING (extract(epoch from updated_at) * 1000)::int8",
+        )
+        .bind(message_id)
+        .bind(state)
+        .bind(code)
+        .bind(detail)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.map(|r| r.get(0)))
+    }
+
+    /// sending → retrying until `after` from now. Does not count as an attempt when
+    /// `uncount` (the call never went out: breaker open, throttled before sending).
+    pub async fn retry_later(
+        &self,
+        message_id: &str,
+        after: Duration,
+        code: &str,
+        detail: &str,
+        uncount: bool,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE outbound_messages SET state = 'retrying', due_at = now() + $2 * interval '1 millisecond',
+                    attempts = attempts - $5::int, error_code = $3, error_detail = $4, updated_at = now()
+              WHERE message_id = $1 AND state = 'sending'",
+        )
+        .bind(message_id)
+        .bind(after.as_millis() as i64)
+        .bind(code)
+        .bind(detail)
+        .bind(i32::from(uncount))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Due scheduled and retrying sends → queued (unpublished), returned for publishing.
+    pub async fn release_due(&self, limit: i64) -> Result<Vec<SendRequest>, sqlx::Error> {
+        let rows = sqlx::query(
+            "UPDATE outbound_messages o SET state = 'queued', published = false, updated_at = now()
+              WHERE o.message_id IN (
+                    SELECT message_id FROM outbound_messages
+                     WHERE state IN ('scheduled', 'retrying') AND due_at <= now()
+                     ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+          RETURNING o.*",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(request_of).collect())
+    }
+
+    /// Queued sends whose publication was never confirmed (the gateway crashed, or a
+    /// release's produce failed).
+    pub async fn unpublished(
+        &self,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<Vec<SendRequest>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM outbound_messages
+              WHERE NOT published AND state = 'queued'
+                AND updated_at < now() - $1 * interval '1 millisecond'
+              ORDER BY created_at LIMIT $2",
+        )
+        .bind(older_than.as_millis() as i64)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(request_of).collect())
+    }
+
+    pub async fn mark_published(&self, ids: &[String]) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE outbound_messages SET published = true WHERE message_id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("postgres: {e}"))
+    }
+}
+
+/// Rebuild the request from its row (due now: no schedule).
+fn request_of(r: &sqlx::postgres::PgRow) -> SendRequest {
+    type Ts = chrono::DateTime<chrono::Utc>;
+    SendRequest {
+        message_id: r.get("message_id"),
+        tenant_id: r.get("tenant_id"),
+        from_number: r.get("from_number"),
+        to: r.get("to_id"),
+        message_type: r.get("message_type"),
+        message: r.get::<serde_json::Value, _>("message").to_string(),
+        idempotency_key: r.get("idempotency_key"),
+        metadata: r
+            .get::<Option<serde_json::Value>, _>("metadata")
+            .map(|m| m.to_string()),
+        scheduled_at_ms: None,
+        accepted_at_ms: r.get::<Ts, _>("created_at").timestamp_millis(),
+        request_id: r.get("request_id"),
+    }
+}
