@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Bring the whole pipeline up locally (no Docker) and push sample traffic through it:
 # builds release binaries, starts broker, schema registry, PostgreSQL and ClickHouse
-# (installing what is missing), creates topics, starts gateway, normalizer, pg-sink and
-# ch-sink, sends every fixture plus a few hundred realistic conversations (with BSP-style
-# repeats and out-of-order arrivals), then prints what landed in both stores.
+# (installing what is missing), creates topics, starts gateway, normalizer, pg-sink,
+# ch-sink, router and the BSP simulator (playing every BSP), then
+# - sends every webhook fixture plus a few hundred realistic conversations (with
+#   BSP-style repeats and out-of-order arrivals),
+# - sends messages through the send API on every BSP and shows their statuses coming
+#   back,
+# and prints what landed in both stores.
 #
 # usage: deploy/run-local.sh [up]    start (or restart) the pipeline and push the sample
 #        deploy/run-local.sh down    stop the pipeline and the local infrastructure
@@ -27,9 +31,20 @@ export SWITCHBOARD_KARIX_TOKEN=${SWITCHBOARD_KARIX_TOKEN:-local-karix-token}
 export SWITCHBOARD_TWILIO_AUTH_TOKEN=${SWITCHBOARD_TWILIO_AUTH_TOKEN:-local-twilio-auth-token}
 export SWITCHBOARD_WAHA_HMAC_KEY=${SWITCHBOARD_WAHA_HMAC_KEY:-local-waha-hmac-key}
 export SWITCHBOARD_PUBLIC_URL=http://127.0.0.1:8080
+export SWITCHBOARD_ADMIN_API_KEY=${SWITCHBOARD_ADMIN_API_KEY:-local-admin-key}
+SIM=http://127.0.0.1:18090
+# The simulator signs webhooks with the gateway's secrets and accepts these send
+# credentials (the demo stores them, encrypted, through the admin API).
+export SIM_SECRETS="{\"meta_app_secret\":\"$SWITCHBOARD_META_APP_SECRET\",\"meta_access_token\":\"local-meta-token\",
+ \"dialog360_api_key\":\"local-360-key\",\"dialog360_webhook_token\":\"$SWITCHBOARD_DIALOG360_TOKEN\",
+ \"aisensy_api_pwd\":\"local-aisensy-pwd\",\"aisensy_webhook_secret\":\"$SWITCHBOARD_AISENSY_WEBHOOK_SECRET\",
+ \"gupshup_api_key\":\"local-gupshup-key\",\"gupshup_webhook_token\":\"$SWITCHBOARD_GUPSHUP_TOKEN\",
+ \"twilio_auth_token\":\"$SWITCHBOARD_TWILIO_AUTH_TOKEN\",\"waha_api_key\":\"local-waha-key\",
+ \"waha_hmac_key\":\"$SWITCHBOARD_WAHA_HMAC_KEY\",\"karix_api_key\":\"local-karix-key\",
+ \"karix_webhook_token\":\"$SWITCHBOARD_KARIX_TOKEN\"}"
 
 stop_pipeline() {
-  for name in gateway normalizer pg-sink ch-sink; do
+  for name in gateway normalizer pg-sink ch-sink router bsp-sim; do
     f=$PIDS/$name.pid
     [ -f "$f" ] || continue
     pid=$(cat "$f")
@@ -58,18 +73,29 @@ start() { # name, extra env...
   env "$@" nohup "$BIN/$name" >"$RUN/$name.log" 2>&1 &
   echo $! >"$PIDS/$name.pid"
 }
+# The credentials keyring is made once and kept, so stored credentials stay readable.
+mkdir -p "$RUN"
+[ -s "$RUN/credentials.keys" ] || echo "k1:$(head -c 32 /dev/urandom | base64)" >"$RUN/credentials.keys"
+export SWITCHBOARD_CREDENTIALS_KEYS=$(cat "$RUN/credentials.keys")
+start bsp-sim SIM_ADDR=127.0.0.1:18090 SIM_GATEWAY_URL=http://127.0.0.1:8080
 start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:8080
 start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:9101
 start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:9102
 start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:9103
-for port in 8080 9101 9102 9103; do
+start router SWITCHBOARD_OPS_ADDR=127.0.0.1:9104 SWITCHBOARD_META_API_URL=$SIM/v21.0 \
+  SWITCHBOARD_DIALOG360_API_URL=$SIM SWITCHBOARD_GUPSHUP_API_URL=$SIM SWITCHBOARD_TWILIO_API_URL=$SIM \
+  SWITCHBOARD_WAHA_API_URL=$SIM SWITCHBOARD_AISENSY_API_URL=$SIM SWITCHBOARD_KARIX_API_URL=$SIM
+for port in 8080 9101 9102 9103 9104; do
   for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "service on :$port not ready; logs in $RUN" >&2; exit 1; }
 done
-echo "== pipeline up: gateway http://127.0.0.1:8080, ops :9101-9103, logs in $RUN"
+echo "== pipeline up: gateway http://127.0.0.1:8080 (API: /v1/openapi.yaml), ops :9101-9104, BSP simulator $SIM, logs in $RUN"
 
-echo "== pushing sample traffic"
+echo "== pushing sample webhook traffic"
 "$BIN/loadgen" sample --messages 300
+
+echo "== sending messages through the send API (router → simulated BSPs → status webhooks)"
+"$BIN/loadgen" sends
 
 echo "== waiting for the stores to settle (consumers join their groups, then catch up)"
 last="" stable=0
@@ -94,7 +120,9 @@ echo "== ClickHouse: daily rollup per business number (switchboard.daily_summary
 curl -s "$SWITCHBOARD_CLICKHOUSE_URL/" --data-binary "SELECT day, business_number, sent, delivered, read, failed FROM switchboard.daily_summary ORDER BY day DESC, business_number LIMIT 12 FORMAT PrettyCompactMonoBlock"
 echo "== ClickHouse: delivery latency quantiles (ms) per business number and day"
 curl -s "$SWITCHBOARD_CLICKHOUSE_URL/" --data-binary "SELECT day, business_number, quantilesMerge(0.5, 0.9, 0.99)(latency_quantiles) AS p50_p90_p99, countMerge(deliveries) AS deliveries FROM switchboard.daily_delivery_latency GROUP BY day, business_number ORDER BY day DESC, business_number LIMIT 12 FORMAT PrettyCompactMonoBlock"
+echo "== PostgreSQL: sends by BSP and current status (outbound_messages joined to messages)"
+psql "$SWITCHBOARD_DATABASE_URL" -c "SELECT o.bsp, o.state AS send_state, coalesce(m.status, '-') AS status, count(*) FROM outbound_messages o LEFT JOIN messages m ON m.bsp = o.bsp AND m.wamid = coalesce(o.wamid, o.message_id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 echo "== dead letters on wa.webhooks.dlq since the normalizer started, by reason:"
 curl -s http://127.0.0.1:9101/metrics | awk -F'[{}"]' '/^switchboard_normalizer_dead_letters_total/ {split($0, v, " "); printf "   %s: %s\n", $3, v[length(v)]}'
-echo "   (all metrics: http://127.0.0.1:9101/metrics, :9102, :9103, gateway :8080/metrics)"
+echo "   (all metrics: http://127.0.0.1:9101/metrics, :9102, :9103, router :9104, gateway :8080/metrics)"
 echo "Stop everything with: deploy/run-local.sh down"

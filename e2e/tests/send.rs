@@ -96,6 +96,26 @@ async fn a_send_through_every_bsp_comes_back_read_with_its_history() -> anyhow::
         },
     )
     .await?;
+    // Webhooks of a known number carry its tenant: a customer's reply, too.
+    let ts = chrono::Utc::now().timestamp();
+    let reply = switchboard_e2e::bsp::meta_text(
+        "15550000001",
+        "4915112345678",
+        "wamid.reply.1",
+        "thanks",
+        ts,
+    );
+    assert_eq!(p.post_meta(&reply).await?.status(), 200);
+    wait_until("the reply stamped with its tenant", Duration::from_secs(30), || async {
+        Ok(p
+            .pg_count(&format!(
+                "SELECT count(*) FROM messages WHERE wamid = 'wamid.reply.1' AND direction = 'inbound' AND tenant_id = '{}'",
+                t.id
+            ))
+            .await?
+            == 1)
+    })
+    .await?;
     // Status webhooks of known numbers carry their tenant.
     let untagged = p
         .pg_count(&format!(
@@ -361,6 +381,40 @@ async fn tenants_are_isolated_and_revoked_keys_stop_working() -> anyhow::Result<
     assert_eq!(
         (s, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
+    );
+    // The API's own rate limit per tenant: 429 with Retry-After past it.
+    let slow = p
+        .admin(
+            Method::POST,
+            "/admin/tenants",
+            Some(json!({"name": "slow", "api_rate_per_sec": 5})),
+        )
+        .await?;
+    let slow_id = slow["id"].as_str().unwrap();
+    let k = p
+        .admin(
+            Method::POST,
+            &format!("/admin/tenants/{slow_id}/api-keys"),
+            None,
+        )
+        .await?;
+    let slow_key = k["key"].as_str().unwrap();
+    let mut limited = 0;
+    for _ in 0..20 {
+        let r = p
+            .http
+            .get(format!("{}/v1/messages", p.gateway_url))
+            .bearer_auth(slow_key)
+            .send()
+            .await?;
+        if r.status() == 429 {
+            limited += 1;
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+    assert!(
+        limited >= 10,
+        "only {limited} of 20 rapid requests limited at 5/s"
     );
     // The admin API wants the admin key.
     let (s, _) = p

@@ -72,6 +72,9 @@ pub struct Behavior {
     pub async_fail_rate: f64,
     /// Do not call the gateway back at all.
     pub no_callbacks: bool,
+    /// Cloud API error codes to answer for given recipients (as sent, e.g. `4915...`):
+    /// 131047 (24-hour window closed), 131026 (undeliverable), 132001 (no template), ...
+    pub errors: HashMap<String, i64>,
 }
 
 impl Default for Behavior {
@@ -89,6 +92,7 @@ impl Default for Behavior {
             out_of_order: false,
             async_fail_rate: 0.0,
             no_callbacks: false,
+            errors: HashMap::new(),
         }
     }
 }
@@ -413,7 +417,7 @@ fn webhook(
             if status == "failed" {
                 m["failureResponse"] = json!({"code": 131026, "reason": "Message undeliverable"});
             }
-            let body = json!({"id": format!("sim{ms}{}", fastrand::u32(..)), "created_at": chrono_like(ms),
+            let body = json!({"id": format!("sim{ms}{}", fastrand::u32(..)), "created_at": chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()),
                 "topic": "message.status.updated", "delivery_attempt": "1", "project_id": h.account,
                 "data": {"message": m}})
             .to_string()
@@ -524,11 +528,6 @@ fn webhook(
     }
 }
 
-fn chrono_like(ms: i64) -> String {
-    // RFC 3339 without a date library: the parsers read the per-status *_at fields.
-    format!("1970-01-01T00:00:00.000Z+{ms}")
-}
-
 fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -635,6 +634,23 @@ async fn cloud_send(
         Ok(x) => x,
         Err(m) => return meta_refusal(Refusal::Invalid(m)),
     };
+    let forced = sim.lock().behavior.errors.get(&to).copied();
+    if let Some(code) = forced {
+        sim.lock().calls.push(Call {
+            bsp: bsp.into(),
+            sender,
+            to,
+            text,
+            at_ms: now_ms(),
+            status: 400,
+            message_id: None,
+        });
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            code,
+            &format!("(#{code}) refused by the simulator"),
+        );
+    }
     match sim.gate(bsp, &sender, &to, &text, meta_refusal).await {
         Err(r) => r,
         Ok(id) => {

@@ -3,6 +3,13 @@
 //!   loadgen sample  [--gateway URL] [--meta-secret S] [--dialog360-token T] [--messages N]
 //!       every connector fixture, then N conversations (sent → delivered → read, some
 //!       failures, inbound replies) with BSP-style repeats and out-of-order arrivals.
+//!   loadgen sends   [--gateway URL] [--admin-key K] [--sim-secrets JSON]
+//!       a demo tenant with a number on every BSP (the BSP simulator playing them), sends
+//!       of several types through the send API, and their statuses as the API reports them.
+//!   loadgen send-bench [--gateway URL] [--admin-key K] [--sim-url URL] [--database-url URL]
+//!                   [--messages N] [--concurrency C] [--numbers K]
+//!       N sends through the API from K numbers (tier 1,000 each): accept rate and
+//!       latency, then end to end until every send has its BSP answer and its statuses.
 //!   loadgen bench   [--gateway URL] [--meta-secret S] [--messages N] [--concurrency C]
 //!                   [--database-url URL] [--clickhouse-url URL] [--clickhouse-database DB]
 //!       send N messages' webhooks (3 statuses + 1 inbound each) as fast as C concurrent
@@ -518,6 +525,36 @@ async fn main() -> anyhow::Result<()> {
         ),
         meta_secret: a.get("meta-secret", "SWITCHBOARD_META_APP_SECRET", ""),
     });
+    if cmd == "sends" {
+        // Sample sends through the send API, the simulator playing every BSP.
+        let secrets: switchboard_loadtest::bsp_sim::SimSecrets =
+            serde_json::from_str(&a.get("sim-secrets", "SIM_SECRETS", "{}"))?;
+        let api = switchboard_loadtest::sends::Api {
+            http: c.http.clone(),
+            gateway: c.gateway.clone(),
+        };
+        let admin = a.get("admin-key", "SWITCHBOARD_ADMIN_API_KEY", "");
+        return switchboard_loadtest::sends::demo(&api, &admin, &secrets).await;
+    }
+    if cmd == "send-bench" {
+        let secrets: switchboard_loadtest::bsp_sim::SimSecrets =
+            serde_json::from_str(&a.get("sim-secrets", "SIM_SECRETS", "{}"))?;
+        let api = switchboard_loadtest::sends::Api {
+            http: c.http.clone(),
+            gateway: c.gateway.clone(),
+        };
+        return switchboard_loadtest::sends::bench(
+            &api,
+            &a.get("admin-key", "SWITCHBOARD_ADMIN_API_KEY", ""),
+            &secrets,
+            &a.get("sim-url", "SIM_URL", "http://127.0.0.1:18090"),
+            &a.get("database-url", "SWITCHBOARD_DATABASE_URL", ""),
+            a.num("messages", 20_000)?,
+            a.num("concurrency", 64)?,
+            a.num("numbers", 12)?,
+        )
+        .await;
+    }
     anyhow::ensure!(
         !c.meta_secret.is_empty(),
         "--meta-secret (or SWITCHBOARD_META_APP_SECRET) is required to sign Meta webhooks"

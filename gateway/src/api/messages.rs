@@ -625,9 +625,11 @@ pub async fn get_one(
     let wamid: String = row
         .get::<Option<String>, _>("wamid")
         .unwrap_or_else(|| id.clone());
+    // In the order Switchboard learnt them: BSPs' own times are often whole seconds,
+    // which would put a webhook before the send it reports on.
     let history = q(
-        "SELECT status, occurred_at, error_code, error_title FROM message_status_history
-                    WHERE bsp = $1 AND wamid = $2 ORDER BY occurred_at, status"
+        "SELECT status, occurred_at, received_at, error_code, error_title FROM message_status_history
+                    WHERE bsp = $1 AND wamid = $2 ORDER BY received_at, occurred_at"
             .into(),
     )
     .bind(bsp.unwrap_or_default())
@@ -640,6 +642,7 @@ pub async fn get_one(
             .iter()
             .map(|h| {
                 json!({"status": h.get::<String, _>("status"), "at": h.get::<Ts, _>("occurred_at"),
+                "received_at": h.get::<Ts, _>("received_at"),
                 "error_code": h.get::<Option<String>, _>("error_code"),
                 "error_title": h.get::<Option<String>, _>("error_title")})
             })

@@ -67,3 +67,25 @@ pub fn random_token(prefix: &str, bytes: usize) -> String {
 pub fn ordered_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::now_v7().simple())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route this module serves is in the OpenAPI document (a path parameter
+    /// spelled the same way), so the document cannot silently fall behind.
+    #[test]
+    fn openapi_documents_every_route() {
+        let src = include_str!("mod.rs");
+        let routes: Vec<&str> = src
+            .split('"')
+            .filter(|s| s.starts_with("/v1/") || s.starts_with("/admin/"))
+            .filter(|s| s.len() > "/admin/".len())
+            .collect();
+        assert!(routes.len() >= 10, "found {routes:?}");
+        for r in routes {
+            assert!(
+                super::OPENAPI.contains(&format!("  {r}:")),
+                "{r} is not in openapi.yaml"
+            );
+        }
+    }
+}

@@ -145,7 +145,15 @@ async fn follow(
         let _ = ready.send(true);
     }
     loop {
-        let m = consumer.recv().await?;
+        // Transport errors (a broker restart) are transient: librdkafka reconnects.
+        let m = match consumer.recv().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "config topic read error; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
         if let Some(payload) = m.payload() {
             match codec.decode::<ConfigRecord>(payload).await {
                 Ok(rec) => {

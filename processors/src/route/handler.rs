@@ -303,6 +303,15 @@ impl Core {
             to: &req.to,
             message: &message,
         };
+        let tier = self
+            .cache
+            .read()
+            .numbers
+            .get(&req.from_number)
+            .map(|n| n.tier_mps);
+        if let Some(tier) = tier {
+            self.limiter.admit(&req.from_number, tier).await;
+        }
         let started = Instant::now();
         let r = send::send(&self.http, &route, &out).await;
         METRICS
@@ -356,7 +365,10 @@ impl Core {
                         primary.slug(),
                         codes::RETRIES_EXHAUSTED,
                         None,
-                        "circuit breaker open until the retry budget ran out",
+                        &format!(
+                            "{} attempts; last: circuit_open ({primary} circuit breaker open when the retry budget ran out)",
+                            attempt - 1
+                        ),
                         true,
                     )
                     .await;

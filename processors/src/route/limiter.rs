@@ -6,6 +6,11 @@
 //! Exact across partitions because `wa.send.requests` is keyed by tenant + sender number:
 //! one number's requests are in one partition, owned by one router at a time.
 //! A BSP's own throttling answer (HTTP 429, Meta 130429) pauses the number.
+//!
+//! The GCRA paces when a send may start; between that and the HTTP request there is a
+//! database round trip whose latency varies, which can bunch requests up. So right before
+//! each call, [`SenderLimiter::admit`] also checks a log of the number's actual call times:
+//! never more than the tier minus half the headroom in any one-second window.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +24,10 @@ struct Lane {
     limiter: DefaultDirectRateLimiter,
     queue: tokio::sync::Mutex<()>,
     paused_until: Mutex<Option<Instant>>,
+    /// Start times of the calls of the last second, oldest first.
+    calls: Mutex<std::collections::VecDeque<Instant>>,
+    /// Calls allowed in any one-second window.
+    cap: usize,
 }
 
 #[derive(Clone)]
@@ -44,11 +53,16 @@ impl SenderLimiter {
         let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rate))
             .expect("a positive period")
             .allow_burst(std::num::NonZeroU32::MIN);
+        let cap = ((tier.max(1) as f64) * (1.0 - self.headroom / 2.0))
+            .floor()
+            .max(1.0) as usize;
         let lane = Arc::new(Lane {
             tier,
             limiter: RateLimiter::direct(quota),
             queue: tokio::sync::Mutex::new(()),
             paused_until: Mutex::new(None),
+            calls: Mutex::new(std::collections::VecDeque::with_capacity(cap)),
+            cap,
         });
         lanes.insert(number.to_string(), lane.clone());
         lane
@@ -66,6 +80,30 @@ impl SenderLimiter {
             }
         }
         lane.limiter.until_ready().await;
+    }
+
+    /// Right before a call: wait until the number has had fewer than its cap of calls in
+    /// the last second, and record this one.
+    pub async fn admit(&self, number: &str, tier: u32) {
+        let lane = self.lane(number, tier);
+        loop {
+            let wait = {
+                let mut calls = lane.calls.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                while calls
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+                {
+                    calls.pop_front();
+                }
+                if calls.len() < lane.cap {
+                    calls.push_back(now);
+                    return;
+                }
+                calls[0] + Duration::from_secs(1)
+            };
+            tokio::time::sleep_until(wait).await;
+        }
     }
 
     /// The BSP said "too fast": hold this number's sends for `pause`.
@@ -113,6 +151,25 @@ mod tests {
             .unwrap();
         assert!(max_in_window <= 80, "{max_in_window} grants in one second");
         assert!(max_in_window >= 70, "far below the tier: {max_in_window}");
+    }
+
+    #[tokio::test]
+    async fn admit_caps_any_one_second_window() {
+        let l = SenderLimiter::new(0.1);
+        let start = Instant::now();
+        // 40 calls at once on a 20-mps number: 19 now (20 minus half the headroom), the
+        // rest a second later.
+        let mut times = Vec::new();
+        for _ in 0..40 {
+            l.admit("+1", 20).await;
+            times.push(start.elapsed());
+        }
+        let first_second = times
+            .iter()
+            .filter(|t| **t < Duration::from_millis(900))
+            .count();
+        assert_eq!(first_second, 19);
+        assert!(times[19] >= Duration::from_secs(1));
     }
 
     #[tokio::test]
