@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let producer = switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?;
     let core = Arc::new(Core {
-        outbox: Outbox { pool },
+        outbox: Outbox::new(pool),
         cache,
         keyring,
         http: reqwest::Client::builder()

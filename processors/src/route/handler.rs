@@ -165,7 +165,7 @@ impl Core {
             );
             let claim = self
                 .durable("claim", || async {
-                    Ok(self.outbox.claim(&req.message_id, "none").await?)
+                    self.outbox.claim(&req.message_id, "none").await
                 })
                 .await?;
             if let Claim::Send { .. } = claim {
@@ -196,7 +196,7 @@ impl Core {
         }
         let claim = self
             .durable("claim", || async {
-                Ok(self.outbox.claim(&req.message_id, &number.bsp).await?)
+                self.outbox.claim(&req.message_id, &number.bsp).await
             })
             .await?;
         self.settle(req, src, claim, Some(&number)).await
@@ -227,13 +227,12 @@ impl Core {
                     }
                     let claim = self
                         .durable("claim", || async {
-                            Ok(self
-                                .outbox
+                            self.outbox
                                 .claim(
                                     &req.message_id,
                                     number.map(|n| n.bsp.as_str()).unwrap_or("none"),
                                 )
-                                .await?)
+                                .await
                         })
                         .await?;
                     return Box::pin(self.settle(req, src, claim, number)).await;
@@ -485,10 +484,9 @@ impl Core {
     ) -> Result<(), Interrupted> {
         let at = self
             .durable("record accepted", || async {
-                Ok(self
-                    .outbox
+                self.outbox
                     .accepted(&req.message_id, bsp.slug(), wamid)
-                    .await?)
+                    .await
             })
             .await?;
         let Some(at) = at else {

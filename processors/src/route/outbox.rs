@@ -1,12 +1,18 @@
 //! The router's side of `outbound_messages`: the per-message send state machine
 //! (see the gateway's migration for the states). Every transition is one conditional
 //! UPDATE, so two routers (or one record delivered twice) can never both send.
+//!
+//! The two transitions every send makes (claim, accepted) go through micro-batches: the
+//! requests of the last millisecond become one `UPDATE ... FROM UNNEST`, so the database
+//! does a statement per batch instead of per message, and a message spends less time
+//! claimed-but-unsettled (what a crash turns into `outcome_unknown`).
 
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Row};
 use switchboard_schemas::SendRequest;
+use tokio::sync::{mpsc, oneshot};
 
 // The gateway owns these migrations; the router runs them too (same history table), so
 // either may start first.
@@ -49,29 +55,157 @@ pub struct Final {
     pub at_ms: i64,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+struct ClaimReq {
+    id: String,
+    bsp: String,
+    reply: Reply<Option<(i32, i64)>>,
+}
+
+struct AcceptReq {
+    id: String,
+    bsp: String,
+    wamid: String,
+    reply: Reply<Option<i64>>,
+}
+
 #[derive(Clone)]
 pub struct Outbox {
     pub pool: PgPool,
+    claims: mpsc::Sender<ClaimReq>,
+    accepts: mpsc::Sender<AcceptReq>,
+}
+
+const MAX_BATCH: usize = 500;
+
+/// Take what is queued now (after the first item, up to `MAX_BATCH`, waiting at most a
+/// millisecond for more).
+async fn next_batch<T>(rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
+    let first = rx.recv().await?;
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
+    while batch.len() < MAX_BATCH {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(x)) => batch.push(x),
+            _ => break,
+        }
+    }
+    Some(batch)
+}
+
+async fn claim_worker(pool: PgPool, mut rx: mpsc::Receiver<ClaimReq>) {
+    while let Some(batch) = next_batch(&mut rx).await {
+        let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+        let bsps: Vec<&str> = batch.iter().map(|r| r.bsp.as_str()).collect();
+        let res = sqlx::query(
+            "UPDATE outbound_messages o
+                SET state = 'sending', attempts = o.attempts + 1, bsp = t.bsp,
+                    first_attempt_at = COALESCE(o.first_attempt_at, now()), updated_at = now()
+               FROM UNNEST($1::text[], $2::text[]) AS t(id, bsp)
+              WHERE o.message_id = t.id AND o.state = 'queued'
+          RETURNING o.message_id, o.attempts,
+                    (extract(epoch from now() - o.first_attempt_at) * 1000)::int8 AS since_ms",
+        )
+        .bind(&ids)
+        .bind(&bsps)
+        .fetch_all(&pool)
+        .await;
+        match res {
+            Ok(rows) => {
+                let mut got: std::collections::HashMap<String, (i32, i64)> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.get::<String, _>("message_id"),
+                            (
+                                r.get("attempts"),
+                                r.get::<Option<i64>, _>("since_ms").unwrap_or(0),
+                            ),
+                        )
+                    })
+                    .collect();
+                for req in batch {
+                    let _ = req.reply.send(Ok(got.remove(&req.id)));
+                }
+            }
+            Err(e) => {
+                for req in batch {
+                    let _ = req.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+async fn accept_worker(pool: PgPool, mut rx: mpsc::Receiver<AcceptReq>) {
+    while let Some(batch) = next_batch(&mut rx).await {
+        let col = |f: fn(&AcceptReq) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
+        let res = sqlx::query(
+            "UPDATE outbound_messages o
+                SET state = 'accepted', bsp = t.bsp, wamid = t.wamid, error_code = NULL,
+                    error_detail = NULL, updated_at = now()
+               FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(id, bsp, wamid)
+              WHERE o.message_id = t.id AND o.state = 'sending'
+          RETURNING o.message_id, (extract(epoch from o.updated_at) * 1000)::int8 AS at_ms",
+        )
+        .bind(col(|r| &r.id))
+        .bind(col(|r| &r.bsp))
+        .bind(col(|r| &r.wamid))
+        .fetch_all(&pool)
+        .await;
+        match res {
+            Ok(rows) => {
+                let mut got: std::collections::HashMap<String, i64> = rows
+                    .iter()
+                    .map(|r| (r.get::<String, _>("message_id"), r.get::<i64, _>("at_ms")))
+                    .collect();
+                for req in batch {
+                    let _ = req.reply.send(Ok(got.remove(&req.id)));
+                }
+            }
+            Err(e) => {
+                for req in batch {
+                    let _ = req.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 impl Outbox {
+    /// The outbox on `pool`, with its batching workers (call inside a Tokio runtime).
+    pub fn new(pool: PgPool) -> Self {
+        let (claims, crx) = mpsc::channel(10_000);
+        let (accepts, arx) = mpsc::channel(10_000);
+        tokio::spawn(claim_worker(pool.clone(), crx));
+        tokio::spawn(accept_worker(pool.clone(), arx));
+        Outbox {
+            pool,
+            claims,
+            accepts,
+        }
+    }
+
     /// queued → sending, recording the intent before any BSP call.
-    pub async fn claim(&self, message_id: &str, bsp: &str) -> Result<Claim, sqlx::Error> {
-        let row = sqlx::query(
-            "UPDATE outbound_messages
-                SET state = 'sending', attempts = attempts + 1, bsp = $2,
-                    first_attempt_at = COALESCE(first_attempt_at, now()), updated_at = now()
-              WHERE message_id = $1 AND state = 'queued'
-          RETURNING attempts, (extract(epoch from now() - first_attempt_at) * 1000)::int8 AS since_ms",
-        )
-        .bind(message_id)
-        .bind(bsp)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(r) = row {
+    pub async fn claim(&self, message_id: &str, bsp: &str) -> anyhow::Result<Claim> {
+        let (reply, rx) = oneshot::channel();
+        self.claims
+            .send(ClaimReq {
+                id: message_id.to_string(),
+                bsp: bsp.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("claim batcher stopped"))?;
+        let claimed = rx
+            .await
+            .map_err(|_| anyhow::anyhow!("claim batcher stopped"))?
+            .map_err(|e| anyhow::anyhow!("claim: {e}"))?;
+        if let Some((attempt, since_first_ms)) = claimed {
             return Ok(Claim::Send {
-                attempt: r.get("attempts"),
-                since_first_ms: r.get::<Option<i64>, _>("since_ms").unwrap_or(0),
+                attempt,
+                since_first_ms,
             });
         }
         let row = sqlx::query(
@@ -109,19 +243,20 @@ impl Outbox {
         message_id: &str,
         bsp: &str,
         wamid: &str,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        let r = sqlx::query(
-            "UPDATE outbound_messages SET state = 'accepted', bsp = $2, wamid = $3, error_code = NULL,
-                    error_detail = NULL, updated_at = now()
-              WHERE message_id = $1 AND state = 'sending'
-          RETURNING (extract(epoch from updated_at) * 1000)::int8",
-        )
-        .bind(message_id)
-        .bind(bsp)
-        .bind(wamid)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(r.map(|r| r.get(0)))
+    ) -> anyhow::Result<Option<i64>> {
+        let (reply, rx) = oneshot::channel();
+        self.accepts
+            .send(AcceptReq {
+                id: message_id.to_string(),
+                bsp: bsp.to_string(),
+                wamid: wamid.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("accept batcher stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("accept batcher stopped"))?
+            .map_err(|e| anyhow::anyhow!("record accepted: {e}"))
     }
 
     /// sending (or a stuck sending, for `outcome_unknown`) → failed/unknown.
