@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 /// Secrets the simulator shares with the gateway (to sign webhooks) and with the
 /// router's stored credentials (to check send calls).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct SimSecrets {
     pub meta_app_secret: String,
     pub meta_access_token: String,
