@@ -277,7 +277,7 @@ pub async fn bench(
             Method::POST,
             "/admin/tenants",
             admin,
-            Some(json!({"name": run, "api_rate_per_sec": 1_000_000})),
+            Some(json!({"name": run, "api_rate_per_sec": 100_000})),
         )
         .await?;
     let tenant = t["id"].as_str().unwrap_or_default().to_string();
