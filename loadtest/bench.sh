@@ -65,6 +65,8 @@ pg_cpu() { # all PostgreSQL backends together
 }
 
 {
+  # The runs happen in this subshell (it feeds tee): stop its pipeline however it ends.
+  trap stop_pipeline EXIT
   echo "# loadtest/bench.sh $N $C $RUNS   ($(date -u +%FT%TZ), $(nproc) cores, linger ${SWITCHBOARD_KAFKA_LINGER:-5ms})"
   for run in $(seq 1 "$RUNS"); do
     id=bench$(date +%s)r$run

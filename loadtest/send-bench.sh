@@ -76,6 +76,8 @@ pg_cpu() {
 }
 
 {
+  # The runs happen in this subshell (it feeds tee): stop its pipeline however it ends.
+  trap stop_pipeline EXIT
   echo "# loadtest/send-bench.sh $N $C $RUNS $K   ($(date -u +%FT%TZ), $(nproc) cores)"
   for run in $(seq 1 "$RUNS"); do
     id=sbench$(date +%s)r$run
