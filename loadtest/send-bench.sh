@@ -7,7 +7,8 @@
 # peak RSS per process. Results go to loadtest/results/send-<timestamp>.txt.
 #
 # usage: loadtest/send-bench.sh [SENDS_PER_RUN] [CONCURRENCY] [RUNS] [NUMBERS]
-#        (defaults 20000, 64, 3, 12)
+#        (defaults 20000, 64, 3, 12); SEND_BENCH_STATUSES=off: the simulator sends no
+#        status webhooks (the send path alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
@@ -78,7 +79,7 @@ pg_cpu() {
 {
   # The runs happen in this subshell (it feeds tee): stop its pipeline however it ends.
   trap stop_pipeline EXIT
-  echo "# loadtest/send-bench.sh $N $C $RUNS $K   ($(date -u +%FT%TZ), $(nproc) cores)"
+  echo "# loadtest/send-bench.sh $N $C $RUNS $K   ($(date -u +%FT%TZ), $(nproc) cores, statuses ${SEND_BENCH_STATUSES:-on})"
   for run in $(seq 1 "$RUNS"); do
     id=sbench$(date +%s)r$run
     start_pipeline "$id"

@@ -7,7 +7,7 @@
 //!       a demo tenant with a number on every BSP (the BSP simulator playing them), sends
 //!       of several types through the send API, and their statuses as the API reports them.
 //!   loadgen send-bench [--gateway URL] [--admin-key K] [--sim-url URL] [--database-url URL]
-//!                   [--messages N] [--concurrency C] [--numbers K]
+//!                   [--messages N] [--concurrency C] [--numbers K] [--statuses on|off]
 //!       N sends through the API from K numbers (tier 1,000 each): accept rate and
 //!       latency, then end to end until every send has its BSP answer and its statuses.
 //!   loadgen bench   [--gateway URL] [--meta-secret S] [--messages N] [--concurrency C]
@@ -552,6 +552,7 @@ async fn main() -> anyhow::Result<()> {
             a.num("messages", 20_000)?,
             a.num("concurrency", 64)?,
             a.num("numbers", 12)?,
+            a.get("statuses", "SEND_BENCH_STATUSES", "on") != "off",
         )
         .await;
     }

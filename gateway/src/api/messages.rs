@@ -423,12 +423,21 @@ pub async fn accept(
             });
         }
         produce_acked(app, &records).await?;
-        let published: Vec<&str> = to_publish.iter().map(|r| r.message_id.as_str()).collect();
-        q("UPDATE outbound_messages SET published = true WHERE message_id = ANY($1)".into())
+        // The send is durable on the topic now; the flag only spares the router's sweeper
+        // a needless (harmless) republication, so the client does not wait for it.
+        let published: Vec<String> = to_publish.into_iter().map(|r| r.message_id).collect();
+        let db = app.db.clone();
+        tokio::spawn(async move {
+            let r = q(
+                "UPDATE outbound_messages SET published = true WHERE message_id = ANY($1)".into(),
+            )
             .bind(&published)
-            .execute(&app.db)
-            .await
-            .map_err(ApiError::db)?;
+            .execute(&db)
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot mark sends published; the router's sweeper will republish them");
+            }
+        });
     }
     Ok(outcomes)
 }
