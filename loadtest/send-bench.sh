@@ -89,6 +89,9 @@ pg_cpu() {
     echo "## run $run ($id)"
     "$BIN/loadgen" send-bench --gateway "http://$GW" --sim-url "http://$SIM" --messages "$N" \
       --concurrency "$C" --numbers "$K" --database-url "$SWITCHBOARD_DATABASE_URL"
+    for port in 19101 19102 19103 19104; do
+      curl -s "http://127.0.0.1:$port/metrics" | awk -v port="$port" '/^switchboard_stream_offset_gaps_total/ {print "offset_gaps :" port, $0}'
+    done
     while read -r name pid; do
       echo "cpu_seconds $name $(awk -v a="$(cpu_of "$pid")" -v b="${before[$name]:-0}" 'BEGIN {printf "%.2f", a - b}') peak_rss $(rss_of "$pid")"
     done < <(named_pids)

@@ -392,9 +392,19 @@ pub async fn bench(
         .unwrap_or(0)
     };
     if statuses {
-        while read(pool.clone(), tenant.clone()).await < total && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut got = 0;
+        while Instant::now() < deadline {
+            got = read(pool.clone(), tenant.clone()).await;
+            if got >= total {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        anyhow::ensure!(
+            got >= total,
+            "INCOMPLETE: {got} of {total} sends read after 120 s more"
+        );
         let read_secs = started.elapsed().as_secs_f64();
         println!("statuses: every send read (sent, delivered, read webhooks back through the gateway) after {read_secs:.2} s = {:.0} sends/s with their statuses",
             (n - errors) as f64 / read_secs);

@@ -94,6 +94,7 @@ impl LaneLoop {
         drain: Duration,
     ) -> anyhow::Result<()> {
         let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let mut gaps = crate::gaps::GapGuard::new(self.consumer.context().generation.clone());
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let lag_task = tokio::spawn(report_lag(
             self.consumer.clone(),
@@ -121,6 +122,7 @@ impl LaneLoop {
                 m = self.consumer.recv() => m,
             };
             let m = match m {
+                Ok(m) if !gaps.admit(&self.consumer, &m) => continue,
                 Ok(m) => m.detach(),
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod config_cache;
+pub mod gaps;
 pub mod kafka;
 pub mod lanes;
 pub mod ops;

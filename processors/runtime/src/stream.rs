@@ -59,11 +59,21 @@ pub trait BatchHandler {
     async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()>;
 }
 
-pub(crate) struct CommitOnRevoke;
+/// Commits what is stored before partitions move, and counts rebalances (the
+/// [`crate::gaps::GapGuard`] starts its expectations over on each).
+#[derive(Default)]
+pub(crate) struct CommitOnRevoke {
+    pub(crate) generation: Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl ClientContext for CommitOnRevoke {}
 
 impl ConsumerContext for CommitOnRevoke {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             // Commit what is stored (processed) before someone else takes the partitions,
@@ -91,7 +101,7 @@ pub(crate) fn group_consumer(
         .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "600000")
         .set("fetch.wait.max.ms", "50")
-        .create_with_context(CommitOnRevoke)
+        .create_with_context(CommitOnRevoke::default())
         .map_err(|e| anyhow::anyhow!("cannot create consumer {group}: {e}"))?;
     consumer
         .subscribe(topics)
@@ -103,6 +113,7 @@ pub struct StreamLoop {
     consumer: Arc<StreamConsumer<CommitOnRevoke>>,
     cfg: StreamConfig,
     group: String,
+    gaps: std::sync::Mutex<crate::gaps::GapGuard>,
 }
 
 impl StreamLoop {
@@ -117,7 +128,9 @@ impl StreamLoop {
             .clone()
             .unwrap_or_else(|| default_group.to_string());
         let consumer = group_consumer(kafka, &group, topics)?;
+        let gaps = crate::gaps::GapGuard::new(consumer.context().generation.clone());
         Ok(Self {
+            gaps: std::sync::Mutex::new(gaps),
             consumer: Arc::new(consumer),
             cfg,
             group,
@@ -190,7 +203,12 @@ impl StreamLoop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(false),
                 m = self.consumer.recv() => match m {
-                    Ok(m) => { batch.push(m.detach()); break; }
+                    Ok(m) => {
+                        if self.admit(&m) {
+                            batch.push(m.detach());
+                            break;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer error");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -202,7 +220,11 @@ impl StreamLoop {
         while batch.len() < self.cfg.max_batch {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_) => break,
-                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Ok(m)) => {
+                    if self.admit(&m) {
+                        batch.push(m.detach());
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     break;
@@ -210,6 +232,13 @@ impl StreamLoop {
             }
         }
         Ok(true)
+    }
+
+    fn admit<M: Message>(&self, m: &M) -> bool {
+        self.gaps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&self.consumer, m)
     }
 
     fn store(&self, batch: &[OwnedMessage]) {
