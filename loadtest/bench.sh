@@ -26,12 +26,7 @@ export SWITCHBOARD_KAFKA_BROKERS=127.0.0.1:9092 SWITCHBOARD_SCHEMA_REGISTRY_URL=
 export SWITCHBOARD_META_APP_SECRET=bench-secret SWITCHBOARD_CLICKHOUSE_URL=http://127.0.0.1:8123
 GW_PORT=18080
 
-pids=()
-stop_pipeline() {
-  [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null || true
-  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
-  pids=()
-}
+. loadtest/pipeline.sh
 trap stop_pipeline EXIT
 
 start_pipeline() { # id
@@ -49,19 +44,6 @@ start_pipeline() { # id
   for port in $GW_PORT 19101 19102 19103; do
     for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
   done
-}
-
-cpu_of() { awk '{print ($14+$15)/100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_of() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
-named_pids() { # the pipeline's processes plus the shared services'
-  cat "$RUN/pids"
-  echo "broker $(pgrep -f 'nisshi broker' | head -1)"
-  echo "clickhouse $(pgrep -f clickhouse-server | head -1)"
-}
-pg_cpu() { # all PostgreSQL backends together
-  local t=0
-  for p in $(pgrep -u postgres); do t=$(awk -v t="$t" -v c="$(cpu_of "$p")" 'BEGIN {print t + c}'); done
-  echo "$t"
 }
 
 {

@@ -32,12 +32,7 @@ GW=127.0.0.1:18080
 SIM=127.0.0.1:18091
 export SIM_SECRETS='{"meta_app_secret":"bench-secret","meta_access_token":"bench-token"}'
 
-pids=()
-stop_pipeline() {
-  [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null || true
-  for p in "${pids[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
-  pids=()
-}
+. loadtest/pipeline.sh
 trap stop_pipeline EXIT
 
 start_pipeline() { # id
@@ -61,19 +56,6 @@ start_pipeline() { # id
     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $SWITCHBOARD_ADMIN_API_KEY" "http://$GW/admin/tenants/none")" = 404 ] && break
     sleep 0.2
   done
-}
-
-cpu_of() { awk '{print ($14+$15)/100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_of() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
-named_pids() {
-  cat "$RUN/pids"
-  echo "broker $(pgrep -f 'nisshi broker' | head -1)"
-  echo "clickhouse $(pgrep -f clickhouse-server | head -1)"
-}
-pg_cpu() {
-  local t=0
-  for p in $(pgrep -u postgres); do t=$(awk -v t="$t" -v c="$(cpu_of "$p")" 'BEGIN {print t + c}'); done
-  echo "$t"
 }
 
 {

@@ -82,16 +82,7 @@ impl SendPath {
 
     /// The credentials the simulator accepts for `bsp`, as the admin API stores them.
     pub fn credentials(&self, bsp: &str) -> Value {
-        let s = &self.secrets;
-        match bsp {
-            "meta" => json!({"access_token": s.meta_access_token}),
-            "360dialog" => json!({"api_key": s.dialog360_api_key}),
-            "aisensy" => json!({"api_pwd": s.aisensy_api_pwd}),
-            "gupshup" => json!({"api_key": s.gupshup_api_key}),
-            "twilio" => json!({"auth_token": s.twilio_auth_token}),
-            "waha" => json!({"api_key": s.waha_api_key}),
-            _ => json!({"api_key": s.karix_api_key}),
-        }
+        switchboard_loadtest::sends::sim_credentials(&self.secrets, bsp)
     }
 }
 
