@@ -104,20 +104,11 @@ impl Pipeline {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.gateway_url))
-            .bearer_auth(key);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        let api = switchboard_loadtest::sends::Api {
+            http: self.http.clone(),
+            gateway: self.gateway_url.clone(),
+        };
+        api.call(method, path, key, body, headers).await
     }
 
     pub async fn admin(

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard_connectors::meta::signature::sign;
+use switchboard_loadtest::sends::pct;
 
 struct Args(HashMap<String, String>);
 
@@ -327,14 +328,6 @@ async fn warm_up(a: &Args, c: &Client, run: &str) -> anyhow::Result<()> {
     }
     pool.close().await;
     Ok(())
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 async fn bench(a: &Args, c: Arc<Client>) -> anyhow::Result<()> {

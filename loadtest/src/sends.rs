@@ -245,7 +245,7 @@ pub async fn demo(api: &Api, admin: &str, secrets: &SimSecrets) -> anyhow::Resul
 }
 
 /// Percentile of sorted durations, in milliseconds.
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+pub fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
