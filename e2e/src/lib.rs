@@ -335,6 +335,7 @@ impl Pipeline {
             let mut env = common(&[
                 ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
                 ("SWITCHBOARD_GROUP_ID", format!("{id}-router")),
+                ("SWITCHBOARD_GROUP_INSTANCE_ID", format!("{id}-router-0")),
                 ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
                 ("SWITCHBOARD_CREDENTIALS_KEYS", keyring.clone()),
             ]);

@@ -72,14 +72,16 @@ pub struct LaneLoop {
 }
 
 impl LaneLoop {
+    /// `instance_id`: static group membership (see `stream::group_consumer`).
     pub fn new(
         kafka: &KafkaConfig,
         group: &str,
+        instance_id: Option<&str>,
         topics: &[&str],
         max_in_flight: usize,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            consumer: Arc::new(group_consumer(kafka, group, topics)?),
+            consumer: Arc::new(group_consumer(kafka, group, instance_id, topics)?),
             group: group.to_string(),
             max_in_flight: max_in_flight.max(1),
         })

@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     LaneLoop::new(
         &cfg.kafka,
         &group,
+        cfg.group_instance_id.as_deref(),
         &[&topics.send_requests],
         cfg.max_in_flight,
     )?

@@ -12,6 +12,11 @@ pub struct Config {
     /// Consumer group id (default `switchboard-router`).
     #[serde(default)]
     pub group_id: Option<String>,
+    /// Static group membership id, unique per replica (e.g. a StatefulSet pod name): a
+    /// restarted router takes its partitions back at once instead of after the dead
+    /// process's session timeout. Empty: dynamic membership.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// PostgreSQL with the send path's tables (the gateway's migrations).
     pub database_url: String,
     /// Ops endpoints (`/healthz`, `/readyz`, `/metrics`).
