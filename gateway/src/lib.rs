@@ -42,6 +42,8 @@ pub struct AppState {
     pub config: switchboard_runtime::config_cache::ConfigCache,
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
     pub limiter: api::auth::TenantLimiter,
+    /// Single sends waiting to be accepted together (`api::batcher`).
+    pub accepts: tokio::sync::mpsc::Sender<api::batcher::Job>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -106,7 +108,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             &cfg.credentials_keys,
         )?)
     };
+    let (accepts, accept_rx) = tokio::sync::mpsc::channel(10_000);
     let state = Arc::new(AppState {
+        accepts,
         db: sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(3))
@@ -132,6 +136,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             .build()?,
         cfg: cfg.clone(),
     });
+    tokio::spawn(api::batcher::run(state.clone(), accept_rx));
     // Webhook ingest must not wait for PostgreSQL: the API comes up when it is there.
     tokio::spawn(prepare_database(state.clone(), shutdown.clone()));
     let server =

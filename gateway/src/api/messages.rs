@@ -49,6 +49,8 @@ pub struct Valid {
     pub scheduled_at_ms: Option<i64>,
     pub idempotency_key: Option<String>,
     pub hash: String,
+    /// The API request that carried it (several items of one batch share one).
+    pub request_id: String,
 }
 
 fn invalid(code: &'static str, field: &str, msg: impl Into<String>) -> ApiError {
@@ -112,6 +114,7 @@ pub fn validate_one(
     body: &Value,
     idempotency_key: Option<String>,
     batch: bool,
+    request_id: &str,
 ) -> ApiResult<Valid> {
     let obj = body
         .as_object()
@@ -269,6 +272,7 @@ pub fn validate_one(
         scheduled_at_ms,
         idempotency_key,
         hash,
+        request_id: request_id.to_string(),
     })
 }
 
@@ -288,12 +292,7 @@ fn accepted_body(id: &str, v: &Valid, created_ms: i64) -> Value {
 pub type Outcome = ApiResult<(Value, bool)>;
 
 /// Accept validated sends: insert, publish, mark. Items keep their order.
-pub async fn accept(
-    app: &AppState,
-    tenant: &Tenant,
-    request_id: &str,
-    items: Vec<Valid>,
-) -> ApiResult<Vec<Outcome>> {
+pub async fn accept(app: &AppState, tenant: &Tenant, items: Vec<Valid>) -> ApiResult<Vec<Outcome>> {
     if !app.db_ready.load(std::sync::atomic::Ordering::Acquire) {
         return Err(ApiError::unavailable(
             "database_unavailable",
@@ -310,15 +309,15 @@ pub async fn accept(
     let col = |f: &dyn Fn(&Valid) -> Option<String>| items.iter().map(f).collect::<Vec<_>>();
     let inserted = q("INSERT INTO outbound_messages (message_id, tenant_id, idempotency_key, request_hash, response,
             from_number, to_id, message_type, message, metadata, request_id, state, scheduled_at, due_at)
-         SELECT t.id, $1, t.key, t.hash, t.resp::jsonb, t.from_n, t.to_n, t.mtype, t.msg::jsonb, t.meta::jsonb, $2,
+         SELECT t.id, $1, t.key, t.hash, t.resp::jsonb, t.from_n, t.to_n, t.mtype, t.msg::jsonb, t.meta::jsonb, t.rid,
                 CASE WHEN t.sched IS NULL THEN 'queued' ELSE 'scheduled' END,
                 to_timestamp(t.sched / 1000.0), to_timestamp(t.sched / 1000.0)
-         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[])
-           AS t(id, key, hash, resp, from_n, to_n, mtype, msg, meta, sched)
+         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $2::text[])
+           AS t(id, key, hash, resp, from_n, to_n, mtype, msg, meta, sched, rid)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING message_id".into())
         .bind(&tenant.id)
-        .bind(request_id)
+        .bind(col(&|v| Some(v.request_id.clone())))
         .bind(&ids)
         .bind(col(&|v| v.idempotency_key.clone()))
         .bind(col(&|v| Some(v.hash.clone())))
@@ -370,7 +369,7 @@ pub async fn accept(
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(items.len());
     for ((v, id), resp) in items.iter().zip(&ids).zip(responses) {
         if inserted.contains(id) {
-            to_publish.push(send_request(tenant, request_id, id, v, now));
+            to_publish.push(send_request(tenant, id, v, now));
             outcomes.push(Ok((resp, false)));
             continue;
         }
@@ -392,8 +391,9 @@ pub async fn accept(
                         scheduled_at_ms: stored["sched"].as_i64(),
                         idempotency_key: Some(key.clone()),
                         hash: v.hash.clone(),
+                        request_id: v.request_id.clone(),
                     };
-                    to_publish.push(send_request(tenant, request_id, mid, &v2, now));
+                    to_publish.push(send_request(tenant, mid, &v2, now));
                 }
                 outcomes.push(Ok((resp.clone(), true)));
             }
@@ -419,7 +419,7 @@ pub async fn accept(
                 topic: topic.clone(),
                 key: r.sender_key(),
                 payload,
-                headers: vec![("request-id", request_id.to_string())],
+                headers: vec![("request-id", r.request_id.clone())],
             });
         }
         produce_acked(app, &records).await?;
@@ -442,7 +442,7 @@ pub async fn accept(
     Ok(outcomes)
 }
 
-fn send_request(tenant: &Tenant, request_id: &str, id: &str, v: &Valid, now: i64) -> SendRequest {
+fn send_request(tenant: &Tenant, id: &str, v: &Valid, now: i64) -> SendRequest {
     SendRequest {
         message_id: id.to_string(),
         tenant_id: tenant.id.clone(),
@@ -454,7 +454,7 @@ fn send_request(tenant: &Tenant, request_id: &str, id: &str, v: &Valid, now: i64
         metadata: v.metadata.as_ref().map(Value::to_string),
         scheduled_at_ms: v.scheduled_at_ms,
         accepted_at_ms: now,
-        request_id: request_id.to_string(),
+        request_id: v.request_id.clone(),
     }
 }
 
@@ -491,12 +491,15 @@ pub async fn send(
     let body =
         crate::ingest::read_limited(&headers, body, app.cfg.max_body_bytes.min(256 * 1024)).await?;
     let v = parse_json(&body)?;
-    let valid = validate_one(&app, &tenant, &v, idempotency_header(&headers)?, false)?;
-    let outcome = accept(&app, &tenant, &rid.0, vec![valid])
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::internal("no outcome"))?;
-    let (body, replayed) = outcome?;
+    let valid = validate_one(
+        &app,
+        &tenant,
+        &v,
+        idempotency_header(&headers)?,
+        false,
+        &rid.0,
+    )?;
+    let (body, replayed) = super::batcher::accept_one(&app, tenant, valid).await?;
     let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
     if replayed {
         resp.headers_mut().insert(
@@ -545,7 +548,7 @@ pub async fn send_batch(
                 continue;
             }
         };
-        match validate_one(&app, &tenant, item, key, true) {
+        match validate_one(&app, &tenant, item, key, true, &rid.0) {
             Ok(v) => {
                 valid.push(v);
                 positions.push(i);
@@ -559,7 +562,7 @@ pub async fn send_batch(
     if !valid.is_empty() {
         for (pos, outcome) in positions
             .into_iter()
-            .zip(accept(&app, &tenant, &rid.0, valid).await?)
+            .zip(accept(&app, &tenant, valid).await?)
         {
             results[pos] = Some(match outcome {
                 Ok((body, replayed)) => {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod batcher;
 pub mod messages;
 pub mod publish;
 pub mod store;
