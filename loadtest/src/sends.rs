@@ -91,15 +91,29 @@ pub async fn setup_tenant(
     tier: u32,
 ) -> anyhow::Result<(String, String)> {
     use reqwest::Method;
-    let t = api
-        .ok(
-            Method::POST,
-            "/admin/tenants",
-            admin,
-            Some(json!({"name": name, "api_rate_per_sec": 100000})),
-        )
-        .await?;
-    let id = t["id"].as_str().unwrap_or_default().to_string();
+    // Reuse the tenant of an earlier run: it owns the demo numbers.
+    let all = api.ok(Method::GET, "/admin/tenants", admin, None).await?;
+    let existing = all["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["name"] == name)
+        .and_then(|t| t["id"].as_str())
+        .map(str::to_string);
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            let t = api
+                .ok(
+                    Method::POST,
+                    "/admin/tenants",
+                    admin,
+                    Some(json!({"name": name, "api_rate_per_sec": 100000})),
+                )
+                .await?;
+            t["id"].as_str().unwrap_or_default().to_string()
+        }
+    };
     let k = api
         .ok(
             Method::POST,

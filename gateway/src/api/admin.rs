@@ -106,6 +106,27 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(json!(tenant))))
 }
 
+/// Every tenant, oldest first (an operator's list; a handful to thousands).
+pub async fn list_tenants(
+    _: AdminAuth,
+    State(app): State<Arc<AppState>>,
+) -> ApiResult<Json<Value>> {
+    db_ready(&app)?;
+    let rows = sqlx::query(
+        "SELECT id, name, default_number, api_rate_per_sec, created_at FROM tenants ORDER BY created_at, id LIMIT 10000",
+    )
+    .fetch_all(&app.db)
+    .await
+    .map_err(ApiError::db)?;
+    type Ts = chrono::DateTime<chrono::Utc>;
+    Ok(Json(json!({"data": rows.iter().map(|r| json!({
+        "id": r.get::<String, _>("id"), "name": r.get::<String, _>("name"),
+        "default_number": r.get::<Option<String>, _>("default_number"),
+        "api_rate_per_sec": r.get::<i32, _>("api_rate_per_sec"),
+        "created_at": r.get::<Ts, _>("created_at"),
+    })).collect::<Vec<_>>()})))
+}
+
 async fn tenant_record(app: &AppState, tenant: &str) -> ApiResult<(Tenant, i64)> {
     let row = q(format!(
         "SELECT id, name, default_number, api_rate_per_sec, {VERSION} FROM tenants WHERE id = $1"

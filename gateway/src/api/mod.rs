@@ -31,7 +31,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/v1/messages/{id}",
             get(messages::get_one).delete(messages::cancel),
         )
-        .route("/admin/tenants", post(admin::create_tenant))
+        .route(
+            "/admin/tenants",
+            post(admin::create_tenant).get(admin::list_tenants),
+        )
         .route("/admin/tenants/{tenant}", get(admin::get_tenant))
         .route("/admin/tenants/{tenant}/api-keys", post(admin::create_key))
         .route(
