@@ -129,6 +129,11 @@ impl Proc {
         self.env.get(k).cloned()
     }
 
+    /// Change a setting for the next `start` (a restart with new configuration).
+    pub fn set_env(&mut self, k: &str, v: &str) {
+        self.env.insert(k.to_string(), v.to_string());
+    }
+
     /// Sum of a Prometheus counter on this process's ops endpoint (0 if unreachable).
     pub async fn metric(&self, name: &str) -> f64 {
         let Some(addr) = self

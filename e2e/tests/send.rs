@@ -663,3 +663,81 @@ async fn scheduled_sends_go_on_time_across_restarts_and_can_be_cancelled() -> an
     assert_eq!(s, 409);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_are_encrypted_at_rest_and_the_keyring_rotates() -> anyhow::Result<()> {
+    let mut p = Pipeline::start(send_opts()).await?;
+    let t = p.tenant("acme").await?;
+    p.number(&t, "+15550000001", "meta", "15550000001", 80, None)
+        .await?;
+    let token = p.send_path().secrets.meta_access_token.clone();
+    // At rest: ciphertext under the first key, never the token.
+    let (kid, ct): (String, String) =
+        sqlx::query_as("SELECT key_id, ciphertext FROM bsp_credentials WHERE bsp = 'meta'")
+            .fetch_one(&p.pg)
+            .await?;
+    assert_eq!(kid, "k1");
+    assert!(!ct.contains(&token), "the token is stored in clear");
+    let (_, m) = p
+        .send_text(&t, "+15550000001", "+4915112345678", "before rotation")
+        .await?;
+    let first = m["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        p.wait_final(std::slice::from_ref(&first), Duration::from_secs(30))
+            .await?[&first],
+        "accepted"
+    );
+
+    // Rotate: the new key first, re-encrypt, then drop the old key.
+    let old = p.gateway.env_var("SWITCHBOARD_CREDENTIALS_KEYS").unwrap();
+    let new = switchboard_runtime::secrets::Keyring::generate("k2");
+    let restart = |p: &mut Pipeline, ring: String| {
+        p.gateway.set_env("SWITCHBOARD_CREDENTIALS_KEYS", &ring);
+        p.send
+            .as_mut()
+            .unwrap()
+            .router
+            .set_env("SWITCHBOARD_CREDENTIALS_KEYS", &ring);
+    };
+    restart(&mut p, format!("{new},{old}"));
+    p.gateway.stop().await?;
+    p.gateway.start()?;
+    let router = &mut p.send.as_mut().unwrap().router;
+    router.stop().await?;
+    router.start()?;
+    p.wait_send_path_ready().await?;
+    let r = p
+        .admin(Method::POST, "/admin/credentials/rotate", None)
+        .await?;
+    assert_eq!(
+        (r["rotated"].as_i64(), r["active_key"].as_str()),
+        (Some(1), Some("k2")),
+        "{r}"
+    );
+    let (kid, _): (String, String) =
+        sqlx::query_as("SELECT key_id, ciphertext FROM bsp_credentials WHERE bsp = 'meta'")
+            .fetch_one(&p.pg)
+            .await?;
+    assert_eq!(kid, "k2");
+
+    restart(&mut p, new.clone());
+    p.gateway.stop().await?;
+    p.gateway.start()?;
+    let router = &mut p.send.as_mut().unwrap().router;
+    router.stop().await?;
+    router.start()?;
+    p.wait_send_path_ready().await?;
+    // Only the new key is left, and sends still open their credentials.
+    let (_, m) = p
+        .send_text(&t, "+15550000001", "+4915112345678", "after rotation")
+        .await?;
+    let second = m["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        p.wait_final(std::slice::from_ref(&second), Duration::from_secs(30))
+            .await?[&second],
+        "accepted"
+    );
+    let calls = p.calls_by_text();
+    assert_eq!(calls["after rotation"].len(), 1);
+    Ok(())
+}
