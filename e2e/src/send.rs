@@ -91,6 +91,63 @@ impl Pipeline {
         self.send.as_ref().expect("started with Options::send_path")
     }
 
+    /// Restart the gateway (gracefully) and the router (gracefully, or with `kill -9`),
+    /// then wait until the send path is ready again.
+    pub async fn restart_send_path(&mut self, kill_router: bool) -> anyhow::Result<()> {
+        self.gateway.stop().await?;
+        self.gateway.start()?;
+        let router = &mut self.send.as_mut().expect("send path").router;
+        if kill_router {
+            router.kill9().await;
+        } else {
+            router.stop().await?;
+        }
+        router.start()?;
+        self.wait_send_path_ready().await
+    }
+
+    /// Wait until the router's group has committed every record of `wa.send.requests`:
+    /// nothing it was given is still to be handled.
+    pub async fn wait_router_caught_up(&self, within: Duration) -> anyhow::Result<()> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let group = self
+            .send_path()
+            .router
+            .env_var("SWITCHBOARD_GROUP_ID")
+            .unwrap_or_default();
+        let topic = format!("{}wa.send.requests", self.topic_prefix);
+        // Only asks the group coordinator; it does not join the group.
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.services.brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        wait_until("the router to commit every send request", within, || {
+            let (c, topic) = (&c, topic.clone());
+            async move {
+                let md = c.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for part in md.topics().iter().flat_map(|t| t.partitions()) {
+                    tpl.add_partition(&topic, part.id());
+                }
+                let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
+                for el in committed.elements() {
+                    let (_, high) =
+                        c.fetch_watermarks(&topic, el.partition(), Duration::from_secs(5))?;
+                    let at = match el.offset() {
+                        rdkafka::Offset::Offset(o) => o,
+                        _ => 0,
+                    };
+                    if at < high {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        })
+        .await
+    }
+
     pub fn sim(&self) -> &Sim {
         &self.send_path().sim
     }

@@ -537,12 +537,7 @@ async fn one_idempotency_key_sends_once_across_restarts() -> anyhow::Result<()> 
         .await?;
 
     // Restart the gateway and the router; the key still means the same message.
-    p.gateway.stop().await?;
-    p.gateway.start()?;
-    let router = &mut p.send.as_mut().unwrap().router;
-    router.stop().await?;
-    router.start()?;
-    p.wait_send_path_ready().await?;
+    p.restart_send_path(false).await?;
     let (s, b) = p
         .call(
             Method::POST,
@@ -570,7 +565,8 @@ async fn one_idempotency_key_sends_once_across_restarts() -> anyhow::Result<()> 
         (422, Some("idempotency_key_reused"))
     );
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Everything the router was given is handled: no late second request can come.
+    p.wait_router_caught_up(Duration::from_secs(30)).await?;
     assert_eq!(
         p.calls_by_text().get("only once").map(Vec::len),
         Some(1),
@@ -632,12 +628,7 @@ async fn scheduled_sends_go_on_time_across_restarts_and_can_be_cancelled() -> an
     // Every binary restarts while the send waits; the router crashes. (It runs with a
     // static group membership id, so the restarted router gets its partitions back at
     // once rather than after the dead one's 10 s session.)
-    p.gateway.stop().await?;
-    p.gateway.start()?;
-    let router = &mut p.send.as_mut().unwrap().router;
-    router.kill9().await;
-    router.start()?;
-    p.wait_send_path_ready().await?;
+    p.restart_send_path(true).await?;
 
     let keep_id = keep["id"].as_str().unwrap().to_string();
     let states = p
@@ -700,12 +691,7 @@ async fn credentials_are_encrypted_at_rest_and_the_keyring_rotates() -> anyhow::
             .set_env("SWITCHBOARD_CREDENTIALS_KEYS", &ring);
     };
     restart(&mut p, format!("{new},{old}"));
-    p.gateway.stop().await?;
-    p.gateway.start()?;
-    let router = &mut p.send.as_mut().unwrap().router;
-    router.stop().await?;
-    router.start()?;
-    p.wait_send_path_ready().await?;
+    p.restart_send_path(false).await?;
     let r = p
         .admin(Method::POST, "/admin/credentials/rotate", None)
         .await?;
@@ -721,12 +707,7 @@ async fn credentials_are_encrypted_at_rest_and_the_keyring_rotates() -> anyhow::
     assert_eq!(kid, "k2");
 
     restart(&mut p, new.clone());
-    p.gateway.stop().await?;
-    p.gateway.start()?;
-    let router = &mut p.send.as_mut().unwrap().router;
-    router.stop().await?;
-    router.start()?;
-    p.wait_send_path_ready().await?;
+    p.restart_send_path(false).await?;
     // Only the new key is left, and sends still open their credentials.
     let (_, m) = p
         .send_text(&t, "+15550000001", "+4915112345678", "after rotation")

@@ -155,9 +155,16 @@ async fn a_bsp_outage_opens_the_breaker_fails_over_and_exhausts_into_the_dlq() -
         assert_eq!(ok[0].bsp, "360dialog");
     }
 
-    // Meta stays down 10 s: the breaker keeps calls to it far below one per message and
-    // retry (50 messages retried every ~1 s would be hundreds of calls).
-    tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage_start.elapsed())).await;
+    // The breaker opens (the router's gauge says so) ...
+    let router = &p.send_path().router;
+    wait_until("a breaker open", Duration::from_secs(30), || async {
+        Ok(router.metric("switchboard_router_breaker_open").await >= 1.0)
+    })
+    .await?;
+    // ... and keeps calls to Meta far below one per message and retry while Meta stays
+    // down for the scenario's 10 s (50 messages retried every ~1 s would be hundreds of
+    // calls). The wait is the outage's length, not a wait for something to happen.
+    tokio::time::sleep_until((outage_start + Duration::from_secs(10)).into()).await;
     let meta_calls_in_outage = p.sim().calls().iter().filter(|c| c.bsp == "meta").count();
     println!("calls to Meta during its 10 s outage: {meta_calls_in_outage}");
     assert!(
@@ -247,8 +254,17 @@ async fn killing_the_router_mid_stream_never_sends_a_message_twice() -> anyhow::
         .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", p.logs()))?;
         let router = &mut p.send.as_mut().unwrap().router;
         router.kill9().await;
-        // Statements the router sent before dying still commit; let them.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Statements the router sent before dying still run to their commit: wait until
+        // no backend is executing one.
+        wait_until("the dead router's statements to finish", Duration::from_secs(30), || async {
+            Ok(p.pg_count(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()
+                   AND query LIKE 'UPDATE outbound_messages%'",
+            )
+            .await?
+                == 0)
+        })
+        .await?;
         // What the dead router had claimed and not settled: exactly these end unknown.
         let rows: Vec<(String,)> =
             sqlx::query_as("SELECT message_id FROM outbound_messages WHERE state = 'sending'")
@@ -401,7 +417,21 @@ async fn postgres_down_mid_send_loses_and_doubles_nothing() -> anyhow::Result<()
         "{b}"
     );
     let calls_at_crash = p.sim().calls().len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The router feels it too: its readiness (which pings the database) fails.
+    let ops = p
+        .send_path()
+        .router
+        .env_var("SWITCHBOARD_OPS_ADDR")
+        .unwrap_or_default();
+    wait_until("the router not ready", Duration::from_secs(30), || async {
+        Ok(p.http
+            .get(format!("http://{ops}/readyz"))
+            .send()
+            .await
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true))
+    })
+    .await?;
     pg.resume().await?;
 
     let states = p.wait_final(&ids, Duration::from_secs(120)).await?;
