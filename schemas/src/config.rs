@@ -14,6 +14,7 @@ pub const TENANT: &str = "tenant";
 pub const API_KEY: &str = "api_key";
 pub const NUMBER: &str = "number";
 pub const CREDENTIAL: &str = "credential";
+pub const ENDPOINT: &str = "endpoint";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -58,6 +59,106 @@ pub struct Credential {
     pub ciphertext: String,
 }
 
+/// Every webhook type an endpoint can subscribe to. `message.status.<status>` is one per
+/// canonical status; `endpoint.disabled` is operational.
+pub const WEBHOOK_TYPES: [&str; 11] = [
+    "message.status.accepted",
+    "message.status.sent",
+    "message.status.failed",
+    "message.status.delivered",
+    "message.status.read",
+    "message.status.played",
+    "message.status.deleted",
+    "message.received",
+    "message.send_accepted",
+    "message.send_failed",
+    "endpoint.disabled",
+];
+
+/// How an endpoint wants events of one conversation ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// First attempts go out in conversation order; a failed event is retried later on
+    /// its own and does not hold the conversation back.
+    #[default]
+    Conversation,
+    /// A failing event holds back later events of its conversation, for this endpoint
+    /// only, until it is delivered or given up.
+    Strict,
+}
+
+/// A signing secret, encrypted with the credentials keyring (owner: the endpoint id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    pub key_id: String,
+    pub ciphertext: String,
+    /// A rotated-out secret keeps signing until then (Unix ms); `None` = current.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// A client's webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+    /// Type filters: exact types or prefixes ending in `.*`; empty = every type.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Business numbers; empty = every number of the tenant.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+    /// Deliveries per second (token bucket); `None` = unlimited.
+    pub rate_per_sec: Option<u32>,
+    /// Requests in flight at once.
+    pub max_in_flight: u32,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub ordering: Ordering,
+    #[serde(default)]
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub secrets: Vec<SealedSecret>,
+}
+
+/// Does `filter` (an exact type, `prefix.*` or `*`) select `event_type`?
+pub fn type_matches(filter: &str, event_type: &str) -> bool {
+    match filter.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => filter == event_type,
+    }
+}
+
+/// Is `filter` a valid type filter: a known type, or a prefix of one ending in `.*`?
+pub fn valid_type_filter(filter: &str) -> bool {
+    if filter == "*" {
+        return true;
+    }
+    match filter.strip_suffix(".*") {
+        Some(prefix) => WEBHOOK_TYPES
+            .iter()
+            .any(|t| t.starts_with(prefix) && t.as_bytes().get(prefix.len()) == Some(&b'.')),
+        None => WEBHOOK_TYPES.contains(&filter),
+    }
+}
+
+impl Endpoint {
+    /// Should this endpoint get an event of `event_type` about `number` (empty for
+    /// operational events, which every endpoint whose type filter allows gets)?
+    pub fn wants(&self, event_type: &str, number: &str) -> bool {
+        !self.disabled
+            && (self.event_types.is_empty()
+                || self.event_types.iter().any(|f| type_matches(f, event_type)))
+            && (number.is_empty()
+                || self.numbers.is_empty()
+                || self.numbers.iter().any(|n| n == number))
+    }
+}
+
 /// The latest version of every entity, indexed the ways the hot paths look them up.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigIndex {
@@ -70,6 +171,9 @@ pub struct ConfigIndex {
     /// (bsp, account id) → number, to stamp webhook events with their tenant.
     pub numbers_by_account: HashMap<(String, String), String>,
     pub credentials: HashMap<(String, String), Credential>,
+    pub endpoints: HashMap<String, Endpoint>,
+    /// Tenant → its endpoint ids.
+    endpoints_by_tenant: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl ConfigIndex {
@@ -123,7 +227,22 @@ impl ConfigIndex {
                     self.credentials.insert((tenant, bsp), c);
                 }
             }
-            // Entities of later versions (endpoints) are kept for whoever knows them.
+            ENDPOINT => {
+                if let Some(old) = self.endpoints.remove(&rec.id) {
+                    if let Some(ids) = self.endpoints_by_tenant.get_mut(&old.tenant_id) {
+                        ids.remove(&rec.id);
+                    }
+                }
+                if !rec.deleted {
+                    let e: Endpoint = serde_json::from_str(&rec.body)?;
+                    self.endpoints_by_tenant
+                        .entry(e.tenant_id.clone())
+                        .or_default()
+                        .insert(rec.id.clone());
+                    self.endpoints.insert(rec.id.clone(), e);
+                }
+            }
+            // Entities of later versions are kept for whoever knows them.
             _ => {}
         }
         self.versions.insert(key, rec.version);
@@ -140,6 +259,20 @@ impl ConfigIndex {
             .and_then(|n| self.numbers.get(n))
             .or_else(|| self.numbers.get(number))
             .map(|n| n.tenant_id.as_str())
+    }
+
+    /// A tenant's endpoints, by id.
+    pub fn endpoints_of(&self, tenant_id: &str) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints_by_tenant
+            .get(tenant_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.endpoints.get(id))
+    }
+
+    /// The version held for an entity (the µs timestamp of its last change).
+    pub fn version_of(&self, entity: &str, id: &str) -> Option<i64> {
+        self.versions.get(&format!("{entity}:{id}")).copied()
     }
 
     /// A tenant's numbers, sorted.
@@ -217,6 +350,62 @@ mod tests {
         ix.apply(&deletion(NUMBER, "+1555", "ten_a", 3)).unwrap();
         assert_eq!(ix.tenant_of("meta", Some("pn+1555"), "+1555"), None);
         assert!(ix.numbers_by_account.is_empty());
+    }
+
+    #[test]
+    fn type_filters() {
+        assert!(type_matches("message.status.*", "message.status.read"));
+        assert!(!type_matches("message.status.*", "message.received"));
+        assert!(type_matches("*", "endpoint.disabled"));
+        assert!(type_matches("message.received", "message.received"));
+        for ok in [
+            "*",
+            "message.*",
+            "message.status.*",
+            "message.send_failed",
+            "endpoint.*",
+        ] {
+            assert!(valid_type_filter(ok), "{ok}");
+        }
+        for bad in [
+            "message",
+            "message.stat.*",
+            "message.status.seen",
+            "",
+            "mess*",
+            "message.status",
+        ] {
+            assert!(!valid_type_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoints_follow_their_records() {
+        let mut ix = ConfigIndex::default();
+        let ep = Endpoint {
+            id: "ep_1".into(),
+            tenant_id: "ten_a".into(),
+            url: "https://example.com/hook".into(),
+            description: String::new(),
+            event_types: vec!["message.status.*".into()],
+            numbers: vec!["+1555".into()],
+            rate_per_sec: None,
+            max_in_flight: 10,
+            headers: Default::default(),
+            ordering: Ordering::Strict,
+            disabled: false,
+            disabled_reason: None,
+            secrets: vec![],
+        };
+        ix.apply(&record(ENDPOINT, "ep_1", "ten_a", &ep, 1))
+            .unwrap();
+        let got: Vec<_> = ix.endpoints_of("ten_a").collect();
+        assert_eq!(got, vec![&ep]);
+        assert!(ep.wants("message.status.read", "+1555"));
+        assert!(!ep.wants("message.status.read", "+1666"));
+        assert!(!ep.wants("message.received", "+1555"));
+        ix.apply(&deletion(ENDPOINT, "ep_1", "ten_a", 2)).unwrap();
+        assert_eq!(ix.endpoints_of("ten_a").count(), 0);
     }
 
     #[test]

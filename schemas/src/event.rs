@@ -11,6 +11,8 @@ pub const EVENT_SCHEMA: &str = include_str!("../avro/event.avsc");
 pub const DEAD_LETTER_SCHEMA: &str = include_str!("../avro/dead_letter.avsc");
 pub const SEND_REQUEST_SCHEMA: &str = include_str!("../avro/send_request.avsc");
 pub const CONFIG_RECORD_SCHEMA: &str = include_str!("../avro/config_record.avsc");
+pub const DELIVERY_TASK_SCHEMA: &str = include_str!("../avro/delivery_task.avsc");
+pub const DELIVERY_ATTEMPT_SCHEMA: &str = include_str!("../avro/delivery_attempt.avsc");
 
 /// A BSP webhook request as the gateway received it (`wa.webhooks.raw`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +106,45 @@ impl ConfigRecord {
     pub fn key(&self) -> String {
         format!("{}:{}", self.entity, self.id)
     }
+}
+
+/// One event to deliver to one endpoint later (`wa.deliveries.retry.*`), or given up
+/// (`wa.deliveries.dlq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeliveryTask {
+    pub event_id: String,
+    pub event_type: String,
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    pub conversation: String,
+    pub attempt: i32,
+    pub not_before_ms: i64,
+    pub first_attempt_ms: i64,
+    pub trigger: String,
+    pub body: String,
+    pub last_error: Option<String>,
+    pub last_status: Option<i32>,
+}
+
+/// One delivery attempt, for the delivery log (`wa.deliveries.attempts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeliveryAttempt {
+    pub attempt_id: String,
+    pub endpoint_id: String,
+    pub tenant_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: i32,
+    pub trigger: String,
+    pub outcome: String,
+    pub status_code: Option<i32>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub response_snippet: Option<String>,
+    pub attempted_at_ms: i64,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub body: String,
 }
 
 /// A record a processor could not handle (`wa.*.dlq`).
@@ -261,6 +302,25 @@ mod tests {
                 billable: Some(true),
                 error_code: Some("131049".into()),
                 ..Event::default()
+            },
+        );
+        check(
+            DELIVERY_TASK_SCHEMA,
+            DeliveryTask {
+                event_id: "evt_1".into(),
+                attempt: 2,
+                last_status: Some(503),
+                ..DeliveryTask::default()
+            },
+        );
+        check(
+            DELIVERY_ATTEMPT_SCHEMA,
+            DeliveryAttempt {
+                attempt_id: "att_1".into(),
+                status_code: Some(200),
+                is_final: true,
+                response_snippet: Some("ok".into()),
+                ..DeliveryAttempt::default()
             },
         );
         check(

@@ -22,6 +22,10 @@ pub struct Topics {
     pub send_requests: String,
     pub send_dlq: String,
     pub config: String,
+    pub deliveries_attempts: String,
+    pub deliveries_dlq: String,
+    /// Prefix of the retry delay topics: `<prefix><delay>`, e.g. `wa.deliveries.retry.5s`.
+    pub deliveries_retry_prefix: String,
 }
 
 /// A topic to create: name, final partition count, and whether it is compacted.
@@ -41,7 +45,15 @@ impl Topics {
             send_requests: format!("{prefix}wa.send.requests"),
             send_dlq: format!("{prefix}wa.send.dlq"),
             config: format!("{prefix}wa.config"),
+            deliveries_attempts: format!("{prefix}wa.deliveries.attempts"),
+            deliveries_dlq: format!("{prefix}wa.deliveries.dlq"),
+            deliveries_retry_prefix: format!("{prefix}wa.deliveries.retry."),
         }
+    }
+
+    /// The delay topic for retries due `delay` after the failed attempt.
+    pub fn retry_topic(&self, delay: std::time::Duration) -> String {
+        format!("{}{}", self.deliveries_retry_prefix, delay_name(delay))
     }
 
     /// (topic, partitions) with their final partition counts: the local broker cannot add
@@ -58,11 +70,25 @@ impl Topics {
             spec(&self.send_requests, partitions, false),
             spec(&self.webhooks_dlq, 1, false),
             spec(&self.send_dlq, 1, false),
+            spec(&self.deliveries_attempts, partitions, false),
+            spec(&self.deliveries_dlq, 1, false),
             // Config is small and read whole by every process: one partition keeps one
             // total order of changes.
             spec(&self.config, 1, true),
         ]
     }
+}
+
+/// A delay as a topic-name suffix: the largest whole unit (`90s` stays `90s`, `300s` is
+/// `5m`, `7200s` is `2h`), or milliseconds.
+pub fn delay_name(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, n) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1000)] {
+        if ms >= n && ms.is_multiple_of(n) {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
 }
 
 pub fn base_client_config(cfg: &KafkaConfig) -> ClientConfig {
@@ -173,4 +199,23 @@ pub async fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> R
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_names_use_the_largest_whole_unit() {
+        let s = Duration::from_secs;
+        assert_eq!(delay_name(s(5)), "5s");
+        assert_eq!(delay_name(s(300)), "5m");
+        assert_eq!(delay_name(s(90)), "90s");
+        assert_eq!(delay_name(s(7200)), "2h");
+        assert_eq!(delay_name(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(
+            Topics::new("t.").retry_topic(s(1800)),
+            "t.wa.deliveries.retry.30m"
+        );
+    }
 }

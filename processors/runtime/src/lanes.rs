@@ -24,8 +24,12 @@ use crate::telemetry::STREAM;
 
 /// Handles one record. Returns `true` when the record is done (its offset may be
 /// committed), `false` when it was interrupted by shutdown (it will be redelivered).
+///
+/// `handle` itself is called in record order, on the loop; only the future it returns
+/// runs concurrently. A handler that needs arrival order (the fan-out's per-conversation
+/// turns) takes its place in line in the synchronous part.
 pub trait RecordHandler: Clone + Send + Sync + 'static {
-    fn handle(&self, msg: OwnedMessage) -> impl Future<Output = bool> + Send;
+    fn handle(&self, msg: OwnedMessage) -> impl Future<Output = bool> + Send + 'static;
 }
 
 /// Per partition: offsets in flight, and the next offset after everything seen.
@@ -138,9 +142,10 @@ impl LaneLoop {
                 .records
                 .with_label_values(&[self.group.as_str(), topic.as_str()])
                 .inc();
-            let (h, t) = (handler.clone(), tracker.clone());
+            let work = handler.handle(m);
+            let t = tracker.clone();
             tokio::spawn(async move {
-                if h.handle(m).await {
+                if work.await {
                     lock(&t).end(&topic, partition, offset);
                 }
                 drop(permit);

@@ -10,7 +10,8 @@
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token;
 //! - [`retry`]: waiting for a dependency at start-up;
 //! - [`config_cache`]: the live copy of the `wa.config` topic every process keeps;
-//! - [`secrets`]: AES-256-GCM encryption at rest with a rotatable keyring.
+//! - [`secrets`]: AES-256-GCM encryption at rest with a rotatable keyring;
+//! - [`netguard`]: which addresses client endpoints may point at.
 //!
 //! It knows nothing about BSPs or the canonical event model.
 
@@ -19,6 +20,7 @@ pub mod config_cache;
 pub mod gaps;
 pub mod kafka;
 pub mod lanes;
+pub mod netguard;
 pub mod ops;
 pub mod retry;
 pub mod secrets;
