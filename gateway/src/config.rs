@@ -54,6 +54,20 @@ pub struct Config {
     /// the full URL, which behind a proxy differs from what the gateway sees.
     #[serde(default = "default_public_url")]
     pub public_url: String,
+    /// Networks endpoint URLs may point at although not public (CIDRs, comma-separated;
+    /// the fan-out's setting of the same name must agree).
+    #[serde(default)]
+    pub endpoint_allow_nets: String,
+    /// ClickHouse HTTP endpoint, for the delivery log API.
+    #[serde(default = "default_ch_url")]
+    pub clickhouse_url: String,
+    /// ClickHouse database of the delivery log.
+    #[serde(default = "default_ch_db")]
+    pub clickhouse_database: String,
+    /// The fan-out's retry schedule (comma-separated delays): recover and resend tasks go
+    /// to the delay topic of its shortest delay, which exists once the fan-out ran.
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: String,
     /// PostgreSQL: the configuration plane and the send API's message state.
     #[serde(default = "default_database_url")]
     pub database_url: String,
@@ -90,6 +104,16 @@ fn default_rebuild_after() -> Duration {
 }
 fn default_produce_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_ch_url() -> String {
+    "http://127.0.0.1:8123".into()
+}
+fn default_ch_db() -> String {
+    "switchboard".into()
+}
+fn default_retry_schedule() -> String {
+    "5s,5m,30m,2h,5h,10h,10h".into()
 }
 
 #[cfg(test)]

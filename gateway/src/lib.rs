@@ -42,6 +42,8 @@ pub struct AppState {
     pub config: switchboard_runtime::config_cache::ConfigCache,
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
     pub limiter: api::auth::TenantLimiter,
+    /// The delivery log (ClickHouse), for the endpoints' attempts and stats.
+    pub ch: clickhouse::Client,
     /// Single sends waiting to be accepted together (`api::batcher`).
     pub accepts: tokio::sync::mpsc::Sender<api::batcher::Job>,
 }
@@ -124,6 +126,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         )?,
         keyring,
         limiter: Default::default(),
+        ch: clickhouse::Client::default()
+            .with_url(&cfg.clickhouse_url)
+            .with_validation(false),
         codec,
         topics,
         producer: producer::ProducerSlot::new(

@@ -33,6 +33,19 @@ pub struct Config {
     /// Ops endpoints.
     #[serde(default)]
     pub ops_addr: Option<String>,
+    /// Days of the delivery log to keep (ch-sink); older daily partitions are dropped.
+    #[serde(default = "default_retention_days")]
+    pub delivery_log_retention_days: u32,
+    /// How often the ch-sink enforces that retention.
+    #[serde(default = "default_retention_every", with = "humantime_serde")]
+    pub delivery_log_retention_interval: std::time::Duration,
+}
+
+fn default_retention_days() -> u32 {
+    30
+}
+fn default_retention_every() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
 }
 
 fn default_ch_url() -> String {
@@ -53,7 +66,13 @@ pub async fn decode_events(
     use rdkafka::message::Message;
     let mut out = Vec::with_capacity(batch.len());
     for m in batch {
-        match codec.decode(m.payload().unwrap_or_default()).await {
+        match codec
+            .decode::<switchboard_schemas::Event>(m.payload().unwrap_or_default())
+            .await
+        {
+            // Operational events (`endpoint.disabled`) share the topic; they are not
+            // about messages and have no place in the message stores.
+            Ok(e) if !e.event_type.starts_with("message.") => {}
             Ok(e) => out.push(e),
             Err(e) if e.is_retryable() => {
                 anyhow::bail!(
@@ -75,14 +94,15 @@ pub async fn decode_events(
     Ok(out)
 }
 
-/// Serve the ops endpoints and run `handler` over `wa.events` until shutdown: the part of
-/// `main` both sinks share.
+/// Serve the ops endpoints and run `handler` over `topics` (with the configured prefix
+/// applied by the caller) until shutdown: the part of `main` both sinks share.
 pub async fn run_sink<H: switchboard_runtime::stream::BatchHandler>(
     cfg: &Config,
     name: &'static str,
     default_ops_addr: &str,
     ready: switchboard_runtime::ops::ReadinessCheck,
     handler: H,
+    topics: &[&str],
     shutdown: switchboard_runtime::CancellationToken,
 ) -> anyhow::Result<()> {
     let ops_addr = cfg
@@ -95,12 +115,11 @@ pub async fn run_sink<H: switchboard_runtime::stream::BatchHandler>(
         shutdown.clone(),
     )
     .await?;
-    let topics = switchboard_runtime::kafka::Topics::new(&cfg.kafka.topic_prefix);
     switchboard_runtime::stream::StreamLoop::new(
         &cfg.kafka,
         cfg.stream.clone(),
         &format!("switchboard-{name}"),
-        &[&topics.events],
+        topics,
     )?
     .run(handler, shutdown)
     .await?;

@@ -617,5 +617,6 @@ pub async fn snapshot(db: &sqlx::PgPool) -> Result<Vec<ConfigRecord>, sqlx::Erro
             r.get("version"),
         ));
     }
+    out.extend(super::endpoints::snapshot(db).await?);
     Ok(out)
 }

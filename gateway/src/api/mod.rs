@@ -6,6 +6,8 @@
 pub mod admin;
 pub mod auth;
 pub mod batcher;
+pub mod deliveries;
+pub mod endpoints;
 pub mod messages;
 pub mod publish;
 pub mod store;
@@ -31,6 +33,25 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/v1/messages/{id}",
             get(messages::get_one).delete(messages::cancel),
         )
+        .route(
+            "/v1/endpoints",
+            post(endpoints::create).get(endpoints::list),
+        )
+        .route(
+            "/v1/endpoints/{id}",
+            get(endpoints::get_one)
+                .patch(endpoints::patch)
+                .delete(endpoints::delete),
+        )
+        .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
+        .route(
+            "/v1/endpoints/{id}/secret/rotate",
+            post(endpoints::rotate_secret),
+        )
+        .route("/v1/endpoints/{id}/attempts", get(deliveries::attempts))
+        .route("/v1/endpoints/{id}/stats", get(deliveries::stats))
+        .route("/v1/endpoints/{id}/recover", post(deliveries::recover))
+        .route("/v1/events/{id}/resend", post(deliveries::resend))
         .route(
             "/admin/tenants",
             post(admin::create_tenant).get(admin::list_tenants),

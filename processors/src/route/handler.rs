@@ -95,7 +95,17 @@ struct Source {
 }
 
 impl RecordHandler for Router {
-    async fn handle(&self, msg: OwnedMessage) -> bool {
+    fn handle(
+        &self,
+        msg: OwnedMessage,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let me = self.clone();
+        async move { me.route(msg).await }
+    }
+}
+
+impl Router {
+    async fn route(&self, msg: OwnedMessage) -> bool {
         let src = Source {
             topic: msg.topic().to_string(),
             partition: msg.partition(),

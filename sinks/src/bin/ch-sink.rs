@@ -1,18 +1,21 @@
-//! ch-sink: wa.events → ClickHouse `switchboard.events` and its rollups.
+//! ch-sink: wa.events → ClickHouse `switchboard.events` and its rollups;
+//! wa.deliveries.attempts → `switchboard.delivery_attempts` (the delivery log), whose
+//! retention it also enforces.
 
 use std::sync::{Arc, LazyLock};
 
-use prometheus::{register_int_counter, IntCounter};
-use rdkafka::message::OwnedMessage;
+use prometheus::{register_int_counter_vec, IntCounterVec};
+use rdkafka::message::{Message, OwnedMessage};
 use switchboard_runtime::stream::BatchHandler;
-use switchboard_schemas::Codec;
+use switchboard_schemas::{Codec, DeliveryAttempt};
 use switchboard_sinks::ch::ChWriter;
 use switchboard_sinks::Config;
 
-static ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
+static ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
         "switchboard_ch_sink_rows_total",
-        "Rows inserted into ClickHouse"
+        "Rows inserted into ClickHouse, by table",
+        &["table"]
     )
     .expect("registers once")
 });
@@ -20,13 +23,39 @@ static ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
 struct Handler {
     codec: Codec,
     writer: Arc<ChWriter>,
+    attempts_topic: String,
 }
 
 impl BatchHandler for Handler {
     async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-        let events = switchboard_sinks::decode_events(&self.codec, batch).await?;
-        let n = self.writer.write(&events).await?;
-        ROWS.inc_by(n as u64);
+        let (attempts, events): (Vec<OwnedMessage>, Vec<OwnedMessage>) = batch
+            .iter()
+            .cloned()
+            .partition(|m| m.topic() == self.attempts_topic);
+        if !events.is_empty() {
+            let events = switchboard_sinks::decode_events(&self.codec, &events).await?;
+            let n = self.writer.write(&events).await?;
+            ROWS.with_label_values(&["events"]).inc_by(n as u64);
+        }
+        if !attempts.is_empty() {
+            let mut rows = Vec::with_capacity(attempts.len());
+            for m in &attempts {
+                match self
+                    .codec
+                    .decode::<DeliveryAttempt>(m.payload().unwrap_or_default())
+                    .await
+                {
+                    Ok(a) => rows.push(a),
+                    Err(e) if e.is_retryable() => anyhow::bail!("decoding an attempt: {e}"),
+                    Err(e) => {
+                        tracing::error!(offset = m.offset(), error = %e, "undecodable attempt skipped")
+                    }
+                }
+            }
+            let n = self.writer.write_attempts(&rows).await?;
+            ROWS.with_label_values(&["delivery_attempts"])
+                .inc_by(n as u64);
+        }
         Ok(())
     }
 }
@@ -54,14 +83,51 @@ async fn main() -> anyhow::Result<()> {
     {
         return Ok(());
     }
+    let retention = {
+        let (w, stop) = (writer.clone(), shutdown.clone());
+        let (days, every) = (
+            cfg.delivery_log_retention_days,
+            cfg.delivery_log_retention_interval,
+        );
+        tokio::spawn(async move {
+            loop {
+                match w.enforce_retention(days).await {
+                    Ok(d) if !d.is_empty() => {
+                        tracing::info!(partitions = ?d, days, "delivery log partitions dropped")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivery log retention failed; next round retries")
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        })
+    };
     let w = writer.clone();
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
         let w = w.clone();
         Box::pin(async move { w.ping().await })
     });
+    let topics = switchboard_runtime::kafka::Topics::new(&cfg.kafka.topic_prefix);
     let handler = Handler {
         codec: Codec::new(&cfg.kafka.schema_registry_url),
         writer,
+        attempts_topic: topics.deliveries_attempts.clone(),
     };
-    switchboard_sinks::run_sink(&cfg, "ch-sink", "127.0.0.1:9103", ready, handler, shutdown).await
+    let r = switchboard_sinks::run_sink(
+        &cfg,
+        "ch-sink",
+        "127.0.0.1:9103",
+        ready,
+        handler,
+        &[&topics.events, &topics.deliveries_attempts],
+        shutdown,
+    )
+    .await;
+    retention.abort();
+    r
 }

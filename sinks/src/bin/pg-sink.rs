@@ -71,5 +71,15 @@ async fn main() -> anyhow::Result<()> {
         codec: Codec::new(&cfg.kafka.schema_registry_url),
         writer,
     };
-    switchboard_sinks::run_sink(&cfg, "pg-sink", "127.0.0.1:9102", ready, handler, shutdown).await
+    let topics = switchboard_runtime::kafka::Topics::new(&cfg.kafka.topic_prefix);
+    switchboard_sinks::run_sink(
+        &cfg,
+        "pg-sink",
+        "127.0.0.1:9102",
+        ready,
+        handler,
+        &[&topics.events],
+        shutdown,
+    )
+    .await
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use switchboard_schemas::Event;
 
 const DDL: &str = include_str!("../../migrations/clickhouse/001_events.sql");
+const DELIVERIES_DDL: &str = include_str!("../../migrations/clickhouse/002_deliveries.sql");
 
 /// A row of `events`, field for field in table order (RowBinary has no names).
 #[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
@@ -59,7 +60,7 @@ impl EventRow {
 }
 
 /// A ClickHouse string literal. Only `\` and `'` need escaping inside single quotes.
-fn lit(s: &str) -> String {
+pub(crate) fn lit(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('\'');
     for c in s.chars() {
@@ -74,14 +75,14 @@ fn lit(s: &str) -> String {
 
 /// Look-ups send ids inline (18.16 has no server-side parameters); chunks keep each
 /// query far below `max_query_size`.
-const LOOKUP_CHUNK: usize = 2000;
+pub(crate) const LOOKUP_CHUNK: usize = 2000;
 
 pub struct ChWriter {
     /// Without a default database: it may not exist yet.
-    client: Client,
+    pub(crate) client: Client,
     /// Bound to the sink's database, for inserts.
-    db_client: Client,
-    database: String,
+    pub(crate) db_client: Client,
+    pub(crate) database: String,
 }
 
 impl ChWriter {
@@ -101,7 +102,10 @@ impl ChWriter {
             .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
             .execute()
             .await?;
-        for stmt in statements(DDL) {
+        for stmt in statements(DDL)
+            .into_iter()
+            .chain(statements(DELIVERIES_DDL))
+        {
             let sql = stmt.replace("{db}", &self.database);
             // `?` is the crate's bind placeholder; DDL has none, so send it raw.
             self.client.query_raw(&sql).execute().await?;

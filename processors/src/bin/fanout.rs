@@ -1,0 +1,177 @@
+//! fanout: wa.events → client webhook endpoints (+ retry delay topics, DLQ, delivery
+//! log). See `fanout`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_processors::fanout::endpoints::Registry;
+use switchboard_processors::fanout::handler::{Core, FirstAttempts, Retries};
+use switchboard_processors::fanout::store::Store;
+use switchboard_processors::fanout::{deliver, Config};
+use switchboard_processors::route::outbox;
+use switchboard_runtime::config_cache::ConfigCache;
+use switchboard_runtime::kafka::{delay_name, ensure_topics, TopicSpec, Topics};
+use switchboard_runtime::lanes::LaneLoop;
+use switchboard_runtime::netguard::AllowList;
+use switchboard_runtime::secrets::Keyring;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    switchboard_runtime::telemetry::init("fanout");
+    let cfg: Config = switchboard_runtime::config::load()?;
+    let shutdown = switchboard_runtime::shutdown::on_signal();
+    let schedule = cfg.schedule()?;
+    let allow = AllowList::parse(&cfg.endpoint_allow_nets).map_err(anyhow::Error::msg)?;
+
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&cfg.database_url)?;
+    // The endpoints table is the gateway's; its migrations are shared with the router.
+    if switchboard_runtime::retry::wait_for(
+        "endpoints database",
+        &shutdown,
+        switchboard_runtime::retry::is_transient_migrate_error,
+        || outbox::migrate(&pool),
+    )
+    .await?
+    .is_none()
+    {
+        return Ok(());
+    }
+    let store = Store::new(pool);
+    let keyring = match cfg.credentials_keys.as_str() {
+        "" => {
+            tracing::warn!("SWITCHBOARD_CREDENTIALS_KEYS is empty: no endpoint can be signed for");
+            None
+        }
+        spec => Some(Keyring::parse(spec)?),
+    };
+    let registry = Registry::new(keyring, cfg.breaker_failures, cfg.breaker_open_for);
+    for (id, since) in store.failing().await.unwrap_or_default() {
+        *registry
+            .health(&id)
+            .failing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(since);
+    }
+
+    let topics = Topics::new(&cfg.kafka.topic_prefix);
+    let mut delays = schedule.clone();
+    delays.sort();
+    delays.dedup();
+    let retry_topics: Vec<(Duration, String)> = delays
+        .iter()
+        .map(|d| (*d, topics.retry_topic(*d)))
+        .collect();
+    // The delay topics follow the configured schedule, so the fan-out creates them;
+    // they take the events topic's partition count for the same parallelism.
+    let partitions = cfg.retry_partitions.max(1);
+    let specs: Vec<TopicSpec> =
+        retry_topics
+            .iter()
+            .map(|(_, t)| TopicSpec {
+                name: t.clone(),
+                partitions,
+                compacted: false,
+            })
+            .chain(topics.with_partitions(partitions).into_iter().filter(|t| {
+                t.name == topics.deliveries_attempts || t.name == topics.deliveries_dlq
+            }))
+            .collect();
+    if switchboard_runtime::retry::wait_for(
+        "broker (topics)",
+        &shutdown,
+        |_| true,
+        || ensure_topics(&cfg.kafka, &specs),
+    )
+    .await?
+    .is_none()
+    {
+        return Ok(());
+    }
+
+    let codec = switchboard_schemas::Codec::new(&cfg.kafka.schema_registry_url);
+    let cache = ConfigCache::start(&cfg.kafka, &topics.config, codec.clone(), shutdown.clone())?;
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = cache.wait_ready(Duration::from_secs(3600)) => r?,
+    }
+    let producer = switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?;
+    let core = Arc::new(Core {
+        http: deliver::client(&allow, cfg.delivery_timeout)?,
+        allow,
+        cache,
+        registry,
+        codec,
+        producer: producer.clone(),
+        topics: topics.clone(),
+        schedule,
+        store,
+        turns: Default::default(),
+        shutdown: shutdown.clone(),
+        cfg: cfg.clone(),
+    });
+
+    let ready_core = core.clone();
+    let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
+        let c = ready_core.clone();
+        Box::pin(async move {
+            switchboard_runtime::kafka::broker_reachable(&c.producer, Duration::from_secs(2))
+                .await?;
+            c.store.ping().await
+        })
+    });
+    let ops = switchboard_runtime::ops::serve(
+        &cfg.ops_addr,
+        switchboard_runtime::ops::router(ready),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let group = cfg
+        .group_id
+        .clone()
+        .unwrap_or_else(|| "switchboard-fanout".into());
+    let drain = cfg.delivery_timeout + Duration::from_secs(5);
+    let mut loops = Vec::new();
+    for (delay, topic) in &retry_topics {
+        let g = format!("{group}-retry-{}", delay_name(*delay));
+        let instance = cfg
+            .group_instance_id
+            .as_ref()
+            .map(|i| format!("{i}-retry-{}", delay_name(*delay)));
+        let lane = LaneLoop::new(
+            &cfg.kafka,
+            &g,
+            instance.as_deref(),
+            &[topic],
+            cfg.max_in_flight,
+        )?;
+        loops.push(tokio::spawn(lane.run(
+            Retries(core.clone()),
+            shutdown.clone(),
+            drain,
+        )));
+    }
+    LaneLoop::new(
+        &cfg.kafka,
+        &group,
+        cfg.group_instance_id.as_deref(),
+        &[&topics.events],
+        cfg.max_in_flight,
+    )?
+    .run(FirstAttempts(core), shutdown, drain)
+    .await?;
+    for l in loops {
+        l.await??;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)))
+    })
+    .await;
+    let _ = ops.await;
+    tracing::info!("fanout stopped");
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! One HTTP attempt to one endpoint, and what it means.
+//!
+//! A 2xx is delivered. Anything else is a failure: other statuses (redirects included:
+//! an endpoint that moved must be updated, not followed), timeouts, refused connections,
+//! and addresses the allow-list forbids. A receiver that answers a non-2xx with the
+//! header `webhook-delivery: abort-message` asks for no more retries of this event
+//! (`aborted`). Response bodies are read up to a limit; the first KiB is kept.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use switchboard_runtime::netguard::AllowList;
+
+use super::endpoints::EndpointRt;
+
+/// The response header a receiver sets to stop retries of the event it refused.
+pub const ABORT_HEADER: &str = "webhook-delivery";
+pub const ABORT_VALUE: &str = "abort-message";
+const SNIPPET: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Delivered,
+    Failed,
+    Aborted,
+    /// The endpoint's address is not allowed (policy, not the endpoint's health).
+    Blocked,
+    /// Not attempted: the endpoint's circuit breaker is open.
+    CircuitOpen,
+    /// Not attempted: the endpoint is disabled or gone.
+    Disabled,
+}
+
+impl Kind {
+    /// The `outcome` of the delivery log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Delivered => "delivered",
+            Kind::Failed => "failed",
+            Kind::Aborted => "aborted",
+            Kind::Blocked => "blocked_address",
+            Kind::CircuitOpen => "circuit_open",
+            Kind::Disabled => "endpoint_disabled",
+        }
+    }
+
+    /// Worth another attempt later.
+    pub fn retryable(self) -> bool {
+        matches!(self, Kind::Failed | Kind::Blocked | Kind::CircuitOpen)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub kind: Kind,
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub snippet: Option<String>,
+}
+
+/// A resolver that drops addresses the allow-list forbids, so a name that resolves to a
+/// private address (now, or after a DNS change) is never connected to.
+struct GuardedResolver(AllowList);
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow.permits(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(
+                    format!("blocked_address: {host} has no allowed public address").into(),
+                );
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The delivery client: no redirects, no proxy, guarded DNS.
+pub fn client(allow: &AllowList, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("Switchboard-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(GuardedResolver(allow.clone())))
+        .build()?)
+}
+
+/// Make one attempt. `attempt` is 1-based; the signature covers `event_id`, the
+/// timestamp and `body`.
+pub async fn attempt(
+    http: &reqwest::Client,
+    allow: &AllowList,
+    ep: &EndpointRt,
+    event_id: &str,
+    attempt: i32,
+    body: &str,
+    max_bytes: usize,
+) -> Outcome {
+    let started = Instant::now();
+    let done = |kind, status, error: Option<String>, snippet| Outcome {
+        kind,
+        status,
+        latency_ms: started.elapsed().as_millis() as i64,
+        error,
+        snippet,
+    };
+    if let Some(ip) = literal_ip(&ep.ep.url) {
+        if !allow.permits(ip) {
+            return done(
+                Kind::Blocked,
+                None,
+                Some(format!("blocked_address: {ip} is not allowed")),
+                None,
+            );
+        }
+    }
+    let now = switchboard_runtime::now_ms();
+    let ts = now / 1000;
+    let signature = ep.sign(event_id, ts, body, now);
+    let mut req = http
+        .post(&ep.ep.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", event_id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .header("webhook-attempt", attempt.to_string());
+    for (k, v) in &ep.ep.headers {
+        req = req.header(k, v);
+    }
+    let resp = match req.body(body.to_string()).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let kind = if format!("{e:?}").contains("blocked_address") {
+                Kind::Blocked
+            } else {
+                Kind::Failed
+            };
+            return done(kind, None, Some(describe(&e)), None);
+        }
+    };
+    let status = resp.status().as_u16();
+    let abort = resp
+        .headers()
+        .get(ABORT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(ABORT_VALUE));
+    let (snippet, read_error) = read_limited(resp, max_bytes).await;
+    let kind = if (200..300).contains(&status) {
+        Kind::Delivered
+    } else if abort {
+        Kind::Aborted
+    } else {
+        Kind::Failed
+    };
+    let error = match kind {
+        Kind::Delivered => None,
+        Kind::Aborted => Some(format!(
+            "HTTP {status}; the receiver asked for no more retries"
+        )),
+        _ if (300..400).contains(&status) => {
+            Some(format!("HTTP {status}: redirects are not followed"))
+        }
+        _ => Some(format!("HTTP {status}")),
+    };
+    // A 2xx whose body broke off mid-read was still received: the status decides.
+    let error = error.or(read_error.filter(|_| kind != Kind::Delivered));
+    done(kind, Some(status), error, snippet)
+}
+
+/// Read at most `max` bytes of the body; keep the first KiB as text.
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> (Option<String>, Option<String>) {
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if kept.len() < SNIPPET {
+                    kept.extend_from_slice(&c[..c.len().min(SNIPPET - kept.len())]);
+                }
+                read += c.len();
+                if read >= max {
+                    break; // dropping the response closes the connection
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return (snippet(&kept), Some(describe(&e))),
+        }
+    }
+    (snippet(&kept), None)
+}
+
+fn snippet(b: &[u8]) -> Option<String> {
+    (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned())
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    let mut msg = format!("{what}: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg.chars().take(500).collect()
+}
+
+fn literal_ip(url: &str) -> Option<IpAddr> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split_once(']')?.0.parse().ok();
+    }
+    hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_ips_are_found() {
+        assert_eq!(
+            literal_ip("http://127.0.0.1:80/x"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            literal_ip("https://[::1]:8443/"),
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!(
+            literal_ip("https://10.0.0.1"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(literal_ip("https://example.com/"), None);
+    }
+}

@@ -1,0 +1,201 @@
+//! What the fan-out keeps per endpoint: its opened signing secrets, its concurrency and
+//! rate limits (rebuilt when its configuration changes), and its health (breaker and
+//! failing-since, kept across configuration changes).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use failsafe::failure_policy::{consecutive_failures, ConsecutiveFailures};
+use failsafe::{backoff, StateMachine};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use standardwebhooks::Webhook;
+use switchboard_runtime::secrets::Keyring;
+use switchboard_schemas::config::Endpoint;
+use tokio::sync::Semaphore;
+
+type Machine = StateMachine<ConsecutiveFailures<backoff::Exponential>, ()>;
+
+/// Health outlives configuration changes: a PATCH must not reset a failing endpoint.
+pub struct Health {
+    breaker: Mutex<Machine>,
+    /// Unix ms of the first failure since the last success (mirrors PostgreSQL).
+    pub failing_since: Mutex<Option<i64>>,
+}
+
+impl Health {
+    pub fn permits(&self) -> bool {
+        lock(&self.breaker).is_call_permitted()
+    }
+
+    pub fn record(&self, healthy: bool) {
+        let m = lock(&self.breaker);
+        if healthy {
+            m.on_success()
+        } else {
+            m.on_error()
+        }
+    }
+}
+
+pub struct EndpointRt {
+    pub ep: Endpoint,
+    pub version: i64,
+    signers: Vec<(Webhook, Option<i64>)>,
+    pub in_flight: Arc<Semaphore>,
+    pub limiter: Option<DefaultDirectRateLimiter>,
+    pub health: Arc<Health>,
+}
+
+impl EndpointRt {
+    /// The `webhook-signature` header: one `v1,<sig>` per secret still signing at `now_ms`
+    /// (a rotated-out secret signs alongside the new one until it expires).
+    pub fn sign(&self, msg_id: &str, ts: i64, body: &str, now_ms: i64) -> String {
+        self.signers
+            .iter()
+            .filter(|(_, exp)| exp.is_none_or(|e| e > now_ms))
+            .filter_map(|(w, _)| w.sign(msg_id, ts, body.as_bytes()).ok())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+pub struct Registry {
+    keyring: Option<Keyring>,
+    breaker_failures: u32,
+    breaker_open_for: Duration,
+    live: Mutex<HashMap<String, Arc<EndpointRt>>>,
+    health: Mutex<HashMap<String, Arc<Health>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    pub fn new(
+        keyring: Option<Keyring>,
+        breaker_failures: u32,
+        breaker_open_for: Duration,
+    ) -> Self {
+        Self {
+            keyring,
+            breaker_failures: breaker_failures.max(1),
+            // failsafe's exponential backoff works in whole seconds.
+            breaker_open_for: breaker_open_for.max(Duration::from_secs(1)),
+            live: Default::default(),
+            health: Default::default(),
+        }
+    }
+
+    pub fn health(&self, id: &str) -> Arc<Health> {
+        lock(&self.health)
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                let policy = consecutive_failures(
+                    self.breaker_failures,
+                    backoff::exponential(self.breaker_open_for, self.breaker_open_for * 16),
+                );
+                Arc::new(Health {
+                    breaker: Mutex::new(failsafe::Config::new().failure_policy(policy).build()),
+                    failing_since: Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// The runtime state of `ep` at `version`, rebuilt when the version changed.
+    pub fn get(&self, ep: &Endpoint, version: i64) -> Result<Arc<EndpointRt>, String> {
+        if let Some(rt) = lock(&self.live).get(&ep.id) {
+            if rt.version == version {
+                return Ok(rt.clone());
+            }
+        }
+        let ring = self
+            .keyring
+            .as_ref()
+            .ok_or("SWITCHBOARD_CREDENTIALS_KEYS is empty: endpoint secrets cannot be opened")?;
+        let mut signers = Vec::with_capacity(ep.secrets.len());
+        for s in &ep.secrets {
+            let plain = ring
+                .open(&s.key_id, &s.ciphertext, &ep.id)
+                .map_err(|e| format!("cannot open a signing secret of {}: {e}", ep.id))?;
+            let secret = String::from_utf8(plain).map_err(|_| "a signing secret is not UTF-8")?;
+            let w = Webhook::new(&secret).map_err(|e| format!("bad signing secret: {e:?}"))?;
+            signers.push((w, s.expires_at_ms));
+        }
+        let limiter = ep
+            .rate_per_sec
+            .and_then(NonZeroU32::new)
+            .map(|r| RateLimiter::direct(Quota::per_second(r)));
+        let rt = Arc::new(EndpointRt {
+            ep: ep.clone(),
+            version,
+            signers,
+            in_flight: Arc::new(Semaphore::new(ep.max_in_flight.max(1) as usize)),
+            limiter,
+            health: self.health(&ep.id),
+        });
+        lock(&self.live).insert(ep.id.clone(), rt.clone());
+        Ok(rt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_schemas::config::{Ordering, SealedSecret};
+
+    #[test]
+    fn signs_with_every_unexpired_secret() {
+        let ring = Keyring::parse(&Keyring::generate("k1")).unwrap();
+        let seal = |s: &str, exp| {
+            let (key_id, ciphertext) = ring.seal(s.as_bytes(), "ep_1");
+            SealedSecret {
+                key_id,
+                ciphertext,
+                expires_at_ms: exp,
+            }
+        };
+        let ep = Endpoint {
+            id: "ep_1".into(),
+            tenant_id: "ten".into(),
+            url: "https://example.com".into(),
+            description: String::new(),
+            event_types: vec![],
+            numbers: vec![],
+            rate_per_sec: None,
+            max_in_flight: 4,
+            headers: Default::default(),
+            ordering: Ordering::Conversation,
+            disabled: false,
+            disabled_reason: None,
+            secrets: vec![
+                seal("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", None),
+                seal("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", Some(1_000)),
+            ],
+        };
+        let reg = Registry::new(Some(ring.clone()), 3, Duration::from_secs(1));
+        let rt = reg.get(&ep, 1).unwrap();
+        let both = rt.sign("msg_1", 1_614_265_330, "{}", 999);
+        assert_eq!(both.split(' ').count(), 2);
+        let one = rt.sign("msg_1", 1_614_265_330, "{}", 1_000);
+        assert_eq!(one.split(' ').count(), 1);
+        // The Standard Webhooks reference vector (standard-webhooks/libraries tests).
+        let w = Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            w.sign(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                br#"{"test": 2432232314}"#
+            )
+            .unwrap(),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert!(
+            Arc::ptr_eq(&rt.health, &reg.get(&ep, 2).unwrap().health),
+            "health survives a change"
+        );
+    }
+}

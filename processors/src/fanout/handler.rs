@@ -1,0 +1,554 @@
+//! First attempts (from `wa.events`) and later attempts (from the retry delay topics).
+//!
+//! A delivery is one event to one endpoint. Its first attempt is made in conversation
+//! order (see `order`); when it fails, the next attempt becomes a task on the delay
+//! topic of the schedule's next delay, and the input record is done: a failing endpoint
+//! never holds the partition. A `strict` endpoint instead retries in place, holding that
+//! conversation for that endpoint (only) until the event is delivered or given up.
+//! Every attempt, made or skipped, goes to `wa.deliveries.attempts` (the delivery log)
+//! before the input is marked done; a task whose attempts are exhausted goes to
+//! `wa.deliveries.dlq`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use prometheus::{HistogramVec, IntCounterVec};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use serde::Serialize;
+use switchboard_runtime::config_cache::ConfigCache;
+use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
+use switchboard_runtime::lanes::RecordHandler;
+use switchboard_runtime::netguard::AllowList;
+use switchboard_runtime::now_ms;
+use switchboard_runtime::CancellationToken;
+use switchboard_schemas::config::{Endpoint, Ordering};
+use switchboard_schemas::{
+    Codec, DeliveryAttempt, DeliveryTask, Event, CONFIG_RECORD_SCHEMA, DELIVERY_ATTEMPT_SCHEMA,
+    DELIVERY_TASK_SCHEMA, EVENT_SCHEMA,
+};
+
+use super::deliver::{self, Kind, Outcome};
+use super::endpoints::{EndpointRt, Registry};
+use super::order::{Ticket, Turns};
+use super::payload::render;
+use super::store::Store;
+use super::Config;
+
+pub struct Metrics {
+    pub attempts: IntCounterVec,
+    pub event_to_delivery: HistogramVec,
+}
+
+pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
+    let attempts = IntCounterVec::new(
+        prometheus::Opts::new(
+            "switchboard_fanout_attempts_total",
+            "Delivery attempts by trigger (first, retry, recover, resend) and outcome",
+        ),
+        &["trigger", "outcome"],
+    )
+    .expect("valid metric");
+    let event_to_delivery = HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "switchboard_fanout_event_to_delivery_seconds",
+            "From the gateway receiving the webhook (or the send) to a 2xx from the endpoint, first attempts",
+        )
+        .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        &["ordering"],
+    )
+    .expect("valid metric");
+    let r = prometheus::default_registry();
+    let _ = r.register(Box::new(attempts.clone()));
+    let _ = r.register(Box::new(event_to_delivery.clone()));
+    Metrics {
+        attempts,
+        event_to_delivery,
+    }
+});
+
+pub struct Core {
+    pub cfg: Config,
+    pub cache: ConfigCache,
+    pub registry: Registry,
+    pub http: reqwest::Client,
+    pub allow: AllowList,
+    pub codec: Codec,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub schedule: Vec<Duration>,
+    pub store: Store,
+    pub turns: Arc<Turns>,
+    pub shutdown: CancellationToken,
+}
+
+/// What a delivery carries from attempt to attempt.
+struct Delivery {
+    event_id: String,
+    event_type: String,
+    tenant_id: String,
+    conversation: String,
+    body: String,
+    first_attempt_ms: i64,
+    trigger: String,
+    /// When the event entered Switchboard (first attempts), for the latency metric.
+    received_at_ms: Option<i64>,
+}
+
+/// The first-attempt consumer of `wa.events`.
+#[derive(Clone)]
+pub struct FirstAttempts(pub Arc<Core>);
+
+impl RecordHandler for FirstAttempts {
+    fn handle(
+        &self,
+        msg: OwnedMessage,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        // Taken here, in arrival order, before any task runs.
+        let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
+        let ticket = self.0.turns.ticket(&format!("{}/{key}", msg.partition()));
+        let core = self.0.clone();
+        async move { core.first(msg, ticket).await }
+    }
+}
+
+/// A consumer of one retry delay topic (and of recover/resend tasks).
+#[derive(Clone)]
+pub struct Retries(pub Arc<Core>);
+
+impl RecordHandler for Retries {
+    fn handle(
+        &self,
+        msg: OwnedMessage,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let core = self.0.clone();
+        async move { core.retry(msg).await }
+    }
+}
+
+impl Core {
+    /// Decode, or `None` for a record that never will (logged); waits out a registry outage.
+    async fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        msg: &OwnedMessage,
+    ) -> Option<Option<T>> {
+        loop {
+            match self
+                .codec
+                .decode::<T>(msg.payload().unwrap_or_default())
+                .await
+            {
+                Ok(v) => return Some(Some(v)),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "schema registry unavailable; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "undecodable record skipped");
+                    return Some(None);
+                }
+            }
+        }
+    }
+
+    async fn first(self: Arc<Self>, msg: OwnedMessage, mut ticket: Ticket) -> bool {
+        let ev: Event = match self.decode(&msg).await {
+            None => return false,
+            Some(None) => return true,
+            Some(Some(e)) => e,
+        };
+        let Some(tenant) = ev.tenant_id.clone() else {
+            return true; // a number no tenant owns: nobody to tell
+        };
+        let (ty, body) = render(&ev);
+        let number = if ev.event_type.starts_with("message.") {
+            ev.business_number.as_str()
+        } else {
+            ""
+        };
+        let targets: Vec<Endpoint> = self
+            .cache
+            .read()
+            .endpoints_of(&tenant)
+            .filter(|e| e.wants(&ty, number))
+            .cloned()
+            .collect();
+        let ids: Vec<String> = targets.iter().map(|e| e.id.clone()).collect();
+        ticket.register(&ids).await;
+        let d = Delivery {
+            event_id: ev.event_id.clone(),
+            event_type: ty,
+            tenant_id: tenant,
+            conversation: if number.is_empty() {
+                String::new()
+            } else {
+                ev.conversation_key()
+            },
+            body,
+            first_attempt_ms: now_ms(),
+            trigger: "first".into(),
+            received_at_ms: Some(ev.received_at_ms),
+        };
+        let (ticket, d, me) = (&ticket, &d, &self);
+        let done = join_all(targets.iter().map(|ep| async move {
+            ticket.turn(&ep.id).await;
+            let ok = me
+                .deliver(&ep.id, d, 1, ep.ordering == Ordering::Strict)
+                .await;
+            ticket.pass(&ep.id);
+            ok
+        }))
+        .await;
+        done.into_iter().all(|ok| ok)
+    }
+
+    async fn retry(self: Arc<Self>, msg: OwnedMessage) -> bool {
+        let task: DeliveryTask = match self.decode(&msg).await {
+            None => return false,
+            Some(None) => return true,
+            Some(Some(t)) => t,
+        };
+        // Tasks in one delay topic come due in offset order, so waiting here is the
+        // topic's natural pace; other delay topics have their own consumers.
+        let wait = task.not_before_ms - now_ms();
+        if wait > 0 {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+            }
+        }
+        let d = Delivery {
+            event_id: task.event_id,
+            event_type: task.event_type,
+            tenant_id: task.tenant_id,
+            conversation: task.conversation,
+            body: task.body,
+            first_attempt_ms: task.first_attempt_ms,
+            trigger: task.trigger,
+            received_at_ms: None,
+        };
+        self.deliver(&task.endpoint_id, &d, task.attempt.max(1), false)
+            .await
+    }
+
+    /// Attempt `attempt` of a delivery and settle its outcome: logged, and then done,
+    /// scheduled again, retried in place (`inline`, strict ordering) or dead-lettered.
+    /// `false` when shutdown interrupted it before it was settled.
+    async fn deliver(
+        &self,
+        endpoint_id: &str,
+        d: &Delivery,
+        mut attempt: i32,
+        inline: bool,
+    ) -> bool {
+        loop {
+            let current = {
+                let ix = self.cache.read();
+                ix.endpoints.get(endpoint_id).map(|e| {
+                    (
+                        e.clone(),
+                        ix.version_of(switchboard_schemas::config::ENDPOINT, endpoint_id)
+                            .unwrap_or(0),
+                    )
+                })
+            };
+            let outcome = match &current {
+                None => {
+                    tracing::info!(endpoint = endpoint_id, event = %d.event_id, "endpoint deleted; delivery dropped");
+                    return true;
+                }
+                Some((ep, _)) if ep.disabled => skipped(Kind::Disabled, "the endpoint is disabled"),
+                Some((ep, version)) => match self.registry.get(ep, *version) {
+                    Ok(rt) => match self.attempt(&rt, d, attempt).await {
+                        Some(o) => o,
+                        None => return false,
+                    },
+                    Err(e) => skipped(Kind::Failed, &e),
+                },
+            };
+            // A skipped attempt (breaker open) does not use up the delivery's attempts: the
+            // endpoint's health is not the event's fault. It waits as long as this attempt
+            // would have before the next, so a dead endpoint's backlog does not churn.
+            let skipped_open = outcome.kind == Kind::CircuitOpen;
+            let exhausted =
+                outcome.kind.retryable() && !skipped_open && attempt as usize > self.schedule.len();
+            let is_final = !outcome.kind.retryable() || exhausted;
+            METRICS
+                .attempts
+                .with_label_values(&[d.trigger.as_str(), outcome.kind.as_str()])
+                .inc();
+            if outcome.kind == Kind::Delivered && d.trigger == "first" {
+                if let Some(at) = d.received_at_ms {
+                    let label = if inline { "strict" } else { "conversation" };
+                    METRICS
+                        .event_to_delivery
+                        .with_label_values(&[label])
+                        .observe((now_ms() - at).max(0) as f64 / 1000.0);
+                }
+            }
+            let log = DeliveryAttempt {
+                attempt_id: uuid::Uuid::now_v7().simple().to_string(),
+                endpoint_id: endpoint_id.to_string(),
+                tenant_id: d.tenant_id.clone(),
+                event_id: d.event_id.clone(),
+                event_type: d.event_type.clone(),
+                attempt,
+                trigger: d.trigger.clone(),
+                outcome: outcome.kind.as_str().into(),
+                status_code: outcome.status.map(i32::from),
+                latency_ms: outcome.latency_ms,
+                error: outcome.error.clone(),
+                response_snippet: outcome.snippet.clone(),
+                attempted_at_ms: now_ms(),
+                is_final,
+                body: d.body.clone(),
+            };
+            let mut out = vec![
+                self.record(
+                    &self.topics.deliveries_attempts,
+                    endpoint_id,
+                    DELIVERY_ATTEMPT_SCHEMA,
+                    &log,
+                )
+                .await,
+            ];
+            if let Some((ep, _)) = &current {
+                if let Some(rt) = self.track_health(ep, &outcome).await {
+                    out.extend(rt);
+                }
+            }
+            if !is_final && inline {
+                if !self.produce(out.into_iter().flatten().collect()).await {
+                    return false;
+                }
+                let delay = self.schedule[(attempt as usize - 1).min(self.schedule.len() - 1)];
+                if skipped_open {
+                    attempt -= 1;
+                }
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                attempt += 1;
+                continue;
+            }
+            if outcome.kind.retryable() {
+                let mut task = DeliveryTask {
+                    event_id: d.event_id.clone(),
+                    event_type: d.event_type.clone(),
+                    tenant_id: d.tenant_id.clone(),
+                    endpoint_id: endpoint_id.to_string(),
+                    conversation: d.conversation.clone(),
+                    attempt: if skipped_open { attempt } else { attempt + 1 },
+                    not_before_ms: 0,
+                    first_attempt_ms: d.first_attempt_ms,
+                    trigger: d.trigger.clone(),
+                    body: d.body.clone(),
+                    last_error: outcome.error.clone(),
+                    last_status: outcome.status.map(i32::from),
+                };
+                let topic = if exhausted {
+                    task.attempt = attempt;
+                    self.topics.deliveries_dlq.clone()
+                } else {
+                    let delay = self.schedule[(attempt as usize - 1).min(self.schedule.len() - 1)];
+                    task.not_before_ms = now_ms() + delay.as_millis() as i64;
+                    self.topics.retry_topic(delay)
+                };
+                out.push(
+                    self.record(&topic, endpoint_id, DELIVERY_TASK_SCHEMA, &task)
+                        .await,
+                );
+            }
+            return self.produce(out.into_iter().flatten().collect()).await;
+        }
+    }
+
+    /// One HTTP attempt within the endpoint's limits; `None` if shutdown came first.
+    async fn attempt(&self, rt: &EndpointRt, d: &Delivery, attempt: i32) -> Option<Outcome> {
+        let _permit = tokio::select! {
+            _ = self.shutdown.cancelled() => return None,
+            p = rt.in_flight.clone().acquire_owned() => p.ok()?,
+        };
+        if let Some(l) = &rt.limiter {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = l.until_ready() => {}
+            }
+        }
+        if !rt.health.permits() {
+            return Some(skipped(
+                Kind::CircuitOpen,
+                "the endpoint's circuit breaker is open",
+            ));
+        }
+        let o = deliver::attempt(
+            &self.http,
+            &self.allow,
+            rt,
+            &d.event_id,
+            attempt,
+            &d.body,
+            self.cfg.max_response_bytes,
+        )
+        .await;
+        match o.kind {
+            Kind::Delivered | Kind::Aborted => rt.health.record(true),
+            Kind::Failed => rt.health.record(false),
+            _ => {}
+        }
+        Some(o)
+    }
+
+    /// Keep failing-since in step with outcomes and disable an endpoint that has failed
+    /// for `disable_after`. Returns records to produce with the attempt (the
+    /// `endpoint.disabled` event and the endpoint's new configuration).
+    async fn track_health(&self, ep: &Endpoint, o: &Outcome) -> Option<Vec<Option<OutRecord>>> {
+        let health = self.registry.health(&ep.id);
+        let now = now_ms();
+        match o.kind {
+            Kind::Delivered | Kind::Aborted => {
+                let was = health
+                    .failing_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if was.is_some() {
+                    if let Err(e) = self.store.mark_healthy(&ep.id).await {
+                        tracing::warn!(error = %e, endpoint = %ep.id, "cannot clear failing_since");
+                    }
+                }
+                None
+            }
+            Kind::Failed | Kind::CircuitOpen => {
+                let known = *health
+                    .failing_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let since = match known {
+                    Some(s) => s,
+                    None => {
+                        let s = self.store.mark_failing(&ep.id, now).await.unwrap_or(now);
+                        *health
+                            .failing_since
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(s);
+                        s
+                    }
+                };
+                if now - since < self.cfg.disable_after.as_millis() as i64 {
+                    return None;
+                }
+                self.disable(ep, since).await
+            }
+            _ => None,
+        }
+    }
+
+    async fn disable(&self, ep: &Endpoint, since: i64) -> Option<Vec<Option<OutRecord>>> {
+        let reason = format!(
+            "failing without a success since {} (longer than {})",
+            chrono::DateTime::from_timestamp_millis(since)
+                .unwrap_or_default()
+                .to_rfc3339(),
+            humantime::format_duration(self.cfg.disable_after)
+        );
+        let rec = match self.store.disable(&ep.id, &reason).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, endpoint = %ep.id, "cannot disable the endpoint yet");
+                return None;
+            }
+        };
+        tracing::warn!(endpoint = %ep.id, tenant = %ep.tenant_id, %reason, "endpoint disabled");
+        self.cache.apply(&rec);
+        let now = now_ms();
+        let ev = Event {
+            event_id: format!("evt_disabled_{}_{}", ep.id, rec.version),
+            event_type: "endpoint.disabled".into(),
+            tenant_id: Some(ep.tenant_id.clone()),
+            content: Some(
+                serde_json::json!({"endpoint_id": ep.id, "url": ep.url, "reason": reason,
+                    "failing_since": chrono::DateTime::from_timestamp_millis(since)})
+                .to_string(),
+            ),
+            occurred_at_ms: now,
+            received_at_ms: now,
+            ..Event::default()
+        };
+        Some(vec![
+            self.record(&self.topics.config, &rec.key(), CONFIG_RECORD_SCHEMA, &rec)
+                .await,
+            self.record(
+                &self.topics.events,
+                &format!("endpoint:{}", ep.id),
+                EVENT_SCHEMA,
+                &ev,
+            )
+            .await,
+        ])
+    }
+
+    async fn record<T: Serialize>(
+        &self,
+        topic: &str,
+        key: &str,
+        schema: &str,
+        v: &T,
+    ) -> Option<OutRecord> {
+        loop {
+            match self.codec.encode(topic, schema, v).await {
+                Ok(payload) => {
+                    return Some(OutRecord {
+                        topic: topic.to_string(),
+                        key: key.to_string(),
+                        payload,
+                        headers: vec![],
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, topic, "cannot encode (registry?); retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Produce until the broker acks; `false` if shutdown came first (the input record
+    /// stays unfinished and is delivered again).
+    async fn produce(&self, records: Vec<OutRecord>) -> bool {
+        if records.is_empty() {
+            return !self.shutdown.is_cancelled();
+        }
+        loop {
+            match produce_all(&self.producer, &records).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot produce delivery records; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn skipped(kind: Kind, why: &str) -> Outcome {
+    Outcome {
+        kind,
+        status: None,
+        latency_ms: 0,
+        error: Some(why.to_string()),
+        snippet: None,
+    }
+}
