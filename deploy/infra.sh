@@ -41,11 +41,33 @@ install_packages() {
   command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
   command -v pg_ctlcluster >/dev/null && [ -d /usr/lib/postgresql/15/bin ] || need+=(postgresql)
   command -v curl >/dev/null || need+=(curl)
+  need+=($(build_packages_missing))
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
+}
+
+# Build dependencies of the workspace itself (the HTTPS client links the system OpenSSL)
+# and the independent Standard Webhooks verifier the tests use.
+build_packages_missing() {
+  dpkg -s libssl-dev >/dev/null 2>&1 || echo libssl-dev
+  command -v pkg-config >/dev/null || echo pkg-config
+  command -v python3 >/dev/null || echo python3
+  python3 -m pip --version >/dev/null 2>&1 || echo python3-pip
+}
+
+deps() {
+  local need=($(build_packages_missing))
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  python3 -c 'import standardwebhooks' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'standardwebhooks==1.1.0' 2>/dev/null \
+    || python3 -m pip install -q 'standardwebhooks==1.1.0'
 }
 
 install_nisshi() {
@@ -183,7 +205,8 @@ status() {
 
 case "${1:-up}" in
   up) up ;;
+  deps) deps ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|deps|down|status" >&2; exit 2 ;;
 esac

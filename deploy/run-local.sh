@@ -2,11 +2,12 @@
 # Bring the whole pipeline up locally (no Docker) and push sample traffic through it:
 # builds release binaries, starts broker, schema registry, PostgreSQL and ClickHouse
 # (installing what is missing), creates topics, starts gateway, normalizer, pg-sink,
-# ch-sink, router and the BSP simulator (playing every BSP), then
+# ch-sink, router, fanout, the BSP simulator (playing every BSP) and the client-endpoint
+# simulator (playing a client's webhook receiver), then
 # - sends every webhook fixture plus a few hundred realistic conversations (with
 #   BSP-style repeats and out-of-order arrivals),
 # - sends messages through the send API on every BSP and shows their statuses coming
-#   back,
+#   back, and the signed webhooks the client endpoint received for them,
 # and prints what landed in both stores.
 #
 # usage: deploy/run-local.sh [up]    start (or restart) the pipeline and push the sample
@@ -32,6 +33,8 @@ export SWITCHBOARD_TWILIO_AUTH_TOKEN=${SWITCHBOARD_TWILIO_AUTH_TOKEN:-local-twil
 export SWITCHBOARD_WAHA_HMAC_KEY=${SWITCHBOARD_WAHA_HMAC_KEY:-local-waha-hmac-key}
 export SWITCHBOARD_PUBLIC_URL=http://127.0.0.1:8080
 export SWITCHBOARD_ADMIN_API_KEY=${SWITCHBOARD_ADMIN_API_KEY:-local-admin-key}
+# The sample client endpoint is on loopback, which only an allow-list lets endpoints use.
+export SWITCHBOARD_ENDPOINT_ALLOW_NETS=127.0.0.0/8
 SIM=http://127.0.0.1:18090
 # The simulator signs webhooks with the gateway's secrets and accepts these send
 # credentials (the demo stores them, encrypted, through the admin API).
@@ -44,7 +47,7 @@ export SIM_SECRETS="{\"meta_app_secret\":\"$SWITCHBOARD_META_APP_SECRET\",\"meta
  \"karix_webhook_token\":\"$SWITCHBOARD_KARIX_TOKEN\"}"
 
 stop_pipeline() {
-  for name in gateway normalizer pg-sink ch-sink router bsp-sim; do
+  for name in gateway normalizer pg-sink ch-sink router fanout bsp-sim endpoint-sim; do
     f=$PIDS/$name.pid
     [ -f "$f" ] || continue
     pid=$(cat "$f")
@@ -60,6 +63,7 @@ if [ "${1:-up}" = down ]; then
   exit 0
 fi
 
+deploy/infra.sh deps
 echo "== building release binaries"
 cargo build --release --workspace --bins --locked
 echo "== starting local infrastructure"
@@ -78,6 +82,7 @@ mkdir -p "$RUN"
 [ -s "$RUN/credentials.keys" ] || echo "k1:$(head -c 32 /dev/urandom | base64)" >"$RUN/credentials.keys"
 export SWITCHBOARD_CREDENTIALS_KEYS=$(cat "$RUN/credentials.keys")
 start bsp-sim SIM_ADDR=127.0.0.1:18090 SIM_GATEWAY_URL=http://127.0.0.1:8080
+start endpoint-sim ENDPOINT_SIM_ADDR=127.0.0.1:18091
 start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:8080
 start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:9101
 start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:9102
@@ -85,17 +90,18 @@ start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:9103
 start router SWITCHBOARD_OPS_ADDR=127.0.0.1:9104 SWITCHBOARD_GROUP_INSTANCE_ID=router-local-0 SWITCHBOARD_META_API_URL=$SIM/v21.0 \
   SWITCHBOARD_DIALOG360_API_URL=$SIM SWITCHBOARD_GUPSHUP_API_URL=$SIM SWITCHBOARD_TWILIO_API_URL=$SIM \
   SWITCHBOARD_WAHA_API_URL=$SIM SWITCHBOARD_AISENSY_API_URL=$SIM SWITCHBOARD_KARIX_API_URL=$SIM
-for port in 8080 9101 9102 9103 9104; do
+start fanout SWITCHBOARD_OPS_ADDR=127.0.0.1:9105 SWITCHBOARD_GROUP_INSTANCE_ID=fanout-local-0
+for port in 8080 9101 9102 9103 9104 9105; do
   for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "service on :$port not ready; logs in $RUN" >&2; exit 1; }
 done
-echo "== pipeline up: gateway http://127.0.0.1:8080 (API: /v1/openapi.yaml), ops :9101-9104, BSP simulator $SIM, logs in $RUN"
+echo "== pipeline up: gateway http://127.0.0.1:8080 (API: /v1/openapi.yaml), ops :9101-9105, BSP simulator $SIM, client endpoint simulator http://127.0.0.1:18091, logs in $RUN"
 
 echo "== pushing sample webhook traffic"
 "$BIN/loadgen" sample --messages 300
 
 echo "== sending messages through the send API (router → simulated BSPs → status webhooks)"
-"$BIN/loadgen" sends
+DEMO_ENDPOINT_URL=http://127.0.0.1:18091/e/demo "$BIN/loadgen" sends
 
 echo "== waiting for the stores to settle (consumers join their groups, then catch up)"
 last="" stable=0
@@ -124,5 +130,5 @@ echo "== PostgreSQL: sends by BSP and current status (outbound_messages joined t
 psql "$SWITCHBOARD_DATABASE_URL" -c "SELECT o.bsp, o.state AS send_state, coalesce(m.status, '-') AS status, count(*) FROM outbound_messages o LEFT JOIN messages m ON m.bsp = o.bsp AND m.wamid = coalesce(o.wamid, o.message_id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 echo "== dead letters on wa.webhooks.dlq since the normalizer started, by reason:"
 curl -s http://127.0.0.1:9101/metrics | awk -F'[{}"]' '/^switchboard_normalizer_dead_letters_total/ {split($0, v, " "); printf "   %s: %s\n", $3, v[length(v)]}'
-echo "   (all metrics: http://127.0.0.1:9101/metrics, :9102, :9103, router :9104, gateway :8080/metrics)"
+echo "   (all metrics: http://127.0.0.1:9101/metrics, :9102, :9103, router :9104, fanout :9105, gateway :8080/metrics)"
 echo "Stop everything with: deploy/run-local.sh down"

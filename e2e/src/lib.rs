@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio::process::{Child, Command};
 
 pub mod bsp;
+pub mod fanout;
 pub mod send;
 pub mod services;
 
@@ -188,6 +189,8 @@ pub struct Pipeline {
     pub ch_sink: Proc,
     /// The send path, when `Options::send_path` asked for it.
     pub send: Option<send::SendPath>,
+    /// The fan-out, when `Options::fanout` asked for it.
+    pub fanout_path: Option<fanout::FanoutPath>,
     pub http: reqwest::Client,
     pub log_dir: tempdir::Dir,
 }
@@ -214,6 +217,11 @@ pub struct Options {
     pub send_path: bool,
     /// Extra router settings (retry budget, breaker, ...).
     pub router_env: Vec<(&'static str, String)>,
+    /// Also run the fan-out (needs `send_path` for tenants and numbers), with the
+    /// client-endpoint simulator as every receiver.
+    pub fanout: bool,
+    /// Extra fan-out settings.
+    pub fanout_env: Vec<(&'static str, String)>,
 }
 
 impl Pipeline {
@@ -304,6 +312,10 @@ impl Pipeline {
                 ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
                 ("SWITCHBOARD_ADMIN_API_KEY", admin_key.clone()),
                 ("SWITCHBOARD_CREDENTIALS_KEYS", keyring.clone()),
+                ("SWITCHBOARD_ENDPOINT_ALLOW_NETS", "127.0.0.0/8".into()),
+                ("SWITCHBOARD_CLICKHOUSE_URL", ch_url.clone()),
+                ("SWITCHBOARD_CLICKHOUSE_DATABASE", id.clone()),
+                ("SWITCHBOARD_RETRY_SCHEDULE", fanout::TEST_SCHEDULE.into()),
             ]),
             &log_dir.0,
         )?;
@@ -364,7 +376,27 @@ impl Pipeline {
         } else {
             None
         };
+        let fanout_path = if opts.fanout {
+            let mut env = common(&[
+                ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
+                ("SWITCHBOARD_GROUP_ID", format!("{id}-fanout")),
+                ("SWITCHBOARD_GROUP_INSTANCE_ID", format!("{id}-fanout-0")),
+                ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
+                ("SWITCHBOARD_CREDENTIALS_KEYS", keyring.clone()),
+                ("SWITCHBOARD_ENDPOINT_ALLOW_NETS", "127.0.0.0/8".into()),
+                ("SWITCHBOARD_RETRY_SCHEDULE", fanout::TEST_SCHEDULE.into()),
+                ("SWITCHBOARD_DELIVERY_TIMEOUT", "3s".into()),
+                ("SWITCHBOARD_BREAKER_OPEN_FOR", "1s".into()),
+            ]);
+            for (k, v) in &opts.fanout_env {
+                env.insert((*k).to_string(), v.clone());
+            }
+            Some(fanout::FanoutPath::start(env, &log_dir.0).await?)
+        } else {
+            None
+        };
         let p = Pipeline {
+            fanout_path,
             send,
             gateway_url,
             meta_secret,
@@ -404,6 +436,9 @@ impl Pipeline {
         .map_err(|e| anyhow::anyhow!("{e}\n--- gateway log ---\n{}", p.gateway.log_tail()))?;
         if p.send.is_some() {
             p.wait_send_path_ready().await?;
+        }
+        if p.fanout_path.is_some() {
+            p.wait_fanout_ready().await?;
         }
         Ok(p)
     }
@@ -581,6 +616,9 @@ impl Pipeline {
         ];
         if let Some(s) = &self.send {
             procs.push(&s.router);
+        }
+        if let Some(f) = &self.fanout_path {
+            procs.push(&f.proc);
         }
         procs
             .iter()

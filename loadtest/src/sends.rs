@@ -153,6 +153,10 @@ pub async fn demo(api: &Api, admin: &str, secrets: &SimSecrets) -> anyhow::Resul
         "   tenant {tenant}, API key {}… (shown once by the admin API)",
         &key[..12]
     );
+    let receiver = match std::env::var("DEMO_ENDPOINT_URL") {
+        Ok(url) => Some(demo_endpoint(api, &key, &url).await?),
+        Err(_) => None,
+    };
     let to = "+4915112345678";
     let mut bodies: Vec<Value> = NUMBERS
         .iter()
@@ -255,6 +259,106 @@ pub async fn demo(api: &Api, admin: &str, secrets: &SimSecrets) -> anyhow::Resul
             history.join(" → ")
         );
     }
+    if let Some((sim, name)) = receiver {
+        show_deliveries(api, &sim, &name, ids.len()).await?;
+    }
+    Ok(())
+}
+
+/// Point an endpoint of the demo tenant at the client-endpoint simulator (`url` is
+/// `<sim>/e/<name>`), and give the simulator its signing secret so it verifies.
+async fn demo_endpoint(api: &Api, key: &str, url: &str) -> anyhow::Result<(String, String)> {
+    use reqwest::Method;
+    let (sim, name) = url
+        .rsplit_once("/e/")
+        .map(|(s, n)| (s.to_string(), n.to_string()))
+        .ok_or_else(|| anyhow::anyhow!("DEMO_ENDPOINT_URL must be <endpoint-sim>/e/<name>"))?;
+    let (_, list) = api
+        .call(Method::GET, "/v1/endpoints", key, None, &[])
+        .await?;
+    let existing = list["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["url"] == url)
+        .and_then(|e| e["id"].as_str().map(str::to_string));
+    let (id, secret) = match existing {
+        // The secret was shown once, on an earlier run: rotate to learn a new one.
+        Some(id) => {
+            let (s, v) = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/endpoints/{id}/secret/rotate"),
+                    key,
+                    Some(json!({"grace_period": "0s"})),
+                    &[],
+                )
+                .await?;
+            anyhow::ensure!(s == 200, "rotate: {s} {v}");
+            (id, v["secret"].as_str().unwrap_or_default().to_string())
+        }
+        None => {
+            let body = json!({"url": url, "description": "demo receiver",
+                "event_types": ["message.status.*", "message.received", "message.send_failed"]});
+            let (s, v) = api
+                .call(Method::POST, "/v1/endpoints", key, Some(body), &[])
+                .await?;
+            anyhow::ensure!(s == 201, "create endpoint: {s} {v}");
+            (
+                v["id"].as_str().unwrap_or_default().to_string(),
+                v["secret"].as_str().unwrap_or_default().to_string(),
+            )
+        }
+    };
+    api.http
+        .put(format!("{sim}/_sim/endpoints/{name}"))
+        .json(&json!({"secrets": [secret]}))
+        .send()
+        .await?
+        .error_for_status()?;
+    api.http
+        .delete(format!("{sim}/_sim/endpoints/{name}/received"))
+        .send()
+        .await?;
+    println!("   endpoint {id} → {url} (signed with its whsec_ secret, verified by the receiver)");
+    // The fan-out learns new endpoints from wa.config within a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok((sim, name))
+}
+
+/// What the simulated receiver got: per event type, and whether every signature verified.
+async fn show_deliveries(api: &Api, sim: &str, name: &str, messages: usize) -> anyhow::Result<()> {
+    let expected = messages * 3; // sent, delivered, read
+    let started = Instant::now();
+    let mut got: Vec<Value> = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        got = api
+            .http
+            .get(format!("{sim}/_sim/endpoints/{name}/received"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if got.len() >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &got {
+        *by_type
+            .entry(r["event_type"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    let verified = got.iter().filter(|r| r["verified"] == true).count();
+    println!("== webhooks delivered to the client endpoint {sim}/e/{name}");
+    for (t, n) in &by_type {
+        println!("   {t:<28} {n}");
+    }
+    println!(
+        "   {} requests, {verified} with a valid Standard Webhooks signature",
+        got.len()
+    );
     Ok(())
 }
 

@@ -1,0 +1,187 @@
+//! The fan-out in tests: the fanout binary as a process, the client-endpoint simulator in
+//! the test process (real HTTP on loopback), and helpers for the endpoints API and for
+//! producing events through the real ingest path.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard_loadtest::endpoint_sim::EndpointSim;
+
+use crate::send::TestTenant;
+use crate::{free_port, wait_until, Pipeline, Proc};
+
+/// The retry schedule the tests run with (shortened through config).
+pub const TEST_SCHEDULE: &str = "1s,2s,3s";
+
+pub struct FanoutPath {
+    pub proc: Proc,
+    pub sim: EndpointSim,
+    pub sim_url: String,
+    _sim_task: tokio::task::JoinHandle<()>,
+}
+
+impl FanoutPath {
+    pub async fn start(
+        env: HashMap<String, String>,
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let sim = EndpointSim::new();
+        let (addr, task) = sim.serve(&format!("127.0.0.1:{}", free_port())).await?;
+        let proc = Proc::spawn("fanout", env, log_dir)?;
+        Ok(FanoutPath {
+            proc,
+            sim,
+            sim_url: format!("http://{addr}"),
+            _sim_task: task,
+        })
+    }
+}
+
+impl Pipeline {
+    pub fn fanout(&self) -> &FanoutPath {
+        self.fanout_path
+            .as_ref()
+            .expect("started with Options::fanout")
+    }
+
+    pub fn endpoint_sim(&self) -> &EndpointSim {
+        &self.fanout().sim
+    }
+
+    /// The URL of the simulated receiver `name`.
+    pub fn receiver(&self, name: &str) -> String {
+        format!("{}/e/{name}", self.fanout().sim_url)
+    }
+
+    /// Create an endpoint; returns (id, secret). The simulator learns the secret.
+    pub async fn endpoint(
+        &self,
+        t: &TestTenant,
+        name: &str,
+        mut body: Value,
+    ) -> anyhow::Result<(String, String)> {
+        body["url"] = json!(self.receiver(name));
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/endpoints",
+                &t.key,
+                Some(body),
+                &[],
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "create endpoint: {status} {v}");
+        let id = v["id"].as_str().unwrap_or_default().to_string();
+        let secret = v["secret"].as_str().unwrap_or_default().to_string();
+        self.endpoint_sim()
+            .set(name, Some(vec![secret.clone()]), None)?;
+        Ok((id, secret))
+    }
+
+    /// The fan-out is ready and has seen endpoint `id` (config propagated).
+    pub async fn wait_fanout_ready(&self) -> anyhow::Result<()> {
+        let ops = self
+            .fanout()
+            .proc
+            .env_var("SWITCHBOARD_OPS_ADDR")
+            .unwrap_or_default();
+        wait_until("fanout ready", Duration::from_secs(60), || async {
+            Ok(self
+                .http
+                .get(format!("http://{ops}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+    }
+
+    /// Post `n` status webhooks (Meta format) for `number` over `conversations`
+    /// customers, in order per conversation: sent, delivered, read per message. Returns
+    /// how many events that makes.
+    pub async fn post_statuses(
+        &self,
+        number: &str,
+        conversations: usize,
+        messages: usize,
+    ) -> anyhow::Result<usize> {
+        let ts = chrono::Utc::now().timestamp();
+        let mut n = 0;
+        for m in 0..messages {
+            for (i, status) in ["sent", "delivered", "read"].iter().enumerate() {
+                let posts = (0..conversations).map(|c| {
+                    let body = crate::bsp::meta_status(
+                        number,
+                        &format!("+9198{c:08}"),
+                        &format!("wamid.{}.{c}.{m}", self.id),
+                        status,
+                        ts + (m * 3 + i) as i64,
+                    );
+                    async move { self.post_meta_until_accepted(&body).await }
+                });
+                for r in futures::future::join_all(posts).await {
+                    r?;
+                }
+                n += conversations;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Wait until every receiver in `names` has answered 2xx for `n` distinct events.
+    pub async fn wait_delivered(
+        &self,
+        names: &[&str],
+        n: u64,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        wait_until(
+            &format!("{n} events delivered to {names:?}"),
+            within,
+            || async {
+                Ok(names
+                    .iter()
+                    .all(|name| self.endpoint_sim().stats_of(name).unique_ok >= n))
+            },
+        )
+        .await
+        .map_err(|e| {
+            let stats: Vec<String> = names
+                .iter()
+                .map(|n| format!("{n}: {:?}", self.endpoint_sim().stats_of(n)))
+                .collect();
+            anyhow::anyhow!("{e}\n{}\n{}", stats.join("\n"), self.logs())
+        })
+    }
+
+    /// Verify the last requests `name` received with the official Standard Webhooks
+    /// Python library (an implementation independent of ours); with `secret`. Returns
+    /// (verified, checked).
+    pub fn verify_with_python(&self, name: &str, secret: &str) -> anyhow::Result<(usize, usize)> {
+        let raw = self.endpoint_sim().raw(name);
+        let input = serde_json::to_vec(&json!({"secret": secret, "requests": raw}))?;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/verify_standard_webhooks.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        use std::io::Write;
+        child.stdin.take().expect("piped").write_all(&input)?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "python verifier failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        Ok((
+            v["verified"].as_u64().unwrap_or(0) as usize,
+            v["checked"].as_u64().unwrap_or(0) as usize,
+        ))
+    }
+}

@@ -1,0 +1,670 @@
+//! The fan-out end to end: real gateway, normalizer, router, sinks and fanout processes,
+//! the BSP simulator as BSPs and the client-endpoint simulator as every receiver.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use switchboard_e2e::send::TestTenant;
+use switchboard_e2e::{wait_until, Options, Pipeline};
+use switchboard_loadtest::endpoint_sim::Behavior;
+use switchboard_schemas::{Codec, DeliveryTask};
+
+fn opts(fanout_env: Vec<(&'static str, String)>) -> Options {
+    Options {
+        send_path: true,
+        fanout: true,
+        fanout_env,
+        ..Default::default()
+    }
+}
+
+async fn tenant_with_number(p: &Pipeline, number: &str) -> anyhow::Result<TestTenant> {
+    let t = p.tenant("fanout").await?;
+    p.number(&t, number, "meta", &format!("pnid-{number}"), 1000, None)
+        .await?;
+    Ok(t)
+}
+
+/// Wait until the fan-out's copy of the config has the endpoints (the gateway applied
+/// them at once; the fan-out reads `wa.config`): a probe event reaches `name`.
+async fn settle(p: &Pipeline, number: &str, names: &[&str]) -> anyhow::Result<()> {
+    let body = switchboard_e2e::bsp::meta_status(
+        number,
+        "+919000000000",
+        &format!("wamid.probe.{}", p.id),
+        "sent",
+        1,
+    );
+    p.post_meta_until_accepted(&body).await?;
+    p.wait_delivered(names, 1, Duration::from_secs(30)).await?;
+    for n in names {
+        p.endpoint_sim().clear(n);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_type_reaches_exactly_the_matching_endpoints_signed() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![])).await?;
+    let t = tenant_with_number(&p, "+15550001").await?;
+    p.number(&t, "+15550002", "meta", "pnid-+15550002", 1000, None)
+        .await?;
+    let (_, all_secret) = p.endpoint(&t, "all", json!({})).await?;
+    p.endpoint(&t, "statuses", json!({"event_types": ["message.status.*"]}))
+        .await?;
+    p.endpoint(
+        &t,
+        "delivered",
+        json!({"event_types": ["message.status.delivered"]}),
+    )
+    .await?;
+    p.endpoint(&t, "inbound", json!({"event_types": ["message.received"]}))
+        .await?;
+    p.endpoint(&t, "other-number", json!({"numbers": ["+15550002"]}))
+        .await?;
+    let (rot_id, old_secret) = p
+        .endpoint(
+            &t,
+            "rotating",
+            json!({"event_types": ["message.status.read"]}),
+        )
+        .await?;
+    settle(&p, "+15550001", &["all", "statuses"]).await?;
+
+    // 2 conversations × 2 messages × sent/delivered/read, and one inbound message.
+    let n = p.post_statuses("+15550001", 2, 2).await?;
+    let now = chrono::Utc::now().timestamp() + 100;
+    let inbound = switchboard_e2e::bsp::meta_text(
+        "+15550001",
+        "+919800000000",
+        &format!("wamid.in.{}", p.id),
+        "hello",
+        now,
+    );
+    p.post_meta_until_accepted(&inbound).await?;
+    p.wait_delivered(&["all"], n as u64 + 1, Duration::from_secs(60))
+        .await?;
+    p.wait_delivered(&["statuses"], n as u64, Duration::from_secs(30))
+        .await?;
+    p.wait_delivered(&["delivered", "rotating"], 4, Duration::from_secs(30))
+        .await?;
+    p.wait_delivered(&["inbound"], 1, Duration::from_secs(30))
+        .await?;
+    let sim = p.endpoint_sim();
+    let types = |name: &str| -> HashSet<String> {
+        sim.received(name)
+            .into_iter()
+            .map(|r| r.event_type)
+            .collect()
+    };
+    assert_eq!(
+        types("delivered"),
+        HashSet::from(["message.status.delivered".to_string()])
+    );
+    assert_eq!(
+        types("inbound"),
+        HashSet::from(["message.received".to_string()])
+    );
+    assert!(!types("statuses").contains("message.received"));
+    assert_eq!(sim.stats_of("all").unique_ok, n as u64 + 1);
+    assert_eq!(sim.stats_of("delivered").unique_ok, 4);
+    assert_eq!(
+        sim.stats_of("other-number").requests,
+        0,
+        "events of another number"
+    );
+    for name in ["all", "statuses", "delivered", "inbound", "rotating"] {
+        let s = sim.stats_of(name);
+        assert_eq!(s.bad_signatures, 0, "{name}: {s:?}");
+        assert_eq!(s.duplicates_ok, 0, "{name}: {s:?}");
+        assert_eq!(s.order_violations, 0, "{name}: {s:?}");
+    }
+    // The official Python library verifies every request.
+    let (ok, checked) = p.verify_with_python("all", &all_secret)?;
+    assert_eq!((ok, checked), (n + 1, n + 1));
+
+    // Rotation with a 4 s grace period: both secrets verify, then only the new one.
+    let (s, v) = p
+        .call(
+            Method::POST,
+            &format!("/v1/endpoints/{rot_id}/secret/rotate"),
+            &t.key,
+            Some(json!({"grace_period": "4s"})),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 200, "{v}");
+    let new_secret = v["secret"].as_str().unwrap_or_default().to_string();
+    assert_ne!(new_secret, old_secret);
+    sim.set("rotating", Some(vec![new_secret.clone()]), None)?;
+    sim.clear("rotating");
+    let rotated_at = Instant::now();
+    wait_until(
+        "rotation reaches the fan-out",
+        Duration::from_secs(20),
+        || async {
+            let ts = chrono::Utc::now().timestamp();
+            let body = switchboard_e2e::bsp::meta_status(
+                "+15550001",
+                "+919811111111",
+                &format!("wamid.rot.{ts}"),
+                "read",
+                ts,
+            );
+            p.post_meta_until_accepted(&body).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(sim
+                .raw("rotating")
+                .iter()
+                .any(|r| r.headers.webhook_signature.split(' ').count() == 2))
+        },
+    )
+    .await?;
+    assert!(
+        rotated_at.elapsed() < Duration::from_secs(4),
+        "checked within the grace period"
+    );
+    let during: Vec<_> = sim
+        .raw("rotating")
+        .into_iter()
+        .filter(|r| r.headers.webhook_signature.split(' ').count() == 2)
+        .collect();
+    assert!(!during.is_empty());
+    let (old_ok, _) = p.verify_with_python("rotating", &old_secret)?;
+    let (new_ok, _) = p.verify_with_python("rotating", &new_secret)?;
+    assert!(
+        old_ok >= during.len() && new_ok >= during.len(),
+        "both verify during the grace period"
+    );
+    tokio::time::sleep(
+        Duration::from_secs(4).saturating_sub(rotated_at.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    sim.clear("rotating");
+    let ts = chrono::Utc::now().timestamp();
+    p.post_meta_until_accepted(&switchboard_e2e::bsp::meta_status(
+        "+15550001",
+        "+919822222222",
+        "wamid.after",
+        "read",
+        ts,
+    ))
+    .await?;
+    p.wait_delivered(&["rotating"], 1, Duration::from_secs(20))
+        .await?;
+    assert_eq!(p.verify_with_python("rotating", &new_secret)?, (1, 1));
+    assert_eq!(
+        p.verify_with_python("rotating", &old_secret)?.0,
+        0,
+        "the old secret no longer signs"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_endpoint_catches_up_and_a_hanging_one_slows_no_one() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![("SWITCHBOARD_DELIVERY_TIMEOUT", "10s".into())])).await?;
+    let t = tenant_with_number(&p, "+15550011").await?;
+    let names: Vec<String> = (0..8).map(|i| format!("healthy{i}")).collect();
+    for n in &names {
+        p.endpoint(&t, n, json!({})).await?;
+    }
+    p.endpoint(&t, "down", json!({})).await?;
+    p.endpoint(&t, "hanging", json!({"max_in_flight": 5}))
+        .await?;
+    let healthy: Vec<&str> = names.iter().map(String::as_str).collect();
+    settle(&p, "+15550011", &healthy).await?;
+    let sim = p.endpoint_sim();
+    let down_until = switchboard_runtime::now_ms() + 5000;
+    sim.set(
+        "down",
+        None,
+        Some(Behavior {
+            down_until_ms: Some(down_until),
+            ..Default::default()
+        }),
+    )?;
+    sim.set(
+        "hanging",
+        None,
+        Some(Behavior {
+            timeout: true,
+            ..Default::default()
+        }),
+    )?;
+    sim.clear("down");
+    sim.clear("hanging");
+
+    let n = p.post_statuses("+15550011", 10, 2).await? as u64;
+    // Every healthy endpoint has everything before the hanging one's first request has
+    // even timed out (10 s): it holds its own 5 slots, nobody else's.
+    p.wait_delivered(&healthy, n, Duration::from_secs(9))
+        .await?;
+    assert!(
+        sim.received("hanging").len() <= 5,
+        "only its in-flight limit is spent on it"
+    );
+    // The down endpoint gets everything once back, through the 1s/2s/3s schedule.
+    p.wait_delivered(&["down"], n, Duration::from_secs(40))
+        .await?;
+    let attempts: Vec<_> = sim.received("down");
+    assert!(attempts.iter().any(|r| r.answered == 503), "it was down");
+    assert!(attempts
+        .iter()
+        .filter(|r| r.answered == 200)
+        .all(|r| r.received_at_ms >= down_until));
+    assert!(
+        attempts.iter().any(|r| r.attempt.unwrap_or(1) > 1),
+        "retries carry their attempt number"
+    );
+    for h in &healthy {
+        assert_eq!(sim.stats_of(h).duplicates_ok, 0);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_fanout_mid_stream_loses_nothing() -> anyhow::Result<()> {
+    let mut p = Pipeline::start(opts(vec![])).await?;
+    let t = tenant_with_number(&p, "+15550021").await?;
+    for n in ["a", "b", "c"] {
+        p.endpoint(&t, n, json!({"max_in_flight": 5})).await?;
+    }
+    settle(&p, "+15550021", &["a", "b", "c"]).await?;
+    // Slow receivers (5 in flight × 100 ms: about 50 events/s each) keep deliveries in
+    // flight when the process dies.
+    for n in ["a", "b", "c"] {
+        p.endpoint_sim().set(
+            n,
+            None,
+            Some(Behavior {
+                latency_ms: 100,
+                ..Default::default()
+            }),
+        )?;
+    }
+    let n = p.post_statuses("+15550021", 50, 2).await? as u64;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let before = p.endpoint_sim().stats_of("a").unique_ok;
+        assert!(before < n, "killed mid-stream ({before} of {n} delivered)");
+        let f = p.fanout_path.as_mut().expect("fanout");
+        f.proc.kill9().await;
+        f.proc.start()?;
+        p.wait_fanout_ready().await?;
+    }
+    p.wait_delivered(&["a", "b", "c"], n, Duration::from_secs(120))
+        .await?;
+    let sim = p.endpoint_sim();
+    let mut dups = 0;
+    for name in ["a", "b", "c"] {
+        let s = sim.stats_of(name);
+        assert_eq!(s.unique_ok, n, "{name}: every event at least once");
+        assert_eq!(s.bad_signatures, 0);
+        dups += s.duplicates_ok;
+    }
+    // Duplicates come only from events in flight or finished but not yet committed at a
+    // crash: at most a few hundred ms of deliveries per kill (5 in flight per endpoint,
+    // offsets stored every 200 ms and committed every 5 s by librdkafka's default).
+    eprintln!("kill -9 x3: {n} events x 3 endpoints, {dups} duplicate deliveries");
+    assert!(
+        dups <= 3 * 3 * 70,
+        "duplicates {dups} of {} deliveries",
+        n * 3
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_order_holds_only_the_failing_conversation_for_its_endpoint() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![])).await?;
+    let t = tenant_with_number(&p, "+15550031").await?;
+    p.endpoint(&t, "strict", json!({"ordering": "strict"}))
+        .await?;
+    p.endpoint(&t, "relaxed", json!({})).await?;
+    settle(&p, "+15550031", &["strict", "relaxed"]).await?;
+    let sim = p.endpoint_sim();
+    // Every event fails twice before it is accepted: without strict order, retries would
+    // arrive after later events of the same conversation.
+    sim.set(
+        "strict",
+        None,
+        Some(Behavior {
+            fail_first: 2,
+            ..Default::default()
+        }),
+    )?;
+    sim.set(
+        "relaxed",
+        None,
+        Some(Behavior {
+            fail_first: 1,
+            ..Default::default()
+        }),
+    )?;
+    let n = p.post_statuses("+15550031", 3, 2).await? as u64;
+    p.wait_delivered(&["strict", "relaxed"], n, Duration::from_secs(90))
+        .await?;
+    let s = sim.stats_of("strict");
+    assert_eq!(s.order_violations, 0, "{s:?}");
+    for (conv, ids) in sim.order("strict") {
+        assert_eq!(ids.len(), 6, "{conv}: {ids:?}");
+    }
+    // The relaxed endpoint retried out of order (its retries come later), which shows
+    // the strict one's order is the mode's doing.
+    assert!(sim.stats_of("relaxed").order_violations > 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_endpoints_are_disabled_and_can_be_recovered() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![
+        ("SWITCHBOARD_DISABLE_AFTER", "4s".into()),
+        ("SWITCHBOARD_BREAKER_FAILURES", "3".into()),
+    ]))
+    .await?;
+    let t = tenant_with_number(&p, "+15550041").await?;
+    let (dead_id, _) = p.endpoint(&t, "dead", json!({})).await?;
+    p.endpoint(&t, "ops", json!({"event_types": ["endpoint.disabled"]}))
+        .await?;
+    p.endpoint(&t, "watcher", json!({"event_types": ["message.status.*"]}))
+        .await?;
+    settle(&p, "+15550041", &["dead", "watcher"]).await?;
+    let sim = p.endpoint_sim();
+    sim.set(
+        "dead",
+        None,
+        Some(Behavior {
+            down: true,
+            ..Default::default()
+        }),
+    )?;
+    let n = p.post_statuses("+15550041", 4, 1).await? as u64;
+    p.wait_delivered(&["watcher"], n, Duration::from_secs(30))
+        .await?;
+    // Failing for 4 s: disabled, and the tenant's other endpoint is told.
+    p.wait_delivered(&["ops"], 1, Duration::from_secs(40))
+        .await?;
+    let told = sim.received("ops");
+    assert_eq!(told[0].event_type, "endpoint.disabled");
+    let (_, ep) = p
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{dead_id}"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(ep["disabled"], true, "{ep}");
+    assert!(ep["disabled_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("failing"));
+
+    // Every attempt is in the delivery log (ClickHouse), the exhausted ones in the DLQ.
+    wait_until("attempts in the log", Duration::from_secs(30), || async {
+        Ok(p.ch_count(&format!("SELECT count() FROM {}.delivery_attempts WHERE endpoint_id = '{dead_id}' AND is_final = 1", p.ch_db)).await? >= n as i64)
+    })
+    .await?;
+    let (s, page) = p
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{dead_id}/attempts?limit=5"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(5));
+    let cursor = page["next_cursor"].as_str().unwrap_or_default().to_string();
+    let (_, next) = p
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{dead_id}/attempts?limit=5&cursor={cursor}"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    let first: HashSet<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert!(next["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| !first.contains(a["id"].as_str().unwrap_or_default())));
+    let dlq = p
+        .read_topic("wa.deliveries.dlq", 1, Duration::from_secs(10))
+        .await?;
+    let codec = Codec::new(&p.services.registry);
+    let task: DeliveryTask = codec.decode(&dlq[0].1).await?;
+    assert_eq!(task.endpoint_id, dead_id);
+    assert!(task.last_error.is_some(), "{task:?}");
+
+    // Re-enable, receiver back, recover everything that failed since the start.
+    sim.set("dead", None, Some(Behavior::default()))?;
+    let (s, _) = p
+        .call(
+            Method::POST,
+            &format!("/v1/endpoints/{dead_id}/enable"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 200);
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (s, r) = p
+        .call(
+            Method::POST,
+            &format!("/v1/endpoints/{dead_id}/recover"),
+            &t.key,
+            Some(json!({"since": since})),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 200, "{r}");
+    assert!(r["scheduled"].as_u64().unwrap_or(0) >= n, "{r}");
+    p.wait_delivered(&["dead"], n, Duration::from_secs(30))
+        .await?;
+
+    // Resend one event to every endpoint that wants it: same webhook-id.
+    let one = sim.received("watcher")[0].webhook_id.clone();
+    let (s, r) = p
+        .call(
+            Method::POST,
+            &format!("/v1/events/{one}/resend"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 202, "{r}");
+    wait_until("resend", Duration::from_secs(20), || async {
+        Ok(sim
+            .received("watcher")
+            .iter()
+            .filter(|x| x.webhook_id == one)
+            .count()
+            >= 2)
+    })
+    .await?;
+    let (s, stats) = p
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{dead_id}/stats"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 200, "{stats}");
+    assert!(
+        stats["attempts"].as_u64().unwrap_or(0) > n
+            && stats["delivered"].as_u64().unwrap_or(0) >= n,
+        "{stats}"
+    );
+    Ok(())
+}
+
+/// The oldest attempt to `ep` in the delivery log, once there is one.
+async fn last_attempt(p: &Pipeline, t: &TestTenant, ep: &str) -> anyhow::Result<Value> {
+    let path = format!("/v1/endpoints/{ep}/attempts");
+    wait_until("attempt logged", Duration::from_secs(30), || async {
+        let (_, v) = p.call(Method::GET, &path, &t.key, None, &[]).await?;
+        Ok(v["data"].as_array().is_some_and(|a| !a.is_empty()))
+    })
+    .await?;
+    let (_, v) = p.call(Method::GET, &path, &t.key, None, &[]).await?;
+    let data = v["data"].as_array().cloned().unwrap_or_default();
+    Ok(data.last().cloned().unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_endpoint_input_and_hostile_receivers() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![])).await?;
+    let t = tenant_with_number(&p, "+15550051").await?;
+    for (body, field) in [
+        (json!({"url": "ftp://example.com/x"}), "url"),
+        (json!({"url": "https://10.1.2.3/hook"}), "url"),
+        (json!({"url": "https://169.254.169.254/latest"}), "url"),
+        (json!({"url": "http://example.com/hook"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+        (
+            json!({"url": "https://example.com/h", "event_types": ["message.status.seen"]}),
+            "event_types[0]",
+        ),
+        (
+            json!({"url": "https://example.com/h", "event_types": ["mess*"]}),
+            "event_types[0]",
+        ),
+        (
+            json!({"url": "https://example.com/h", "numbers": ["+19999999999"]}),
+            "numbers[0]",
+        ),
+        (
+            json!({"url": "https://example.com/h", "rate_per_sec": 0}),
+            "rate_per_sec",
+        ),
+        (
+            json!({"url": "https://example.com/h", "headers": {"webhook-id": "x"}}),
+            "headers.webhook-id",
+        ),
+        (json!({}), "url"),
+    ] {
+        let (s, v) = p
+            .call(
+                Method::POST,
+                "/v1/endpoints",
+                &t.key,
+                Some(body.clone()),
+                &[],
+            )
+            .await?;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{body}: {v}");
+    }
+    let (s, v) = p
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            &t.key,
+            Some(json!({"url": "https://example.com/h", "colour": "red"})),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 400, "unknown field: {v}");
+    let (s, _) = p
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            "sb_wrong",
+            Some(json!({"url": "https://example.com/h"})),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 401);
+    let (_, list) = p
+        .call(Method::GET, "/v1/endpoints", &t.key, None, &[])
+        .await?;
+    assert_eq!(
+        list["data"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was created"
+    );
+
+    let (huge, _) = p.endpoint(&t, "huge", json!({})).await?;
+    let (redirect, _) = p.endpoint(&t, "redirect", json!({})).await?;
+    let (abort, _) = p.endpoint(&t, "abort", json!({})).await?;
+    let sim = p.endpoint_sim();
+    sim.set(
+        "huge",
+        None,
+        Some(Behavior {
+            huge_body_bytes: 50 << 20,
+            ..Default::default()
+        }),
+    )?;
+    sim.set(
+        "redirect",
+        None,
+        Some(Behavior {
+            redirect_to: Some("http://127.0.0.1:1/".into()),
+            ..Default::default()
+        }),
+    )?;
+    sim.set(
+        "abort",
+        None,
+        Some(Behavior {
+            abort: true,
+            ..Default::default()
+        }),
+    )?;
+    let ts = chrono::Utc::now().timestamp();
+    p.post_meta_until_accepted(&switchboard_e2e::bsp::meta_status(
+        "+15550051",
+        "+919833333333",
+        "wamid.h",
+        "sent",
+        ts,
+    ))
+    .await?;
+    p.wait_delivered(&["huge"], 1, Duration::from_secs(30))
+        .await?;
+    let h = last_attempt(&p, &t, &huge).await?;
+    assert_eq!(h["outcome"], "delivered", "{h}");
+    assert!(
+        h["response"].as_str().unwrap_or_default().len() <= 1024,
+        "snippet capped"
+    );
+    let r = last_attempt(&p, &t, &redirect).await?;
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert_eq!(r["status_code"], 307);
+    assert!(
+        r["error"].as_str().unwrap_or_default().contains("redirect"),
+        "{r}"
+    );
+    let a = last_attempt(&p, &t, &abort).await?;
+    assert_eq!(a["outcome"], "aborted", "{a}");
+    assert_eq!(a["final"], true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sim.received("abort").len(),
+        1,
+        "no retries after abort-message"
+    );
+    assert!(
+        sim.received("redirect").len() >= 2,
+        "a redirect is retried, never followed"
+    );
+    Ok(())
+}
