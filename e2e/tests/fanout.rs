@@ -668,3 +668,43 @@ async fn bad_endpoint_input_and_hostile_receivers() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_log_retention_drops_old_days_only() -> anyhow::Result<()> {
+    let mut p = Pipeline::start(Options::default()).await?;
+    let table = format!("{}.delivery_attempts", p.ch_db);
+    wait_until("delivery log table", Duration::from_secs(30), || async {
+        Ok(p.ch_count(&format!("SELECT count() FROM system.tables WHERE database = '{}' AND name = 'delivery_attempts'", p.ch_db)).await? == 1)
+    })
+    .await?;
+    let now = chrono::Utc::now().timestamp();
+    for (id, age_days) in [("old1", 40), ("old2", 31), ("edge", 29), ("new", 0)] {
+        let at = now - age_days * 86_400;
+        p.ch(&format!(
+            "INSERT INTO {table} (attempt_id, endpoint_id, attempted_at, attempted_at_ms, outcome) VALUES ('{id}', 'ep_x', {at}, {}, 'delivered')",
+            at * 1000
+        ))
+        .await?;
+    }
+    assert_eq!(
+        p.ch_count(&format!("SELECT count() FROM {table}")).await?,
+        4
+    );
+    p.ch_sink.stop().await?;
+    p.ch_sink
+        .set_env("SWITCHBOARD_DELIVERY_LOG_RETENTION_DAYS", "30");
+    p.ch_sink
+        .set_env("SWITCHBOARD_DELIVERY_LOG_RETENTION_INTERVAL", "1s");
+    p.ch_sink.start()?;
+    wait_until("old days dropped", Duration::from_secs(30), || async {
+        Ok(p.ch_count(&format!("SELECT count() FROM {table}")).await? == 2)
+    })
+    .await?;
+    let left = p
+        .ch(&format!(
+            "SELECT attempt_id FROM {table} ORDER BY attempt_id"
+        ))
+        .await?;
+    assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["edge", "new"]);
+    Ok(())
+}
