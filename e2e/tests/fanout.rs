@@ -359,10 +359,13 @@ async fn strict_order_holds_only_the_failing_conversation_for_its_endpoint() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The breaker stays closed here so every delivery makes its 4 attempts (0, 1, 3, 6 s):
+/// the first to use up its attempts, at 6 s, is past the 4 s disable limit, so it both
+/// lands in the DLQ and disables the endpoint.
 async fn dead_endpoints_are_disabled_and_can_be_recovered() -> anyhow::Result<()> {
     let p = Pipeline::start(opts(vec![
         ("SWITCHBOARD_DISABLE_AFTER", "4s".into()),
-        ("SWITCHBOARD_BREAKER_FAILURES", "3".into()),
+        ("SWITCHBOARD_BREAKER_FAILURES", "1000".into()),
     ]))
     .await?;
     let t = tenant_with_number(&p, "+15550041").await?;
