@@ -711,3 +711,59 @@ async fn delivery_log_retention_drops_old_days_only() -> anyhow::Result<()> {
     assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["edge", "new"]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_rotation_reseals_endpoint_secrets() -> anyhow::Result<()> {
+    let mut p = Pipeline::start(opts(vec![])).await?;
+    let t = tenant_with_number(&p, "+15550061").await?;
+    let (id, secret) = p.endpoint(&t, "a", json!({})).await?;
+    let stored: String = sqlx::query_scalar("SELECT config::text FROM endpoints WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&p.pg)
+        .await?;
+    assert!(
+        !stored.contains(&secret["whsec_".len()..]),
+        "the secret is stored in clear"
+    );
+    let old = p
+        .gateway
+        .env_var("SWITCHBOARD_CREDENTIALS_KEYS")
+        .unwrap_or_default();
+    let new = switchboard_runtime::secrets::Keyring::generate("k2");
+    async fn restart(p: &mut Pipeline, ring: &str) -> anyhow::Result<()> {
+        p.gateway.set_env("SWITCHBOARD_CREDENTIALS_KEYS", ring);
+        p.gateway.stop().await?;
+        p.gateway.start()?;
+        let f = &mut p.fanout_path.as_mut().expect("fanout").proc;
+        f.set_env("SWITCHBOARD_CREDENTIALS_KEYS", ring);
+        f.stop().await?;
+        f.start()?;
+        p.wait_send_path_ready().await?;
+        p.wait_fanout_ready().await
+    }
+    restart(&mut p, &format!("{new},{old}")).await?;
+    let r = p
+        .admin(Method::POST, "/admin/credentials/rotate", None)
+        .await?;
+    assert_eq!(r["endpoints_rotated"].as_i64(), Some(1), "{r}");
+    let kid: String =
+        sqlx::query_scalar("SELECT config->'secrets'->0->>'key_id' FROM endpoints WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&p.pg)
+            .await?;
+    assert_eq!(kid, "k2");
+    // Only the new key left: the fan-out still opens the secret, and signs with it.
+    restart(&mut p, &new).await?;
+    let ts = chrono::Utc::now().timestamp();
+    p.post_meta_until_accepted(&switchboard_e2e::bsp::meta_status(
+        "+15550061",
+        "+919844444444",
+        "wamid.k2",
+        "sent",
+        ts,
+    ))
+    .await?;
+    p.wait_delivered(&["a"], 1, Duration::from_secs(30)).await?;
+    assert_eq!(p.verify_with_python("a", &secret)?, (1, 1));
+    Ok(())
+}

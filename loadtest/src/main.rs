@@ -10,6 +10,10 @@
 //!                   [--messages N] [--concurrency C] [--numbers K] [--statuses on|off]
 //!       N sends through the API from K numbers (tier 1,000 each): accept rate and
 //!       latency, then end to end until every send has its BSP answer and its statuses.
+//!   loadgen fanout-bench [--gateway URL] [--meta-secret S] [--admin-key K] [--endpoints E]
+//!                   [--hang H] [--events N] [--concurrency C] [--sim-addr A] [--fanout-ops URL]
+//!       E endpoints in this process (H of them never answer), N status webhooks: fan-out
+//!       deliveries/s, per-endpoint rates and event-to-delivery latency.
 //!   loadgen bench   [--gateway URL] [--meta-secret S] [--messages N] [--concurrency C]
 //!                   [--database-url URL] [--clickhouse-url URL] [--clickhouse-database DB]
 //!       send N messages' webhooks (3 statuses + 1 inbound each) as fast as C concurrent
@@ -548,6 +552,23 @@ async fn main() -> anyhow::Result<()> {
             a.get("statuses", "SEND_BENCH_STATUSES", "on") != "off",
         )
         .await;
+    }
+    if cmd == "fanout-bench" {
+        let api = switchboard_loadtest::sends::Api {
+            http: c.http.clone(),
+            gateway: c.gateway.clone(),
+        };
+        let o = switchboard_loadtest::fanout_bench::Opts {
+            admin: a.get("admin-key", "SWITCHBOARD_ADMIN_API_KEY", ""),
+            meta_secret: c.meta_secret.clone(),
+            sim_addr: a.get("sim-addr", "ENDPOINT_SIM_ADDR", "127.0.0.1:18092"),
+            fanout_metrics: a.get("fanout-ops", "FANOUT_OPS_URL", "http://127.0.0.1:9105"),
+            endpoints: a.num("endpoints", 100)?,
+            hang: a.num("hang", 0)?,
+            events: a.num("events", 5000)?,
+            concurrency: a.num("concurrency", 32)?,
+        };
+        return switchboard_loadtest::fanout_bench::run(&api, &o).await;
     }
     anyhow::ensure!(
         !c.meta_secret.is_empty(),

@@ -41,7 +41,7 @@ impl Api {
         ))
     }
 
-    async fn ok(
+    pub async fn ok(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -551,9 +551,13 @@ pub async fn rotate_credentials(
             row.get("version"),
         ));
     }
+    let credentials = recs.len();
+    let endpoints = super::endpoints::reseal_all(&app, ring).await?;
+    let resealed = endpoints.len();
+    recs.extend(endpoints);
     publish_config(&app, &recs).await?;
     Ok(Json(
-        json!({"rotated": recs.len(), "active_key": ring.active_id()}),
+        json!({"rotated": credentials, "endpoints_rotated": resealed, "active_key": ring.active_id()}),
     ))
 }
 

@@ -466,3 +466,54 @@ pub async fn snapshot(
         })
         .collect())
 }
+
+/// Re-seal every endpoint signing secret not sealed with the keyring's active key (the
+/// admin API's keyring rotation). Returns the endpoints' new records, to publish.
+pub async fn reseal_all(
+    app: &AppState,
+    ring: &switchboard_runtime::secrets::Keyring,
+) -> ApiResult<Vec<switchboard_schemas::ConfigRecord>> {
+    let rows = q("SELECT config FROM endpoints".into())
+        .fetch_all(&app.db)
+        .await
+        .map_err(ApiError::db)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let Ok(mut ep) = serde_json::from_value::<Endpoint>(r.get("config")) else {
+            continue;
+        };
+        if ep.secrets.iter().all(|s| s.key_id == ring.active_id()) {
+            continue;
+        }
+        for s in &mut ep.secrets {
+            let plain = ring.open(&s.key_id, &s.ciphertext, &ep.id).map_err(|e| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "cannot_decrypt",
+                    format!("endpoint {}: {e}", ep.id),
+                )
+            })?;
+            let (kid, sealed) = ring.seal(&plain, &ep.id);
+            s.key_id = kid;
+            s.ciphertext = sealed;
+        }
+        let row = q(format!(
+            "UPDATE endpoints SET config = $2, updated_at = clock_timestamp() WHERE id = $1 RETURNING {VERSION}"
+        ))
+        .bind(&ep.id)
+        .bind(serde_json::to_value(&ep).unwrap_or_default())
+        .fetch_optional(&app.db)
+        .await
+        .map_err(ApiError::db)?;
+        if let Some(row) = row {
+            out.push(config::record(
+                ENDPOINT,
+                &ep.id,
+                &ep.tenant_id,
+                &ep,
+                row.get("version"),
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -31,6 +31,10 @@ pub enum Kind {
     CircuitOpen,
     /// Not attempted: the endpoint is disabled or gone.
     Disabled,
+    /// Not attempted yet: the endpoint already has as many deliveries waiting for its
+    /// in-flight slots or rate tokens as it may; this one waits on a delay topic instead
+    /// of holding the event (and the consumer's capacity) for a slow endpoint.
+    Deferred,
 }
 
 impl Kind {
@@ -43,6 +47,7 @@ impl Kind {
             Kind::Blocked => "blocked_address",
             Kind::CircuitOpen => "circuit_open",
             Kind::Disabled => "endpoint_disabled",
+            Kind::Deferred => "deferred",
         }
     }
 

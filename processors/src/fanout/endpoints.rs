@@ -46,6 +46,20 @@ pub struct EndpointRt {
     pub in_flight: Arc<Semaphore>,
     pub limiter: Option<DefaultDirectRateLimiter>,
     pub health: Arc<Health>,
+    /// Deliveries waiting for a slot or a rate token now.
+    pub waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl EndpointRt {
+    /// How many deliveries may wait for this endpoint before more are deferred: enough to
+    /// keep its slots busy through a second of its rate, not so many that a slow endpoint
+    /// holds thousands of events in memory.
+    pub fn max_waiting(&self) -> usize {
+        let rate = self.ep.rate_per_sec.unwrap_or(0) as usize;
+        (self.ep.max_in_flight as usize * 4)
+            .max(rate)
+            .clamp(64, 5000)
+    }
 }
 
 impl EndpointRt {
@@ -136,6 +150,7 @@ impl Registry {
             in_flight: Arc::new(Semaphore::new(ep.max_in_flight.max(1) as usize)),
             limiter,
             health: self.health(&ep.id),
+            waiting: Default::default(),
         });
         lock(&self.live).insert(ep.id.clone(), rt.clone());
         Ok(rt)

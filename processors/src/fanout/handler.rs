@@ -263,13 +263,20 @@ impl Core {
                 }
                 Some((ep, _)) if ep.disabled => skipped(Kind::Disabled, "the endpoint is disabled"),
                 Some((ep, version)) => match self.registry.get(ep, *version) {
-                    Ok(rt) => match self.attempt(&rt, d, attempt).await {
+                    Ok(rt) => match self.attempt(&rt, d, attempt, !inline).await {
                         Some(o) => o,
                         None => return false,
                     },
                     Err(e) => skipped(Kind::Failed, &e),
                 },
             };
+            if outcome.kind == Kind::Deferred {
+                METRICS
+                    .attempts
+                    .with_label_values(&[d.trigger.as_str(), "deferred"])
+                    .inc();
+                return self.defer(endpoint_id, d, attempt).await;
+            }
             // A skipped attempt (breaker open) does not use up the delivery's attempts: the
             // endpoint's health is not the event's fault. It waits as long as this attempt
             // would have before the next, so a dead endpoint's backlog does not churn.
@@ -368,18 +375,77 @@ impl Core {
         }
     }
 
-    /// One HTTP attempt within the endpoint's limits; `None` if shutdown came first.
-    async fn attempt(&self, rt: &EndpointRt, d: &Delivery, attempt: i32) -> Option<Outcome> {
-        let _permit = tokio::select! {
-            _ = self.shutdown.cancelled() => return None,
-            p = rt.in_flight.clone().acquire_owned() => p.ok()?,
+    /// Put a delivery the endpoint cannot take now on the shortest delay topic, its
+    /// attempt number unchanged (not an attempt, so not in the delivery log).
+    async fn defer(&self, endpoint_id: &str, d: &Delivery, attempt: i32) -> bool {
+        let delay = self
+            .schedule
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or(Duration::from_secs(5));
+        let task = DeliveryTask {
+            event_id: d.event_id.clone(),
+            event_type: d.event_type.clone(),
+            tenant_id: d.tenant_id.clone(),
+            endpoint_id: endpoint_id.to_string(),
+            conversation: d.conversation.clone(),
+            attempt,
+            not_before_ms: now_ms() + delay.as_millis() as i64,
+            first_attempt_ms: d.first_attempt_ms,
+            trigger: d.trigger.clone(),
+            body: d.body.clone(),
+            last_error: Some("deferred: the endpoint was saturated".into()),
+            last_status: None,
         };
-        if let Some(l) = &rt.limiter {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
-                _ = l.until_ready() => {}
+        let topic = self.topics.retry_topic(delay);
+        let rec = self
+            .record(&topic, endpoint_id, DELIVERY_TASK_SCHEMA, &task)
+            .await;
+        self.produce(rec.into_iter().collect()).await
+    }
+
+    /// One HTTP attempt within the endpoint's limits; `None` if shutdown came first.
+    /// `may_defer`: with too many deliveries already waiting for this endpoint, answer
+    /// `Deferred` at once rather than join them.
+    async fn attempt(
+        &self,
+        rt: &EndpointRt,
+        d: &Delivery,
+        attempt: i32,
+        may_defer: bool,
+    ) -> Option<Outcome> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let permit = match rt.in_flight.clone().try_acquire_owned() {
+            Ok(p) if rt.limiter.as_ref().is_none_or(|l| l.check().is_ok()) => Some(p),
+            Ok(p) => {
+                drop(p);
+                None
             }
-        }
+            Err(_) => None,
+        };
+        let _permit = match permit {
+            Some(p) => p,
+            None => {
+                if may_defer && rt.waiting.load(SeqCst) >= rt.max_waiting() {
+                    return Some(skipped(Kind::Deferred, "the endpoint is saturated"));
+                }
+                rt.waiting.fetch_add(1, SeqCst);
+                let waited = async {
+                    let p = rt.in_flight.clone().acquire_owned().await.ok()?;
+                    if let Some(l) = &rt.limiter {
+                        l.until_ready().await;
+                    }
+                    Some(p)
+                };
+                let p = tokio::select! {
+                    _ = self.shutdown.cancelled() => None,
+                    p = waited => p,
+                };
+                rt.waiting.fetch_sub(1, SeqCst);
+                p?
+            }
+        };
         if !rt.health.permits() {
             return Some(skipped(
                 Kind::CircuitOpen,
