@@ -77,7 +77,8 @@ struct AttemptRow {
     is_final: u8,
 }
 
-const OUTCOMES: [&str; 6] = [
+const OUTCOMES: [&str; 7] = [
+    "deferred",
     "delivered",
     "failed",
     "aborted",
@@ -258,6 +259,25 @@ struct BodyRow {
     body: String,
 }
 
+/// The bodies of `ids` as delivered: one attempt record per event carries it (the first
+/// attempt to the event's first endpoint), so look across all of the tenant's endpoints.
+async fn bodies(app: &AppState, tenant: &str, ids: &[String]) -> ApiResult<Vec<BodyRow>> {
+    let sql = format!(
+        "SELECT event_id, any(event_type) AS event_type, anyIf(body, body != '') AS body \
+         FROM {}.delivery_attempts WHERE tenant_id = ? AND has(?, event_id) GROUP BY event_id",
+        app.cfg.clickhouse_database
+    );
+    let rows: Vec<BodyRow> = app
+        .ch
+        .query(&sql)
+        .bind(tenant)
+        .bind(ids)
+        .fetch_all()
+        .await
+        .map_err(ch_error)?;
+    Ok(rows.into_iter().filter(|r| !r.body.is_empty()).collect())
+}
+
 fn task(
     app: &AppState,
     tenant: &str,
@@ -357,13 +377,13 @@ pub async fn recover(
         return Err(bad("since", "in the future"));
     }
     let sql = format!(
-        "SELECT event_id, any(event_type) AS event_type, any(body) AS body FROM {}.delivery_attempts \
+        "SELECT event_id FROM {}.delivery_attempts \
          WHERE endpoint_id = ? AND attempted_at_ms >= ? AND attempted_at_ms < ? \
          GROUP BY event_id HAVING countIf(outcome IN ('delivered', 'aborted')) = 0 \
          ORDER BY min(attempted_at_ms) LIMIT 100000",
         app.cfg.clickhouse_database
     );
-    let rows: Vec<BodyRow> = app
+    let ids: Vec<String> = app
         .ch
         .query(&sql)
         .bind(&id)
@@ -372,6 +392,10 @@ pub async fn recover(
         .fetch_all()
         .await
         .map_err(ch_error)?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        rows.extend(bodies(&app, &tenant.id, chunk).await?);
+    }
     let tasks: Vec<DeliveryTask> = rows
         .iter()
         .map(|r| task(&app, &tenant.id, &id, r, "recover"))
@@ -405,19 +429,10 @@ pub async fn resend(
             )
         })?
     };
-    let sql = format!(
-        "SELECT event_id, any(event_type) AS event_type, any(body) AS body FROM {}.delivery_attempts \
-         WHERE tenant_id = ? AND event_id = ? GROUP BY event_id",
-        app.cfg.clickhouse_database
-    );
-    let row: BodyRow = app
-        .ch
-        .query(&sql)
-        .bind(&tenant.id)
-        .bind(&event_id)
-        .fetch_optional()
-        .await
-        .map_err(ch_error)?
+    let row: BodyRow = bodies(&app, &tenant.id, std::slice::from_ref(&event_id))
+        .await?
+        .into_iter()
+        .next()
         .ok_or_else(|| ApiError::not_found("event in the delivery log"))?;
     let targets: Vec<String> = match &r.endpoint_id {
         Some(ep) => vec![owned_endpoint(&app, &tenant.id, ep)?.id],

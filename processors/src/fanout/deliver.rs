@@ -31,9 +31,10 @@ pub enum Kind {
     CircuitOpen,
     /// Not attempted: the endpoint is disabled or gone.
     Disabled,
-    /// Not attempted yet: the endpoint already has as many deliveries waiting for its
-    /// in-flight slots or rate tokens as it may; this one waits on a delay topic instead
-    /// of holding the event (and the consumer's capacity) for a slow endpoint.
+    /// Not attempted yet: the endpoint is slow and already has as many deliveries waiting
+    /// for its in-flight slots or rate tokens as it may; this one waits on a delay topic
+    /// instead of holding the event (and the consumer's capacity). Does not use up an
+    /// attempt.
     Deferred,
 }
 
@@ -53,7 +54,10 @@ impl Kind {
 
     /// Worth another attempt later.
     pub fn retryable(self) -> bool {
-        matches!(self, Kind::Failed | Kind::Blocked | Kind::CircuitOpen)
+        matches!(
+            self,
+            Kind::Failed | Kind::Blocked | Kind::CircuitOpen | Kind::Deferred
+        )
     }
 }
 

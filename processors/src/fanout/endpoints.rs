@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,9 +24,31 @@ pub struct Health {
     breaker: Mutex<Machine>,
     /// Unix ms of the first failure since the last success (mirrors PostgreSQL).
     pub failing_since: Mutex<Option<i64>>,
+    /// Response time, exponentially weighted (ms; timeouts count as the timeout).
+    ewma_ms: AtomicU64,
+    /// When the last request to it finished (Unix ms).
+    last_done_ms: AtomicI64,
 }
 
 impl Health {
+    /// Record one request's duration.
+    pub fn observe(&self, latency_ms: i64) {
+        let l = latency_ms.max(0) as u64;
+        let old = self.ewma_ms.load(Relaxed);
+        self.ewma_ms.store((old * 4 + l) / 5, Relaxed);
+        self.last_done_ms
+            .store(switchboard_runtime::now_ms(), Relaxed);
+    }
+
+    /// Slow: it answers in a second or more, or, with every slot taken, nothing came back
+    /// for a second (a hanging endpoint, before its first timeout says so). A merely busy
+    /// fan-out (the CPU is the limit) is not an endpoint being slow.
+    pub fn slow(&self, all_slots_taken: bool) -> bool {
+        self.ewma_ms.load(Relaxed) >= 1000
+            || (all_slots_taken
+                && switchboard_runtime::now_ms() - self.last_done_ms.load(Relaxed) >= 1000)
+    }
+
     pub fn permits(&self) -> bool {
         lock(&self.breaker).is_call_permitted()
     }
@@ -51,9 +75,9 @@ pub struct EndpointRt {
 }
 
 impl EndpointRt {
-    /// How many deliveries may wait for this endpoint before more are deferred: enough to
-    /// keep its slots busy through a second of its rate, not so many that a slow endpoint
-    /// holds thousands of events in memory.
+    /// How many deliveries may wait for a slow endpoint before more are deferred: enough
+    /// to keep its slots busy through a second of its rate, not so many that a slow
+    /// endpoint holds thousands of events in memory.
     pub fn max_waiting(&self) -> usize {
         let rate = self.ep.rate_per_sec.unwrap_or(0) as usize;
         (self.ep.max_in_flight as usize * 4)
@@ -114,6 +138,8 @@ impl Registry {
                 Arc::new(Health {
                     breaker: Mutex::new(failsafe::Config::new().failure_policy(policy).build()),
                     failing_since: Mutex::new(None),
+                    ewma_ms: AtomicU64::new(0),
+                    last_done_ms: AtomicI64::new(switchboard_runtime::now_ms()),
                 })
             })
             .clone()

@@ -194,10 +194,10 @@ impl Core {
             received_at_ms: Some(ev.received_at_ms),
         };
         let (ticket, d, me) = (&ticket, &d, &self);
-        let done = join_all(targets.iter().map(|ep| async move {
+        let done = join_all(targets.iter().enumerate().map(|(i, ep)| async move {
             ticket.turn(&ep.id).await;
             let ok = me
-                .deliver(&ep.id, d, 1, ep.ordering == Ordering::Strict)
+                .deliver(&ep.id, d, 1, ep.ordering == Ordering::Strict, i == 0)
                 .await;
             ticket.pass(&ep.id);
             ok
@@ -231,19 +231,22 @@ impl Core {
             trigger: task.trigger,
             received_at_ms: None,
         };
-        self.deliver(&task.endpoint_id, &d, task.attempt.max(1), false)
+        self.deliver(&task.endpoint_id, &d, task.attempt.max(1), false, false)
             .await
     }
 
     /// Attempt `attempt` of a delivery and settle its outcome: logged, and then done,
     /// scheduled again, retried in place (`inline`, strict ordering) or dead-lettered.
-    /// `false` when shutdown interrupted it before it was settled.
+    /// `false` when shutdown interrupted it before it was settled. `log_body`: this
+    /// attempt's log record carries the body (one per event is enough for recover and
+    /// resend to find it: the first attempt to the event's first endpoint).
     async fn deliver(
         &self,
         endpoint_id: &str,
         d: &Delivery,
         mut attempt: i32,
         inline: bool,
+        mut log_body: bool,
     ) -> bool {
         loop {
             let current = {
@@ -270,17 +273,12 @@ impl Core {
                     Err(e) => skipped(Kind::Failed, &e),
                 },
             };
-            if outcome.kind == Kind::Deferred {
-                METRICS
-                    .attempts
-                    .with_label_values(&[d.trigger.as_str(), "deferred"])
-                    .inc();
-                return self.defer(endpoint_id, d, attempt).await;
-            }
             // A skipped attempt (breaker open) does not use up the delivery's attempts: the
             // endpoint's health is not the event's fault. It waits as long as this attempt
             // would have before the next, so a dead endpoint's backlog does not churn.
-            let skipped_open = outcome.kind == Kind::CircuitOpen;
+            // A deferred one (the endpoint is slow and has enough waiting) comes back after
+            // the shortest delay.
+            let skipped_open = matches!(outcome.kind, Kind::CircuitOpen | Kind::Deferred);
             let exhausted =
                 outcome.kind.retryable() && !skipped_open && attempt as usize > self.schedule.len();
             let is_final = !outcome.kind.retryable() || exhausted;
@@ -312,7 +310,11 @@ impl Core {
                 response_snippet: outcome.snippet.clone(),
                 attempted_at_ms: now_ms(),
                 is_final,
-                body: d.body.clone(),
+                body: if std::mem::take(&mut log_body) {
+                    d.body.clone()
+                } else {
+                    String::new()
+                },
             };
             let mut out = vec![
                 self.record(
@@ -362,7 +364,15 @@ impl Core {
                     task.attempt = attempt;
                     self.topics.deliveries_dlq.clone()
                 } else {
-                    let delay = self.schedule[(attempt as usize - 1).min(self.schedule.len() - 1)];
+                    let delay = if outcome.kind == Kind::Deferred {
+                        self.schedule
+                            .iter()
+                            .min()
+                            .copied()
+                            .unwrap_or(Duration::from_secs(5))
+                    } else {
+                        self.schedule[(attempt as usize - 1).min(self.schedule.len() - 1)]
+                    };
                     task.not_before_ms = now_ms() + delay.as_millis() as i64;
                     self.topics.retry_topic(delay)
                 };
@@ -375,39 +385,9 @@ impl Core {
         }
     }
 
-    /// Put a delivery the endpoint cannot take now on the shortest delay topic, its
-    /// attempt number unchanged (not an attempt, so not in the delivery log).
-    async fn defer(&self, endpoint_id: &str, d: &Delivery, attempt: i32) -> bool {
-        let delay = self
-            .schedule
-            .iter()
-            .min()
-            .copied()
-            .unwrap_or(Duration::from_secs(5));
-        let task = DeliveryTask {
-            event_id: d.event_id.clone(),
-            event_type: d.event_type.clone(),
-            tenant_id: d.tenant_id.clone(),
-            endpoint_id: endpoint_id.to_string(),
-            conversation: d.conversation.clone(),
-            attempt,
-            not_before_ms: now_ms() + delay.as_millis() as i64,
-            first_attempt_ms: d.first_attempt_ms,
-            trigger: d.trigger.clone(),
-            body: d.body.clone(),
-            last_error: Some("deferred: the endpoint was saturated".into()),
-            last_status: None,
-        };
-        let topic = self.topics.retry_topic(delay);
-        let rec = self
-            .record(&topic, endpoint_id, DELIVERY_TASK_SCHEMA, &task)
-            .await;
-        self.produce(rec.into_iter().collect()).await
-    }
-
     /// One HTTP attempt within the endpoint's limits; `None` if shutdown came first.
-    /// `may_defer`: with too many deliveries already waiting for this endpoint, answer
-    /// `Deferred` at once rather than join them.
+    /// `may_defer`: when the endpoint is slow and too many deliveries already wait for
+    /// it, answer `Deferred` at once rather than join them.
     async fn attempt(
         &self,
         rt: &EndpointRt,
@@ -427,7 +407,10 @@ impl Core {
         let _permit = match permit {
             Some(p) => p,
             None => {
-                if may_defer && rt.waiting.load(SeqCst) >= rt.max_waiting() {
+                if may_defer
+                    && rt.waiting.load(SeqCst) >= rt.max_waiting()
+                    && rt.health.slow(rt.in_flight.available_permits() == 0)
+                {
                     return Some(skipped(Kind::Deferred, "the endpoint is saturated"));
                 }
                 rt.waiting.fetch_add(1, SeqCst);
@@ -462,6 +445,9 @@ impl Core {
             self.cfg.max_response_bytes,
         )
         .await;
+        if o.status.is_some() || o.kind == Kind::Failed {
+            rt.health.observe(o.latency_ms);
+        }
         match o.kind {
             Kind::Delivered | Kind::Aborted => rt.health.record(true),
             Kind::Failed => rt.health.record(false),
