@@ -9,6 +9,8 @@
 # seconds and peak RSS per process. Results go to loadtest/results/fanout-<timestamp>.txt.
 #
 # usage: loadtest/fanout-bench.sh [EVENTS_A] [EVENTS_B] [RUNS]   (defaults 3000, 20000, 3)
+#        FANOUT_BENCH_ONLY=A|B runs one scenario; FANOUT_BENCH_RATE=R paces scenario A at R
+#        events/s (latency at a sustained rate rather than draining a backlog)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
@@ -73,9 +75,13 @@ measure() { # label, loadgen args...
   trap stop_pipeline EXIT
   echo "# loadtest/fanout-bench.sh $NA $NB $RUNS   ($(date -u +%FT%TZ), $(nproc) cores)"
   for run in $(seq 1 "$RUNS"); do
-    measure "A run $run: 100 endpoints" --endpoints 100 --events "$NA"
-    measure "B run $run: 10 endpoints, all answering" --endpoints 10 --events "$NB"
-    measure "B run $run: 10 endpoints, 1 never answers" --endpoints 10 --hang 1 --events "$NB"
+    if [ "${FANOUT_BENCH_ONLY:-A}" != B ] || [ -z "${FANOUT_BENCH_ONLY:-}" ]; then
+      measure "A run $run: 100 endpoints" --endpoints 100 --events "$NA" ${FANOUT_BENCH_RATE:+--rate $FANOUT_BENCH_RATE}
+    fi
+    if [ "${FANOUT_BENCH_ONLY:-B}" != A ]; then
+      measure "B run $run: 10 endpoints, all answering" --endpoints 10 --events "$NB"
+      measure "B run $run: 10 endpoints, 1 never answers" --endpoints 10 --hang 1 --events "$NB"
+    fi
   done
 } | tee "$OUT"
 echo "results written to $OUT" >&2

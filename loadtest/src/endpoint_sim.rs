@@ -65,6 +65,10 @@ pub struct Behavior {
     pub fail_status: u16,
     /// Fail the first N requests of every webhook id, then succeed (retry tests).
     pub fail_first: u32,
+    /// Apply `fail_first` only to every k-th distinct webhook id (by first arrival; the
+    /// 1st, (k+1)th, ...); 0 = to every id. Some events fail while their neighbours go
+    /// straight through, which is what puts retries out of order.
+    pub fail_every: u32,
     /// Never answer (hold the request for an hour).
     pub timeout: bool,
     /// Answer 503 until this unix time in milliseconds.
@@ -89,6 +93,7 @@ impl Default for Behavior {
             fail_rate: 0.0,
             fail_status: 500,
             fail_first: 0,
+            fail_every: 0,
             timeout: false,
             down_until_ms: None,
             down: false,
@@ -223,6 +228,8 @@ impl Settings {
 struct IdState {
     /// Requests seen with this id.
     seen: u32,
+    /// Distinct ids seen before this one.
+    index: u64,
     /// Answered 2xx at least once.
     ok: bool,
 }
@@ -285,7 +292,8 @@ impl Answer {
     }
 }
 
-/// `seen`: requests with this webhook id so far, this one included.
+/// `seen`: requests with this webhook id so far, this one included (`u32::MAX` for ids
+/// `fail_first` does not apply to).
 fn decide(b: &Behavior, seen: u32, signature_ok: bool, now_ms: i64) -> Answer {
     let fail_status = StatusCode::from_u16(b.fail_status)
         .map(|s| s.as_u16())
@@ -370,17 +378,23 @@ impl Endpoint {
         if req.envelope.is_none() {
             r.stats.malformed += 1;
         }
+        let known = r.ids.len() as u64;
         let id = match r.ids.get_mut(req.webhook_id) {
             Some(id) => id,
-            None => r
-                .ids
-                .entry(req.webhook_id.to_owned())
-                .or_insert(IdState { seen: 0, ok: false }),
+            None => r.ids.entry(req.webhook_id.to_owned()).or_insert(IdState {
+                seen: 0,
+                index: known,
+                ok: false,
+            }),
         };
         id.seen = id.seen.saturating_add(1);
         let answer = decide(
             &s.behavior,
-            id.seen,
+            if s.behavior.fail_every == 0 || id.index % s.behavior.fail_every as u64 == 0 {
+                id.seen
+            } else {
+                u32::MAX
+            },
             req.verified || !has_secrets,
             req.received_at_ms,
         );

@@ -12,7 +12,7 @@ pub const DEAD_LETTER_SCHEMA: &str = include_str!("../avro/dead_letter.avsc");
 pub const SEND_REQUEST_SCHEMA: &str = include_str!("../avro/send_request.avsc");
 pub const CONFIG_RECORD_SCHEMA: &str = include_str!("../avro/config_record.avsc");
 pub const DELIVERY_TASK_SCHEMA: &str = include_str!("../avro/delivery_task.avsc");
-pub const DELIVERY_ATTEMPT_SCHEMA: &str = include_str!("../avro/delivery_attempt.avsc");
+pub const DELIVERY_ATTEMPTS_SCHEMA: &str = include_str!("../avro/delivery_attempts.avsc");
 
 /// A BSP webhook request as the gateway received it (`wa.webhooks.raw`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +126,13 @@ pub struct DeliveryTask {
     pub last_status: Option<i32>,
 }
 
-/// One delivery attempt, for the delivery log (`wa.deliveries.attempts`).
+/// Attempts settled together (`wa.deliveries.attempts`): the delivery log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DeliveryAttempts {
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+/// One delivery attempt, for the delivery log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct DeliveryAttempt {
     pub attempt_id: String,
@@ -314,13 +320,15 @@ mod tests {
             },
         );
         check(
-            DELIVERY_ATTEMPT_SCHEMA,
-            DeliveryAttempt {
-                attempt_id: "att_1".into(),
-                status_code: Some(200),
-                is_final: true,
-                response_snippet: Some("ok".into()),
-                ..DeliveryAttempt::default()
+            DELIVERY_ATTEMPTS_SCHEMA,
+            DeliveryAttempts {
+                attempts: vec![DeliveryAttempt {
+                    attempt_id: "att_1".into(),
+                    status_code: Some(200),
+                    is_final: true,
+                    response_snippet: Some("ok".into()),
+                    ..DeliveryAttempt::default()
+                }],
             },
         );
         check(

@@ -13,8 +13,9 @@ mod ids;
 
 pub use codec::{Codec, CodecError};
 pub use event::{
-    ConfigRecord, DeadLetter, DeliveryAttempt, DeliveryTask, Event, EventType, RawWebhook,
-    SendRequest, Status, CONFIG_RECORD_SCHEMA, DEAD_LETTER_SCHEMA, DELIVERY_ATTEMPT_SCHEMA,
-    DELIVERY_TASK_SCHEMA, EVENT_SCHEMA, RAW_WEBHOOK_SCHEMA, SEND_REQUEST_SCHEMA,
+    ConfigRecord, DeadLetter, DeliveryAttempt, DeliveryAttempts, DeliveryTask, Event, EventType,
+    RawWebhook, SendRequest, Status, CONFIG_RECORD_SCHEMA, DEAD_LETTER_SCHEMA,
+    DELIVERY_ATTEMPTS_SCHEMA, DELIVERY_TASK_SCHEMA, EVENT_SCHEMA, RAW_WEBHOOK_SCHEMA,
+    SEND_REQUEST_SCHEMA,
 };
 pub use ids::{inbound_event_id, send_event_id, status_event_id};

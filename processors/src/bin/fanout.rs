@@ -15,6 +15,9 @@ use switchboard_runtime::lanes::LaneLoop;
 use switchboard_runtime::netguard::AllowList;
 use switchboard_runtime::secrets::Keyring;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     switchboard_runtime::telemetry::init("fanout");

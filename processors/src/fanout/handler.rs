@@ -25,8 +25,8 @@ use switchboard_runtime::now_ms;
 use switchboard_runtime::CancellationToken;
 use switchboard_schemas::config::{Endpoint, Ordering};
 use switchboard_schemas::{
-    Codec, DeliveryAttempt, DeliveryTask, Event, CONFIG_RECORD_SCHEMA, DELIVERY_ATTEMPT_SCHEMA,
-    DELIVERY_TASK_SCHEMA, EVENT_SCHEMA,
+    Codec, DeliveryAttempt, DeliveryAttempts, DeliveryTask, Event, CONFIG_RECORD_SCHEMA,
+    DELIVERY_ATTEMPTS_SCHEMA, DELIVERY_TASK_SCHEMA, EVENT_SCHEMA,
 };
 
 use super::deliver::{self, Kind, Outcome};
@@ -83,6 +83,20 @@ pub struct Core {
     pub shutdown: CancellationToken,
 }
 
+/// What settling deliveries asks to produce.
+#[derive(Default)]
+struct Settled {
+    attempts: Vec<DeliveryAttempt>,
+    records: Vec<OutRecord>,
+}
+
+impl Settled {
+    fn merge(&mut self, other: Settled) {
+        self.attempts.extend(other.attempts);
+        self.records.extend(other.records);
+    }
+}
+
 /// What a delivery carries from attempt to attempt.
 struct Delivery {
     event_id: String,
@@ -90,6 +104,8 @@ struct Delivery {
     tenant_id: String,
     conversation: String,
     body: String,
+    /// The same bytes, shared by every request.
+    payload: bytes::Bytes,
     first_attempt_ms: i64,
     trigger: String,
     /// When the event entered Switchboard (first attempts), for the latency metric.
@@ -188,6 +204,7 @@ impl Core {
             } else {
                 ev.conversation_key()
             },
+            payload: bytes::Bytes::from(body.clone()),
             body,
             first_attempt_ms: now_ms(),
             trigger: "first".into(),
@@ -196,14 +213,24 @@ impl Core {
         let (ticket, d, me) = (&ticket, &d, &self);
         let done = join_all(targets.iter().enumerate().map(|(i, ep)| async move {
             ticket.turn(&ep.id).await;
-            let ok = me
+            let settled = me
                 .deliver(&ep.id, d, 1, ep.ordering == Ordering::Strict, i == 0)
                 .await;
             ticket.pass(&ep.id);
-            ok
+            settled
         }))
         .await;
-        done.into_iter().all(|ok| ok)
+        // One produce for the whole event: its attempts in one log record, plus any retry
+        // tasks, before the event counts as done.
+        let mut all = Settled::default();
+        let mut complete = true;
+        for s in done {
+            match s {
+                Some(s) => all.merge(s),
+                None => complete = false,
+            }
+        }
+        self.flush(all).await && complete
     }
 
     async fn retry(self: Arc<Self>, msg: OwnedMessage) -> bool {
@@ -226,18 +253,25 @@ impl Core {
             event_type: task.event_type,
             tenant_id: task.tenant_id,
             conversation: task.conversation,
+            payload: bytes::Bytes::from(task.body.clone()),
             body: task.body,
             first_attempt_ms: task.first_attempt_ms,
             trigger: task.trigger,
             received_at_ms: None,
         };
-        self.deliver(&task.endpoint_id, &d, task.attempt.max(1), false, false)
+        match self
+            .deliver(&task.endpoint_id, &d, task.attempt.max(1), false, false)
             .await
+        {
+            Some(settled) => self.flush(settled).await,
+            None => false,
+        }
     }
 
     /// Attempt `attempt` of a delivery and settle its outcome: logged, and then done,
     /// scheduled again, retried in place (`inline`, strict ordering) or dead-lettered.
-    /// `false` when shutdown interrupted it before it was settled. `log_body`: this
+    /// Returns what to produce (the caller produces it before the input counts as
+    /// done), or `None` when shutdown interrupted it before it was settled. `log_body`: this
     /// attempt's log record carries the body (one per event is enough for recover and
     /// resend to find it: the first attempt to the event's first endpoint).
     async fn deliver(
@@ -247,7 +281,8 @@ impl Core {
         mut attempt: i32,
         inline: bool,
         mut log_body: bool,
-    ) -> bool {
+    ) -> Option<Settled> {
+        let mut settled = Settled::default();
         loop {
             let current = {
                 let ix = self.cache.read();
@@ -262,14 +297,11 @@ impl Core {
             let outcome = match &current {
                 None => {
                     tracing::info!(endpoint = endpoint_id, event = %d.event_id, "endpoint deleted; delivery dropped");
-                    return true;
+                    return Some(settled);
                 }
                 Some((ep, _)) if ep.disabled => skipped(Kind::Disabled, "the endpoint is disabled"),
                 Some((ep, version)) => match self.registry.get(ep, *version) {
-                    Ok(rt) => match self.attempt(&rt, d, attempt, !inline).await {
-                        Some(o) => o,
-                        None => return false,
-                    },
+                    Ok(rt) => self.attempt(&rt, d, attempt, !inline).await?,
                     Err(e) => skipped(Kind::Failed, &e),
                 },
             };
@@ -316,30 +348,22 @@ impl Core {
                     String::new()
                 },
             };
-            let mut out = vec![
-                self.record(
-                    &self.topics.deliveries_attempts,
-                    endpoint_id,
-                    DELIVERY_ATTEMPT_SCHEMA,
-                    &log,
-                )
-                .await,
-            ];
+            settled.attempts.push(log);
             if let Some((ep, _)) = &current {
                 if let Some(rt) = self.track_health(ep, &outcome).await {
-                    out.extend(rt);
+                    settled.records.extend(rt.into_iter().flatten());
                 }
             }
             if !is_final && inline {
-                if !self.produce(out.into_iter().flatten().collect()).await {
-                    return false;
+                if !self.flush(std::mem::take(&mut settled)).await {
+                    return None;
                 }
                 let delay = self.schedule[(attempt as usize - 1).min(self.schedule.len() - 1)];
                 if skipped_open {
                     attempt -= 1;
                 }
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => return false,
+                    _ = self.shutdown.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}
                 }
                 attempt += 1;
@@ -376,13 +400,33 @@ impl Core {
                     task.not_before_ms = now_ms() + delay.as_millis() as i64;
                     self.topics.retry_topic(delay)
                 };
-                out.push(
+                settled.records.extend(
                     self.record(&topic, endpoint_id, DELIVERY_TASK_SCHEMA, &task)
                         .await,
                 );
             }
-            return self.produce(out.into_iter().flatten().collect()).await;
+            return Some(settled);
         }
+    }
+
+    /// Produce what deliveries settled: their attempts as one log record, and the rest.
+    async fn flush(&self, mut s: Settled) -> bool {
+        if let Some(first) = s.attempts.first() {
+            let key = first.event_id.clone();
+            let batch = DeliveryAttempts {
+                attempts: std::mem::take(&mut s.attempts),
+            };
+            s.records.extend(
+                self.record(
+                    &self.topics.deliveries_attempts,
+                    &key,
+                    DELIVERY_ATTEMPTS_SCHEMA,
+                    &batch,
+                )
+                .await,
+            );
+        }
+        self.produce(s.records).await
     }
 
     /// One HTTP attempt within the endpoint's limits; `None` if shutdown came first.
@@ -441,7 +485,7 @@ impl Core {
             rt,
             &d.event_id,
             attempt,
-            &d.body,
+            &d.payload,
             self.cfg.max_response_bytes,
         )
         .await;

@@ -25,8 +25,17 @@ struct Conv {
     registered: u64,
     /// Tickets dropped before registering.
     abandoned: BTreeSet<u64>,
-    /// Endpoint → sequence numbers registered for it and not yet passed.
-    pending: HashMap<String, BTreeSet<u64>>,
+    /// Endpoint → sequence numbers registered for it and not yet passed, and who waits
+    /// for a turn there (woken only by changes at that endpoint: with 100 endpoints, a
+    /// pass wakes one endpoint's waiters, not every waiter of the conversation).
+    pending: HashMap<String, Pending>,
+    /// Woken when the registration chain moves.
+    notify: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Pending {
+    seqs: BTreeSet<u64>,
     notify: Arc<Notify>,
 }
 
@@ -90,7 +99,11 @@ impl Ticket {
                     .expect("a live ticket keeps its conversation");
                 if c.registered == self.seq {
                     for ep in endpoints {
-                        c.pending.entry(ep.clone()).or_default().insert(self.seq);
+                        c.pending
+                            .entry(ep.clone())
+                            .or_default()
+                            .seqs
+                            .insert(self.seq);
                     }
                     c.registered += 1;
                     c.advance();
@@ -119,12 +132,21 @@ impl Ticket {
                 let c = convs
                     .get(&self.conv)
                     .expect("a live ticket keeps its conversation");
-                c.notify.clone()
+                match c.pending.get(endpoint) {
+                    // Registered, so the entry exists until this ticket passes.
+                    Some(p) if p.seqs.first() == Some(&self.seq) => return,
+                    Some(p) => p.notify.clone(),
+                    None => return,
+                }
             };
             let n = notify.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            if self.ready(|c| c.pending.get(endpoint).and_then(|p| p.first()) == Some(&self.seq)) {
+            if self.ready(|c| {
+                c.pending
+                    .get(endpoint)
+                    .is_none_or(|p| p.seqs.first() == Some(&self.seq))
+            }) {
                 return;
             }
             n.await;
@@ -151,12 +173,12 @@ impl Ticket {
 
 fn release(c: &mut Conv, endpoint: &str, seq: u64) {
     if let Some(p) = c.pending.get_mut(endpoint) {
-        p.remove(&seq);
-        if p.is_empty() {
+        p.seqs.remove(&seq);
+        p.notify.notify_waiters();
+        if p.seqs.is_empty() {
             c.pending.remove(endpoint);
         }
     }
-    c.notify.notify_waiters();
 }
 
 impl Drop for Ticket {

@@ -7,7 +7,7 @@ use std::sync::{Arc, LazyLock};
 use prometheus::{register_int_counter_vec, IntCounterVec};
 use rdkafka::message::{Message, OwnedMessage};
 use switchboard_runtime::stream::BatchHandler;
-use switchboard_schemas::{Codec, DeliveryAttempt};
+use switchboard_schemas::{Codec, DeliveryAttempts};
 use switchboard_sinks::ch::ChWriter;
 use switchboard_sinks::Config;
 
@@ -42,10 +42,10 @@ impl BatchHandler for Handler {
             for m in &attempts {
                 match self
                     .codec
-                    .decode::<DeliveryAttempt>(m.payload().unwrap_or_default())
+                    .decode::<DeliveryAttempts>(m.payload().unwrap_or_default())
                     .await
                 {
-                    Ok(a) => rows.push(a),
+                    Ok(a) => rows.extend(a.attempts),
                     Err(e) if e.is_retryable() => anyhow::bail!("decoding an attempt: {e}"),
                     Err(e) => {
                         tracing::error!(offset = m.offset(), error = %e, "undecodable attempt skipped")

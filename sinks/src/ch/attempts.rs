@@ -1,10 +1,11 @@
 //! The delivery log: `wa.deliveries.attempts` → `delivery_attempts` (rollup by view),
 //! and its retention.
 //!
-//! Exactly once, like events: a batch repeated after a crash is filtered against the
-//! attempt ids already stored (bounded to the batch's time range, so the look-up reads
-//! a day's partition or two, not the table). Attempts are keyed by endpoint on the
-//! topic, so one sink instance owns any given attempt id.
+//! Each record on the topic carries the attempts settled together (an event's first
+//! attempts to all its endpoints). Exactly once, like events: a batch repeated after a
+//! crash is filtered against the attempt ids already stored (bounded to the batch's time
+//! range, so the look-up reads a day's partition or two, not the table). An attempt id
+//! is in exactly one record, so one sink instance owns it.
 
 use std::collections::HashSet;
 
