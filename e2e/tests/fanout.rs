@@ -71,8 +71,26 @@ async fn every_event_type_reaches_exactly_the_matching_endpoints_signed() -> any
             json!({"event_types": ["message.status.read"]}),
         )
         .await?;
+    p.endpoint(
+        &t,
+        "sends",
+        json!({"event_types": ["message.send_accepted", "message.send_failed"]}),
+    )
+    .await?;
     settle(&p, "+15550001", &["all", "statuses"]).await?;
 
+    // Two sends through the API: one the BSP accepts, one it refuses for good (no
+    // status webhooks back, so the counts below stay exact).
+    p.sim()
+        .set_behavior(switchboard_loadtest::bsp_sim::Behavior {
+            errors: std::collections::HashMap::from([("4915100000047".into(), 131047)]),
+            no_callbacks: true,
+            ..Default::default()
+        });
+    for to in ["+4915112345678", "+4915100000047"] {
+        let (s, v) = p.send_text(&t, "+15550001", to, "fan me out").await?;
+        assert_eq!(s, 202, "{v}");
+    }
     // 2 conversations × 2 messages × sent/delivered/read, and one inbound message.
     let n = p.post_statuses("+15550001", 2, 2).await?;
     let now = chrono::Utc::now().timestamp() + 100;
@@ -84,7 +102,9 @@ async fn every_event_type_reaches_exactly_the_matching_endpoints_signed() -> any
         now,
     );
     p.post_meta_until_accepted(&inbound).await?;
-    p.wait_delivered(&["all"], n as u64 + 1, Duration::from_secs(60))
+    p.wait_delivered(&["all"], n as u64 + 3, Duration::from_secs(60))
+        .await?;
+    p.wait_delivered(&["sends"], 2, Duration::from_secs(30))
         .await?;
     p.wait_delivered(&["statuses"], n as u64, Duration::from_secs(30))
         .await?;
@@ -108,14 +128,28 @@ async fn every_event_type_reaches_exactly_the_matching_endpoints_signed() -> any
         HashSet::from(["message.received".to_string()])
     );
     assert!(!types("statuses").contains("message.received"));
-    assert_eq!(sim.stats_of("all").unique_ok, n as u64 + 1);
+    assert_eq!(sim.stats_of("all").unique_ok, n as u64 + 3);
+    assert_eq!(
+        types("sends"),
+        HashSet::from([
+            "message.send_accepted".to_string(),
+            "message.send_failed".to_string()
+        ])
+    );
     assert_eq!(sim.stats_of("delivered").unique_ok, 4);
     assert_eq!(
         sim.stats_of("other-number").requests,
         0,
         "events of another number"
     );
-    for name in ["all", "statuses", "delivered", "inbound", "rotating"] {
+    for name in [
+        "all",
+        "statuses",
+        "delivered",
+        "inbound",
+        "rotating",
+        "sends",
+    ] {
         let s = sim.stats_of(name);
         assert_eq!(s.bad_signatures, 0, "{name}: {s:?}");
         assert_eq!(s.duplicates_ok, 0, "{name}: {s:?}");
@@ -123,7 +157,7 @@ async fn every_event_type_reaches_exactly_the_matching_endpoints_signed() -> any
     }
     // The official Python library verifies every request.
     let (ok, checked) = p.verify_with_python("all", &all_secret)?;
-    assert_eq!((ok, checked), (n + 1, n + 1));
+    assert_eq!((ok, checked), (n + 3, n + 3));
 
     // Rotation with a 4 s grace period: both secrets verify, then only the new one.
     let (s, v) = p
@@ -251,6 +285,10 @@ async fn a_down_endpoint_catches_up_and_a_hanging_one_slows_no_one() -> anyhow::
         .await?;
     let attempts: Vec<_> = sim.received("down");
     assert!(attempts.iter().any(|r| r.answered == 503), "it was down");
+    // Its breaker (10 failures) stopped the hammering: far fewer failed requests than
+    // events, the rest waited without a request, then probes found it back.
+    let refused = attempts.iter().filter(|r| r.answered == 503).count() as u64;
+    assert!(refused < n, "{refused} requests refused for {n} events");
     assert!(attempts
         .iter()
         .filter(|r| r.answered == 200)
@@ -763,5 +801,39 @@ async fn keyring_rotation_reseals_endpoint_secrets() -> anyhow::Result<()> {
     .await?;
     p.wait_delivered(&["a"], 1, Duration::from_secs(30)).await?;
     assert_eq!(p.verify_with_python("a", &secret)?, (1, 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_rate_limit_is_kept() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![])).await?;
+    let t = tenant_with_number(&p, "+15550071").await?;
+    p.endpoint(&t, "limited", json!({"rate_per_sec": 10}))
+        .await?;
+    p.endpoint(&t, "free", json!({})).await?;
+    settle(&p, "+15550071", &["limited", "free"]).await?;
+    let n = p.post_statuses("+15550071", 20, 2).await? as u64;
+    p.wait_delivered(&["free"], n, Duration::from_secs(30))
+        .await?;
+    p.wait_delivered(&["limited"], n, Duration::from_secs(60))
+        .await?;
+    let got = p.endpoint_sim().received("limited");
+    let first = got.iter().map(|r| r.received_at_ms).min().unwrap_or(0);
+    let last = got.iter().map(|r| r.received_at_ms).max().unwrap_or(0);
+    let mut per_second: std::collections::HashMap<i64, u64> = Default::default();
+    for r in &got {
+        *per_second
+            .entry((r.received_at_ms - first) / 1000)
+            .or_default() += 1;
+    }
+    let peak = per_second.values().max().copied().unwrap_or(0);
+    // A token bucket of 10/s with a burst of 10: at most 20 in the first second, 10 a
+    // second after, so 120 events take at least 11 s.
+    assert!(peak <= 20, "peak {peak}/s: {per_second:?}");
+    assert!(
+        last - first >= (n as i64 - 20) * 100,
+        "{n} events in {} ms",
+        last - first
+    );
     Ok(())
 }

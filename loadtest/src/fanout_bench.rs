@@ -23,6 +23,8 @@ pub struct Opts {
     pub hang: usize,
     pub events: usize,
     pub concurrency: usize,
+    /// Events per second to post at (0 = as fast as the gateway takes them).
+    pub rate: f64,
 }
 
 fn meta_status(number: &str, customer: &str, wamid: &str, ts: i64) -> Vec<u8> {
@@ -185,15 +187,24 @@ pub async fn run(api: &Api, o: &Opts) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let ts = run / 1000;
-    let bodies = (0..o.events).map(|i| {
-        meta_status(
+    let start = tokio::time::Instant::now();
+    let paced = (0..o.events).map(|i| {
+        let body = meta_status(
             &number,
             &format!("+9198{:08}", i % 500),
             &format!("wamid.b.{run}.{i}"),
             ts,
-        )
+        );
+        let send = post(body);
+        let at = (o.rate > 0.0).then(|| start + Duration::from_secs_f64(i as f64 / o.rate));
+        async move {
+            if let Some(at) = at {
+                tokio::time::sleep_until(at).await;
+            }
+            send.await
+        }
     });
-    let results: Vec<anyhow::Result<()>> = stream::iter(bodies.map(post))
+    let results: Vec<anyhow::Result<()>> = stream::iter(paced)
         .buffer_unordered(o.concurrency)
         .collect()
         .await;
@@ -239,11 +250,12 @@ pub async fn run(api: &Api, o: &Opts) -> anyhow::Result<()> {
         .unwrap_or(0.0)
         / diff.last().map(|(_, c)| *c).unwrap_or(1.0).max(1.0);
     println!(
-        "fanout_bench endpoints={} hang={} events={} posted_in={:.1}s deliveries={delivered} seconds={:.1} deliveries_per_s={:.0} \
+        "fanout_bench endpoints={} hang={} events={} rate={} posted_in={:.1}s deliveries={delivered} seconds={:.1} deliveries_per_s={:.0} \
          per_endpoint_events_per_s(min/median/max)={:.0}/{:.0}/{:.0} event_to_delivery_ms(p50/p99)={}/{} within_500ms={:.4} duplicates={dups} bad_signatures={bad} complete={}",
         o.endpoints,
         o.hang,
         o.events,
+        if o.rate > 0.0 { format!("{}/s", o.rate) } else { "max".into() },
         posted.as_secs_f64(),
         elapsed.as_secs_f64(),
         delivered as f64 / elapsed.as_secs_f64(),

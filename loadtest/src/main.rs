@@ -11,9 +11,11 @@
 //!       N sends through the API from K numbers (tier 1,000 each): accept rate and
 //!       latency, then end to end until every send has its BSP answer and its statuses.
 //!   loadgen fanout-bench [--gateway URL] [--meta-secret S] [--admin-key K] [--endpoints E]
-//!                   [--hang H] [--events N] [--concurrency C] [--sim-addr A] [--fanout-ops URL]
+//!                   [--hang H] [--events N] [--rate R] [--concurrency C] [--sim-addr A]
+//!                   [--fanout-ops URL]
 //!       E endpoints in this process (H of them never answer), N status webhooks: fan-out
-//!       deliveries/s, per-endpoint rates and event-to-delivery latency.
+//!       deliveries/s, per-endpoint rates and event-to-delivery latency; --rate R paces the
+//!       webhooks at R events/s (latency at a sustained rate instead of draining a backlog).
 //!   loadgen bench   [--gateway URL] [--meta-secret S] [--messages N] [--concurrency C]
 //!                   [--database-url URL] [--clickhouse-url URL] [--clickhouse-database DB]
 //!       send N messages' webhooks (3 statuses + 1 inbound each) as fast as C concurrent
@@ -566,7 +568,8 @@ async fn main() -> anyhow::Result<()> {
             endpoints: a.num("endpoints", 100)?,
             hang: a.num("hang", 0)?,
             events: a.num("events", 5000)?,
-            concurrency: a.num("concurrency", 32)?,
+            concurrency: a.num("concurrency", 64)?,
+            rate: a.num("rate", 0)? as f64,
         };
         return switchboard_loadtest::fanout_bench::run(&api, &o).await;
     }

@@ -258,6 +258,36 @@ fn literal_ip(url: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    /// A name resolving to a private address is never connected to, even with a
+    /// listener there: the resolver drops what the allow-list forbids.
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let http = client(&AllowList::default(), Duration::from_secs(2)).unwrap();
+        let e = http
+            .post(format!("http://localhost:{port}/hook"))
+            .send()
+            .await
+            .expect_err("blocked");
+        assert!(format!("{e:?}").contains("blocked_address"), "{e:?}");
+        let allowed = client(
+            &AllowList::parse("127.0.0.0/8").unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+        let _ = allowed
+            .post(format!("http://localhost:{port}/hook"))
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await;
+        assert!(
+            accept.await.unwrap().is_ok(),
+            "an allow-listed address is connected to"
+        );
+    }
+
     #[test]
     fn literal_ips_are_found() {
         assert_eq!(
