@@ -157,6 +157,39 @@ impl Pipeline {
         })
     }
 
+    /// Records of `wa.events` the fan-out's group has not committed (summed over
+    /// partitions): after a crash, exactly these are handled again.
+    pub fn fanout_uncommitted(&self) -> anyhow::Result<i64> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let group = self
+            .fanout()
+            .proc
+            .env_var("SWITCHBOARD_GROUP_ID")
+            .unwrap_or_default();
+        let topic = format!("{}wa.events", self.topic_prefix);
+        // Only asks the group coordinator; it does not join the group.
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.services.brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for part in md.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition(&topic, part.id());
+        }
+        let mut behind = 0;
+        for el in c.committed_offsets(tpl, Duration::from_secs(5))?.elements() {
+            let (low, high) = c.fetch_watermarks(&topic, el.partition(), Duration::from_secs(5))?;
+            let at = match el.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => low,
+            };
+            behind += (high - at).max(0);
+        }
+        Ok(behind)
+    }
+
     /// Verify the last requests `name` received with the official Standard Webhooks
     /// Python library (an implementation independent of ours); with `secret`. Returns
     /// (verified, checked).
