@@ -67,7 +67,9 @@ measure() { # label, loadgen args...
   declare -A before=()
   while read -r name pid; do before[$name]=$(cpu_of "$pid"); done < <(named_pids)
   echo "## $label ($id)"
-  "$BIN/loadgen" fanout-bench --gateway "http://$GW" --fanout-ops http://127.0.0.1:19105 "$@"
+  # loadgen hosts the receivers (the client-endpoint simulator): its CPU is theirs.
+  /usr/bin/time -f "cpu_seconds loadgen+receivers %U+%S peak_rss %MKiB" \
+    "$BIN/loadgen" fanout-bench --gateway "http://$GW" --fanout-ops http://127.0.0.1:19105 "$@" 2>&1
   while read -r name pid; do
     echo "cpu_seconds $name $(awk -v a="$(cpu_of "$pid")" -v b="${before[$name]:-0}" 'BEGIN {printf "%.2f", a - b}') peak_rss $(rss_of "$pid")"
   done < <(named_pids)

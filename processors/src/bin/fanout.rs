@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
             &g,
             instance.as_deref(),
             &[topic],
-            cfg.max_in_flight,
+            cfg.retry_max_in_flight,
         )?;
         loops.push(tokio::spawn(lane.run(
             Retries(core.clone()),
