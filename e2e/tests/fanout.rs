@@ -239,7 +239,13 @@ async fn every_event_type_reaches_exactly_the_matching_endpoints_signed() -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_endpoint_catches_up_and_a_hanging_one_slows_no_one() -> anyhow::Result<()> {
-    let p = Pipeline::start(opts(vec![("SWITCHBOARD_DELIVERY_TIMEOUT", "10s".into())])).await?;
+    // 20 events in flight: were the hanging endpoint to hold events until its requests
+    // time out (10 s), the fan-out would stall after 20 of the 60.
+    let p = Pipeline::start(opts(vec![
+        ("SWITCHBOARD_DELIVERY_TIMEOUT", "10s".into()),
+        ("SWITCHBOARD_MAX_IN_FLIGHT", "20".into()),
+    ]))
+    .await?;
     let t = tenant_with_number(&p, "+15550011").await?;
     let names: Vec<String> = (0..8).map(|i| format!("healthy{i}")).collect();
     for n in &names {
@@ -279,6 +285,15 @@ async fn a_down_endpoint_catches_up_and_a_hanging_one_slows_no_one() -> anyhow::
     assert!(
         sim.received("hanging").len() <= 5,
         "only its in-flight limit is spent on it"
+    );
+    let deferred = p
+        .fanout()
+        .proc
+        .metric("switchboard_fanout_attempts_total{outcome=\"deferred\",trigger=\"first\"}")
+        .await;
+    assert!(
+        deferred > 0.0,
+        "the hanging endpoint's deliveries were deferred"
     );
     // The down endpoint gets everything once back, through the 1s/2s/3s schedule.
     p.wait_delivered(&["down"], n, Duration::from_secs(40))

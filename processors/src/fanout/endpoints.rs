@@ -75,14 +75,21 @@ pub struct EndpointRt {
 }
 
 impl EndpointRt {
-    /// How many deliveries may wait for a slow endpoint before more are deferred: enough
-    /// to keep its slots busy through a second of its rate, not so many that a slow
-    /// endpoint holds thousands of events in memory.
-    pub fn max_waiting(&self) -> usize {
-        let rate = self.ep.rate_per_sec.unwrap_or(0) as usize;
-        (self.ep.max_in_flight as usize * 4)
-            .max(rate)
-            .clamp(64, 5000)
+    /// Should a delivery waiting for this endpoint (one of `waiting`) go to a delay
+    /// topic instead? Yes when the endpoint cannot keep up and already has enough
+    /// waiting to stay busy: slow (answers take a second or more, or nothing came back
+    /// for a second with every slot taken) with more than its `max_in_flight` waiting,
+    /// or rate-limited with more than a second of its rate waiting. A fan-out that is
+    /// merely busy (the CPU is the limit) defers nothing: that would only add work.
+    pub fn should_defer(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let waiting = self.waiting.load(SeqCst);
+        let slow_cap = (self.ep.max_in_flight as usize).clamp(8, 1000);
+        (waiting > slow_cap && self.health.slow(self.in_flight.available_permits() == 0))
+            || self
+                .ep
+                .rate_per_sec
+                .is_some_and(|r| waiting > (r as usize).max(8))
     }
 }
 

@@ -83,6 +83,15 @@ pub struct Core {
     pub shutdown: CancellationToken,
 }
 
+/// Counts a delivery waiting for an endpoint for as long as it waits.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What settling deliveries asks to produce.
 #[derive(Default)]
 struct Settled {
@@ -212,10 +221,14 @@ impl Core {
         };
         let (ticket, d, me) = (&ticket, &d, &self);
         let done = join_all(targets.iter().enumerate().map(|(i, ep)| async move {
-            ticket.turn(&ep.id).await;
-            let settled = me
-                .deliver(&ep.id, d, 1, ep.ordering == Ordering::Strict, i == 0)
-                .await;
+            let strict = ep.ordering == Ordering::Strict;
+            let defer = if strict {
+                ticket.turn(&ep.id).await;
+                false
+            } else {
+                me.await_turn(ticket, ep).await?
+            };
+            let settled = me.deliver(&ep.id, d, 1, strict, i == 0, defer).await;
             ticket.pass(&ep.id);
             settled
         }))
@@ -260,7 +273,14 @@ impl Core {
             received_at_ms: None,
         };
         match self
-            .deliver(&task.endpoint_id, &d, task.attempt.max(1), false, false)
+            .deliver(
+                &task.endpoint_id,
+                &d,
+                task.attempt.max(1),
+                false,
+                false,
+                false,
+            )
             .await
         {
             Some(settled) => self.flush(settled).await,
@@ -281,6 +301,7 @@ impl Core {
         mut attempt: i32,
         inline: bool,
         mut log_body: bool,
+        defer: bool,
     ) -> Option<Settled> {
         let mut settled = Settled::default();
         loop {
@@ -301,6 +322,7 @@ impl Core {
                 }
                 Some((ep, _)) if ep.disabled => skipped(Kind::Disabled, "the endpoint is disabled"),
                 Some((ep, version)) => match self.registry.get(ep, *version) {
+                    Ok(_) if defer => skipped(Kind::Deferred, "the endpoint cannot keep up"),
                     Ok(rt) => self.attempt(&rt, d, attempt, !inline).await?,
                     Err(e) => skipped(Kind::Failed, &e),
                 },
@@ -429,9 +451,46 @@ impl Core {
         self.produce(s.records).await
     }
 
+    /// Wait for this event's turn at `ep` (conversation order). Waiting counts as waiting
+    /// for the endpoint: when it cannot keep up, the event stops waiting and its delivery
+    /// is deferred (`Some(true)`), like a failed first attempt it is then delivered on
+    /// its own; otherwise the delivery may be attempted. `None` on shutdown.
+    async fn await_turn(&self, ticket: &Ticket, ep: &Endpoint) -> Option<bool> {
+        let version = self
+            .cache
+            .read()
+            .version_of(switchboard_schemas::config::ENDPOINT, &ep.id);
+        let Some(rt) = version.and_then(|v| self.registry.get(ep, v).ok()) else {
+            ticket.turn(&ep.id).await;
+            return Some(false);
+        };
+        let turn = ticket.turn(&ep.id);
+        tokio::pin!(turn);
+        // Most turns are immediate: only count and look when there is a wait.
+        if futures::poll!(turn.as_mut()).is_ready() {
+            return Some(false);
+        }
+        rt.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _counted = Waiting(&rt.waiting);
+        let mut look = tokio::time::interval(Duration::from_millis(200));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        look.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = &mut turn => return Some(false),
+                _ = look.tick() => {
+                    if rt.should_defer() {
+                        return Some(true);
+                    }
+                }
+            }
+        }
+    }
+
     /// One HTTP attempt within the endpoint's limits; `None` if shutdown came first.
-    /// `may_defer`: when the endpoint is slow and too many deliveries already wait for
-    /// it, answer `Deferred` at once rather than join them.
+    /// `may_defer`: when the endpoint cannot keep up (see `EndpointRt::should_defer`),
+    /// answer `Deferred` rather than hold the event.
     async fn attempt(
         &self,
         rt: &EndpointRt,
@@ -451,13 +510,11 @@ impl Core {
         let _permit = match permit {
             Some(p) => p,
             None => {
-                if may_defer
-                    && rt.waiting.load(SeqCst) >= rt.max_waiting()
-                    && rt.health.slow(rt.in_flight.available_permits() == 0)
-                {
-                    return Some(skipped(Kind::Deferred, "the endpoint is saturated"));
-                }
                 rt.waiting.fetch_add(1, SeqCst);
+                let _counted = Waiting(&rt.waiting);
+                if may_defer && rt.should_defer() {
+                    return Some(skipped(Kind::Deferred, "the endpoint cannot keep up"));
+                }
                 let waited = async {
                     let p = rt.in_flight.clone().acquire_owned().await.ok()?;
                     if let Some(l) = &rt.limiter {
@@ -465,12 +522,23 @@ impl Core {
                     }
                     Some(p)
                 };
-                let p = tokio::select! {
-                    _ = self.shutdown.cancelled() => None,
-                    p = waited => p,
-                };
-                rt.waiting.fetch_sub(1, SeqCst);
-                p?
+                tokio::pin!(waited);
+                // An endpoint can turn slow while this one waits (a hanging endpoint is
+                // only known after a second): look again now and then.
+                let mut look = tokio::time::interval(Duration::from_millis(200));
+                look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                look.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        p = &mut waited => break p?,
+                        _ = look.tick(), if may_defer => {
+                            if rt.should_defer() {
+                                return Some(skipped(Kind::Deferred, "the endpoint cannot keep up"));
+                            }
+                        }
+                    }
+                }
             }
         };
         if !rt.health.permits() {
