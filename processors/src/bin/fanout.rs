@@ -132,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
+    let watch = {
+        let (c, stop) = (core.clone(), shutdown.clone());
+        tokio::spawn(async move { c.registry.watch(stop).await })
+    };
     let group = cfg
         .group_id
         .clone()
@@ -169,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
     for l in loops {
         l.await??;
     }
+    watch.abort();
     let _ = tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer;
         producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)))

@@ -70,8 +70,11 @@ pub struct EndpointRt {
     pub in_flight: Arc<Semaphore>,
     pub limiter: Option<DefaultDirectRateLimiter>,
     pub health: Arc<Health>,
-    /// Deliveries waiting for a slot or a rate token now.
+    /// Deliveries waiting for a slot, a rate token or their turn now.
     pub waiting: std::sync::atomic::AtomicUsize,
+    /// Woken (by [`Registry::watch`]) when waiters should look at `should_defer` again:
+    /// one signal per endpoint instead of a timer per waiting delivery.
+    pub recheck: tokio::sync::Notify,
 }
 
 impl EndpointRt {
@@ -119,6 +122,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
+    /// Every 200 ms, wake the waiters of endpoints that cannot keep up, so they defer
+    /// (an endpoint turns slow while deliveries wait: a hanging one is known after 1 s).
+    pub async fn watch(&self, shutdown: switchboard_runtime::CancellationToken) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            let live: Vec<Arc<EndpointRt>> = lock(&self.live).values().cloned().collect();
+            for rt in live {
+                if rt.waiting.load(SeqCst) > 0 && rt.should_defer() {
+                    rt.recheck.notify_waiters();
+                }
+            }
+        }
+    }
+
     pub fn new(
         keyring: Option<Keyring>,
         breaker_failures: u32,
@@ -184,6 +205,7 @@ impl Registry {
             limiter,
             health: self.health(&ep.id),
             waiting: Default::default(),
+            recheck: tokio::sync::Notify::new(),
         });
         lock(&self.live).insert(ep.id.clone(), rt.clone());
         Ok(rt)

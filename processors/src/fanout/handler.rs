@@ -472,18 +472,17 @@ impl Core {
         }
         rt.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _counted = Waiting(&rt.waiting);
-        let mut look = tokio::time::interval(Duration::from_millis(200));
-        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        look.tick().await;
         loop {
+            let recheck = rt.recheck.notified();
+            tokio::pin!(recheck);
+            recheck.as_mut().enable();
+            if rt.should_defer() {
+                return Some(true);
+            }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 _ = &mut turn => return Some(false),
-                _ = look.tick() => {
-                    if rt.should_defer() {
-                        return Some(true);
-                    }
-                }
+                _ = recheck => {}
             }
         }
     }
@@ -524,19 +523,18 @@ impl Core {
                 };
                 tokio::pin!(waited);
                 // An endpoint can turn slow while this one waits (a hanging endpoint is
-                // only known after a second): look again now and then.
-                let mut look = tokio::time::interval(Duration::from_millis(200));
-                look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                look.tick().await;
+                // only known after a second): the registry's watch wakes us to look again.
                 loop {
+                    let recheck = rt.recheck.notified();
+                    tokio::pin!(recheck);
+                    recheck.as_mut().enable();
+                    if may_defer && rt.should_defer() {
+                        return Some(skipped(Kind::Deferred, "the endpoint cannot keep up"));
+                    }
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return None,
                         p = &mut waited => break p?,
-                        _ = look.tick(), if may_defer => {
-                            if rt.should_defer() {
-                                return Some(skipped(Kind::Deferred, "the endpoint cannot keep up"));
-                            }
-                        }
+                        _ = recheck => {}
                     }
                 }
             }
