@@ -328,21 +328,29 @@ async fn demo_endpoint(api: &Api, key: &str, url: &str) -> anyhow::Result<(Strin
 
 /// What the simulated receiver got: per event type, and whether every signature verified.
 async fn show_deliveries(api: &Api, sim: &str, name: &str, messages: usize) -> anyhow::Result<()> {
-    let expected = messages * 3; // sent, delivered, read
+    // sent, delivered, read per message; the idempotent replay may be a message of an
+    // earlier run whose statuses came before this endpoint existed.
+    let expected = messages * 3;
     let started = Instant::now();
     let mut got: Vec<Value> = Vec::new();
+    let mut still_since = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        got = api
+        let now: Vec<Value> = api
             .http
             .get(format!("{sim}/_sim/endpoints/{name}/received"))
             .send()
             .await?
             .json()
             .await?;
-        if got.len() >= expected {
+        if now.len() != got.len() {
+            still_since = Instant::now();
+        }
+        got = now;
+        let settled = got.len() + 3 >= expected && still_since.elapsed() > Duration::from_secs(2);
+        if got.len() >= expected || settled {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
     for r in &got {
