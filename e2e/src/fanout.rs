@@ -79,24 +79,9 @@ impl Pipeline {
         Ok((id, secret))
     }
 
-    /// The fan-out is ready and has seen endpoint `id` (config propagated).
+    /// The fan-out answers `/readyz` (its config copy is loaded).
     pub async fn wait_fanout_ready(&self) -> anyhow::Result<()> {
-        let ops = self
-            .fanout()
-            .proc
-            .env_var("SWITCHBOARD_OPS_ADDR")
-            .unwrap_or_default();
-        wait_until("fanout ready", Duration::from_secs(60), || async {
-            Ok(self
-                .http
-                .get(format!("http://{ops}/readyz"))
-                .send()
-                .await
-                .map(|r| r.status().is_success())
-                .unwrap_or(false))
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+        self.wait_ready(&self.fanout().proc).await
     }
 
     /// Post `n` status webhooks (Meta format) for `number` over `conversations`

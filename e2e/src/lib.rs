@@ -50,10 +50,20 @@ pub fn bin_dir() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    // The OS may hand the same just-released port to two callers (seen: a gateway and a
+    // normalizer's ops address in one pipeline), so never give out a port twice.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One running binary that can be killed, stopped gracefully and started again with the
@@ -467,20 +477,25 @@ impl Pipeline {
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
-        let ops = self
-            .send_path()
-            .router
-            .env_var("SWITCHBOARD_OPS_ADDR")
-            .unwrap_or_default();
-        wait_until("router ready", Duration::from_secs(60), || async {
-            Ok(self
-                .http
-                .get(format!("http://{ops}/readyz"))
-                .send()
-                .await
-                .map(|r| r.status().is_success())
-                .unwrap_or(false))
-        })
+        self.wait_ready(&self.send_path().router).await
+    }
+
+    /// Wait until `proc`'s `/readyz` (on its ops address) answers 2xx.
+    pub async fn wait_ready(&self, proc: &Proc) -> anyhow::Result<()> {
+        let ops = proc.env_var("SWITCHBOARD_OPS_ADDR").unwrap_or_default();
+        wait_until(
+            &format!("{} ready", proc.name),
+            Duration::from_secs(60),
+            || async {
+                Ok(self
+                    .http
+                    .get(format!("http://{ops}/readyz"))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false))
+            },
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }

@@ -30,11 +30,13 @@ type ApiResult<T> = Result<T, ApiError>;
 
 const VERSION: &str = "(extract(epoch from updated_at) * 1000000)::bigint AS version";
 
-fn bad(field: &str, msg: impl Into<String>) -> ApiError {
+/// A 400 naming the field (shared by the API modules).
+pub(crate) fn bad(field: &str, msg: impl Into<String>) -> ApiError {
     ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", field, msg)
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+/// Parse a JSON body, or a 400 `malformed_body`.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

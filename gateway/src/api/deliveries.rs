@@ -15,16 +15,13 @@ use serde_json::{json, Value};
 use switchboard_runtime::kafka::OutRecord;
 use switchboard_schemas::{DeliveryTask, DELIVERY_TASK_SCHEMA};
 
+use super::admin::bad;
 use super::auth::TenantAuth;
 use super::publish::produce_acked;
 use crate::error::ApiError;
 use crate::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
-
-fn bad(field: &str, msg: impl Into<String>) -> ApiError {
-    ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", field, msg)
-}
 
 fn ch_error(e: clickhouse::error::Error) -> ApiError {
     ApiError::unavailable("delivery_log_unavailable", format!("clickhouse: {e}"))

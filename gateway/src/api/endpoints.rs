@@ -20,6 +20,7 @@ use switchboard_schemas::config::{
     self, valid_type_filter, Endpoint, Ordering, SealedSecret, ENDPOINT,
 };
 
+use super::admin::{bad, json_body};
 use super::auth::TenantAuth;
 use super::ordered_id;
 use super::publish::publish_config;
@@ -40,20 +41,6 @@ const RESERVED: [&str; 6] = [
     "transfer-encoding",
     "connection",
 ];
-
-fn bad(field: &str, msg: impl Into<String>) -> ApiError {
-    ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", field, msg)
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_body",
-            format!("invalid JSON: {e}"),
-        )
-    })
-}
 
 /// The fields a client may set; every one optional on PATCH.
 #[derive(Deserialize, Default)]
