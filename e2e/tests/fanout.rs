@@ -212,15 +212,38 @@ async fn every_event_type_reaches_exactly_the_matching_endpoints_signed() -> any
         old_ok >= during.len() && new_ok >= during.len(),
         "both verify during the grace period"
     );
-    tokio::time::sleep(
-        Duration::from_secs(4).saturating_sub(rotated_at.elapsed()) + Duration::from_millis(500),
-    )
-    .await;
+    // After the grace period the fan-out signs with the new secret only: poll until a
+    // delivery carries one signature.
+    let mut k = 0;
+    let pr = &p;
+    wait_until("the grace period to end", Duration::from_secs(30), || {
+        k += 1;
+        let body = switchboard_e2e::bsp::meta_status(
+            "+15550001",
+            "+919822222222",
+            &format!("wamid.after.{k}"),
+            "read",
+            chrono::Utc::now().timestamp(),
+        );
+        async move {
+            pr.post_meta_until_accepted(&body).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(sim
+                .raw("rotating")
+                .last()
+                .is_some_and(|r| r.headers.webhook_signature.split(' ').count() == 1))
+        }
+    })
+    .await?;
+    assert!(
+        rotated_at.elapsed() >= Duration::from_secs(4),
+        "not before the grace period ended"
+    );
     sim.clear("rotating");
     let ts = chrono::Utc::now().timestamp();
     p.post_meta_until_accepted(&switchboard_e2e::bsp::meta_status(
         "+15550001",
-        "+919822222222",
+        "+919833333334",
         "wamid.after",
         "read",
         ts,
@@ -714,14 +737,21 @@ async fn bad_endpoint_input_and_hostile_receivers() -> anyhow::Result<()> {
     let a = last_attempt(&p, &t, &abort).await?;
     assert_eq!(a["outcome"], "aborted", "{a}");
     assert_eq!(a["final"], true);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The redirect's first two retries (1 s and 2 s later) mark the time by which the
+    // aborted event would have been retried too.
+    wait_until(
+        "the redirect retried twice",
+        Duration::from_secs(30),
+        || async { Ok(sim.received("redirect").len() >= 3) },
+    )
+    .await?;
     assert_eq!(
         sim.received("abort").len(),
         1,
         "no retries after abort-message"
     );
     assert!(
-        sim.received("redirect").len() >= 2,
+        sim.received("redirect").len() >= 3,
         "a redirect is retried, never followed"
     );
     Ok(())

@@ -150,11 +150,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     // Requests are drained; flush anything still queued (nothing acknowledged is pending,
     // because every 2xx waited for its ack).
     let producer = state.producer.get();
-    let _ = tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::Producer;
-        producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)))
-    })
-    .await;
+    switchboard_runtime::kafka::flush(producer, Duration::from_secs(10)).await;
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -657,13 +657,7 @@ impl EndpointSim {
         &self,
         addr: &str,
     ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
-        let app = self.router();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok((local, task))
+        crate::serve(self.router(), addr).await
     }
 }
 

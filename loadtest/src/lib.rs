@@ -7,3 +7,17 @@ pub mod bsp_sim;
 pub mod endpoint_sim;
 pub mod fanout_bench;
 pub mod sends;
+
+/// Serve `app` on `addr` until the task is dropped; returns the bound address (the
+/// simulators' shared start-up).
+pub async fn serve(
+    app: axum::Router,
+    addr: &str,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((local, task))
+}

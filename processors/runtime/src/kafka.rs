@@ -188,6 +188,12 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::R
     Ok(())
 }
 
+/// On shutdown: hand the broker whatever is still queued (up to `timeout`), off the async
+/// threads (librdkafka's flush blocks).
+pub async fn flush(producer: FutureProducer, timeout: Duration) {
+    let _ = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout))).await;
+}
+
 /// Readiness helper: can we fetch cluster metadata within `timeout`?
 pub async fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> Result<(), String> {
     let p = producer.clone();

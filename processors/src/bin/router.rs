@@ -105,11 +105,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     sched.abort();
-    let _ = tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::Producer;
-        producer.flush(rdkafka::util::Timeout::After(Duration::from_secs(10)))
-    })
-    .await;
+    switchboard_runtime::kafka::flush(producer, Duration::from_secs(10)).await;
     let _ = ops.await;
     tracing::info!("router stopped");
     Ok(())
