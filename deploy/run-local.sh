@@ -8,6 +8,8 @@
 #   BSP-style repeats and out-of-order arrivals),
 # - sends messages through the send API on every BSP and shows their statuses coming
 #   back, and the signed webhooks the client endpoint received for them,
+# - redrives the dead-lettered fixtures and backfills a new ClickHouse database with the
+#   operator CLI (`switchboard`),
 # and prints what landed in both stores.
 #
 # usage: deploy/run-local.sh [up]    start (or restart) the pipeline and push the sample
@@ -47,7 +49,7 @@ export SIM_SECRETS="{\"meta_app_secret\":\"$SWITCHBOARD_META_APP_SECRET\",\"meta
  \"karix_webhook_token\":\"$SWITCHBOARD_KARIX_TOKEN\"}"
 
 stop_pipeline() {
-  for name in gateway normalizer pg-sink ch-sink router fanout bsp-sim endpoint-sim; do
+  for name in gateway normalizer pg-sink ch-sink router fanout replayer bsp-sim endpoint-sim; do
     f=$PIDS/$name.pid
     [ -f "$f" ] || continue
     pid=$(cat "$f")
@@ -68,7 +70,7 @@ echo "== building release binaries"
 cargo build --release --workspace --bins --locked
 echo "== starting local infrastructure"
 SWITCHBOARD_BIN=$BIN deploy/infra.sh up >/dev/null
-"$BIN/switchboard-admin" create-topics 6 2>/dev/null
+"$BIN/switchboard" create-topics --partitions 6 2>/dev/null
 
 stop_pipeline
 mkdir -p "$PIDS"
@@ -91,11 +93,12 @@ start router SWITCHBOARD_OPS_ADDR=127.0.0.1:9104 SWITCHBOARD_GROUP_INSTANCE_ID=r
   SWITCHBOARD_DIALOG360_API_URL=$SIM SWITCHBOARD_GUPSHUP_API_URL=$SIM SWITCHBOARD_TWILIO_API_URL=$SIM \
   SWITCHBOARD_WAHA_API_URL=$SIM SWITCHBOARD_AISENSY_API_URL=$SIM SWITCHBOARD_KARIX_API_URL=$SIM
 start fanout SWITCHBOARD_OPS_ADDR=127.0.0.1:9105 SWITCHBOARD_GROUP_INSTANCE_ID=fanout-local-0
-for port in 8080 9101 9102 9103 9104 9105; do
+start replayer SWITCHBOARD_OPS_ADDR=127.0.0.1:9106
+for port in 8080 9101 9102 9103 9104 9105 9106; do
   for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "service on :$port not ready; logs in $RUN" >&2; exit 1; }
 done
-echo "== pipeline up: gateway http://127.0.0.1:8080 (API: /v1/openapi.yaml), ops :9101-9105, BSP simulator $SIM, client endpoint simulator http://127.0.0.1:18091, logs in $RUN"
+echo "== pipeline up: gateway http://127.0.0.1:8080 (API: /v1/openapi.yaml), ops :9101-9106, BSP simulator $SIM, client endpoint simulator http://127.0.0.1:18091, logs in $RUN"
 
 echo "== pushing sample webhook traffic"
 "$BIN/loadgen" sample --messages 300
@@ -103,19 +106,36 @@ echo "== pushing sample webhook traffic"
 echo "== sending messages through the send API (router → simulated BSPs → status webhooks)"
 DEMO_ENDPOINT_URL=http://127.0.0.1:18091/e/demo "$BIN/loadgen" sends
 
+settle() {
+  local last="" stable=0
+  for _ in $(seq 1 90); do
+    pg=$(psql "$SWITCHBOARD_DATABASE_URL" -qAtc "SELECT count(*) FROM message_status_history" 2>/dev/null || echo 0)
+    ch=$(curl -s "$SWITCHBOARD_CLICKHOUSE_URL/?query=SELECT%20count()%20FROM%20switchboard.events" 2>/dev/null || echo 0)
+    if [ "$pg-$ch" = "$last" ] && [ "${pg:-0}" -gt 0 ]; then
+      stable=$((stable + 1)); [ $stable -ge 3 ] && break
+    else
+      stable=0
+    fi
+    last="$pg-$ch"; sleep 1
+  done
+  echo "   $pg status events in PostgreSQL, $ch events in ClickHouse"
+}
 echo "== waiting for the stores to settle (consumers join their groups, then catch up)"
-last="" stable=0
-for _ in $(seq 1 90); do
-  pg=$(psql "$SWITCHBOARD_DATABASE_URL" -qAtc "SELECT count(*) FROM message_status_history" 2>/dev/null || echo 0)
-  ch=$(curl -s "$SWITCHBOARD_CLICKHOUSE_URL/?query=SELECT%20count()%20FROM%20switchboard.events" 2>/dev/null || echo 0)
-  if [ "$pg-$ch" = "$last" ] && [ "${pg:-0}" -gt 0 ]; then
-    stable=$((stable + 1)); [ $stable -ge 3 ] && break
-  else
-    stable=0
-  fi
-  last="$pg-$ch"; sleep 1
-done
-echo "   $pg status events in PostgreSQL, $ch events in ClickHouse"
+settle
+
+echo
+echo "== dead letters (switchboard dlq list --counts)"
+"$BIN/switchboard" dlq list --counts
+echo "   The BSP fixtures are documentation payloads dated 2020-2025: outside the normalizer's"
+echo "   400-day window around receipt, their events are dead-lettered as bad_timestamp."
+echo "== redrive them with a wider window (switchboard dlq redrive --stage normalizer --reason bad_timestamp)"
+SWITCHBOARD_EVENT_TIME_MAX_AGE=3650days "$BIN/switchboard" dlq redrive --stage normalizer --reason bad_timestamp
+settle
+echo "== backfill a new ClickHouse database from the last day of wa.events (switchboard replay start ...)"
+curl -s "$SWITCHBOARD_CLICKHOUSE_URL/" --data-binary "DROP DATABASE IF EXISTS switchboard_backfill" >/dev/null
+"$BIN/switchboard" replay start --source wa.events --from -1d --target clickhouse --clickhouse-database switchboard_backfill
+echo "   events per type: live switchboard vs switchboard_backfill"
+curl -s "$SWITCHBOARD_CLICKHOUSE_URL/" --data-binary "SELECT event_type, live, backfill FROM (SELECT event_type, count() AS live FROM switchboard.events GROUP BY event_type) ALL LEFT JOIN (SELECT event_type, count() AS backfill FROM switchboard_backfill.events GROUP BY event_type) USING event_type ORDER BY event_type FORMAT PrettyCompactMonoBlock"
 
 echo
 echo "== PostgreSQL: current status of messages"
@@ -128,7 +148,8 @@ echo "== ClickHouse: delivery latency quantiles (ms) per business number and day
 curl -s "$SWITCHBOARD_CLICKHOUSE_URL/" --data-binary "SELECT day, business_number, quantilesMerge(0.5, 0.9, 0.99)(latency_quantiles) AS p50_p90_p99, countMerge(deliveries) AS deliveries FROM switchboard.daily_delivery_latency GROUP BY day, business_number ORDER BY day DESC, business_number LIMIT 12 FORMAT PrettyCompactMonoBlock"
 echo "== PostgreSQL: sends by BSP and current status (outbound_messages joined to messages)"
 psql "$SWITCHBOARD_DATABASE_URL" -c "SELECT o.bsp, o.state AS send_state, coalesce(m.status, '-') AS status, count(*) FROM outbound_messages o LEFT JOIN messages m ON m.bsp = o.bsp AND m.wamid = coalesce(o.wamid, o.message_id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-echo "== dead letters on wa.webhooks.dlq since the normalizer started, by reason:"
-curl -s http://127.0.0.1:9101/metrics | awk -F'[{}"]' '/^switchboard_normalizer_dead_letters_total/ {split($0, v, " "); printf "   %s: %s\n", $3, v[length(v)]}'
-echo "   (all metrics: http://127.0.0.1:9101/metrics, :9102, :9103, router :9104, fanout :9105, gateway :8080/metrics)"
+echo "== dead letters left (switchboard dlq list --counts; redriven ones are marked, see switchboard dlq list):"
+"$BIN/switchboard" dlq list --counts
+echo "   (metrics: http://127.0.0.1:9101/metrics, :9102, :9103, router :9104, fanout :9105, replayer :9106, gateway :8080/metrics)"
+echo "   Operations (replay, backfill, redrive): docs/operations.md"
 echo "Stop everything with: deploy/run-local.sh down"

@@ -40,7 +40,7 @@ start_pipeline() { # id
   export SWITCHBOARD_TOPIC_PREFIX=$id. SWITCHBOARD_CLICKHOUSE_DATABASE=$id
   su postgres -c "psql -qc 'CREATE DATABASE $id OWNER switchboard'" >/dev/null
   export SWITCHBOARD_DATABASE_URL=postgres://switchboard:switchboard@127.0.0.1:5432/$id
-  "$BIN/switchboard-admin" create-topics 6 >/dev/null 2>&1
+  "$BIN/switchboard" create-topics --partitions 6 >/dev/null 2>&1
   : >"$RUN/pids"
   start() { local name=$1; shift; env "$@" "$BIN/$name" >"$RUN/$name.log" 2>&1 & pids+=($!); echo "$name $!" >>"$RUN/pids"; }
   start bsp-sim SIM_ADDR=$SIM SIM_GATEWAY_URL=http://$GW

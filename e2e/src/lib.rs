@@ -232,6 +232,10 @@ pub struct Options {
     pub fanout: bool,
     /// Extra fan-out settings.
     pub fanout_env: Vec<(&'static str, String)>,
+    /// Extra gateway settings (they win over the harness's own).
+    pub gateway_env: Vec<(&'static str, String)>,
+    /// Extra normalizer settings.
+    pub normalizer_env: Vec<(&'static str, String)>,
 }
 
 impl Pipeline {
@@ -326,7 +330,14 @@ impl Pipeline {
                 ("SWITCHBOARD_CLICKHOUSE_URL", ch_url.clone()),
                 ("SWITCHBOARD_CLICKHOUSE_DATABASE", id.clone()),
                 ("SWITCHBOARD_RETRY_SCHEDULE", fanout::TEST_SCHEDULE.into()),
-            ]),
+            ])
+            .into_iter()
+            .chain(
+                opts.gateway_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone())),
+            )
+            .collect(),
             &log_dir.0,
         )?;
         let normalizer = Proc::spawn(
@@ -335,7 +346,17 @@ impl Pipeline {
                 ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
                 ("SWITCHBOARD_GROUP_ID", format!("{id}-normalizer")),
                 ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
-            ]),
+                // The BSP fixtures are documentation payloads dated 2020-2025: wider than
+                // the default window around receipt (the poison tests use the default).
+                ("SWITCHBOARD_EVENT_TIME_MAX_AGE", "3650days".into()),
+            ])
+            .into_iter()
+            .chain(
+                opts.normalizer_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone())),
+            )
+            .collect(),
             &log_dir.0,
         )?;
         let pg_sink = Proc::spawn(
@@ -675,6 +696,130 @@ impl Pipeline {
             }
         }
         Ok(out)
+    }
+}
+
+impl Pipeline {
+    /// The settings an operator's `switchboard` (or a `replayer`) needs for this world.
+    pub fn operator_env(&self) -> HashMap<String, String> {
+        let mut env = HashMap::new();
+        for (k, v) in [
+            ("SWITCHBOARD_KAFKA_BROKERS", self.services.brokers.clone()),
+            ("SWITCHBOARD_TOPIC_PREFIX", self.topic_prefix.clone()),
+            (
+                "SWITCHBOARD_SCHEMA_REGISTRY_URL",
+                self.services.registry.clone(),
+            ),
+            ("SWITCHBOARD_DATABASE_URL", self.pg_url.clone()),
+            (
+                "SWITCHBOARD_CLICKHOUSE_URL",
+                self.services.clickhouse_url.clone(),
+            ),
+            ("SWITCHBOARD_CLICKHOUSE_DATABASE", self.ch_db.clone()),
+            (
+                "SWITCHBOARD_RETRY_SCHEDULE",
+                fanout::TEST_SCHEDULE.to_string(),
+            ),
+            ("SWITCHBOARD_LOG_FORMAT", "text".to_string()),
+            ("RUST_LOG", "warn".to_string()),
+        ] {
+            env.insert(k.to_string(), v);
+        }
+        env
+    }
+
+    /// Run `switchboard ARGS` to its end: (exit code, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        self.cli_with(args, &[]).await
+    }
+
+    /// `switchboard ARGS` with extra settings.
+    pub async fn cli_with(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<(i32, String, String)> {
+        let out = self.cli_command(args, extra).output().await?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// `switchboard ARGS` as a child process (to kill it midway).
+    pub fn cli_command(&self, args: &[&str], extra: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(bin_dir().join("switchboard"));
+        c.args(args)
+            .envs(self.operator_env())
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Produce one record to this test's `topic_suffix` as a foreign producer would.
+    pub async fn produce_raw(
+        &self,
+        topic_suffix: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
+        let kafka = switchboard_runtime::config::KafkaConfig {
+            kafka_brokers: self.services.brokers.clone(),
+            ..Default::default()
+        };
+        let producer = switchboard_runtime::kafka::producer(&kafka, Duration::from_secs(10))?;
+        switchboard_runtime::kafka::produce_all(
+            &producer,
+            &[switchboard_runtime::kafka::OutRecord {
+                topic: format!("{}{topic_suffix}", self.topic_prefix),
+                key: key.to_string(),
+                payload: payload.to_vec(),
+                headers: vec![],
+            }],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The dead letters on `topic_suffix`, once at least `n` are there (or `within`).
+    pub async fn dead_letters(
+        &self,
+        topic_suffix: &str,
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<Vec<switchboard_schemas::DeadLetter>> {
+        let codec = switchboard_schemas::Codec::new(&self.services.registry);
+        let mut out = Vec::new();
+        for (_, payload) in self.read_topic(topic_suffix, n, within).await? {
+            out.push(codec.decode(&payload).await?);
+        }
+        Ok(out)
+    }
+
+    /// Records on `topic_suffix`: the sum of its partitions' high watermarks.
+    pub async fn topic_records(&self, topic_suffix: &str) -> anyhow::Result<i64> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let topic = format!("{}{topic_suffix}", self.topic_prefix);
+        let brokers = self.services.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            let c: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()?;
+            let md = c.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+            let mut sum = 0;
+            for t in md.topics() {
+                for part in t.partitions() {
+                    let (_, high) =
+                        c.fetch_watermarks(&topic, part.id(), Duration::from_secs(5))?;
+                    sum += high;
+                }
+            }
+            Ok(sum)
+        })
+        .await?
     }
 }
 

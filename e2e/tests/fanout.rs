@@ -35,7 +35,7 @@ async fn settle(p: &Pipeline, number: &str, names: &[&str]) -> anyhow::Result<()
         "+919000000000",
         &format!("wamid.probe.{}", p.id),
         "sent",
-        1,
+        chrono::Utc::now().timestamp(),
     );
     p.post_meta_until_accepted(&body).await?;
     p.wait_delivered(names, 1, Duration::from_secs(30)).await?;

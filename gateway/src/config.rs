@@ -82,6 +82,26 @@ pub struct Config {
     pub max_batch_body_bytes: usize,
 }
 
+/// What a raw webhook record adds to its body: request id, BSP, kept headers, Avro and
+/// Kafka framing (a few KiB at most; this leaves room).
+pub const RAW_RECORD_OVERHEAD: usize = 64 * 1024;
+
+impl Config {
+    /// Refuse settings under which an accepted body could not be produced: a BSP would
+    /// get `503` for it on every retry and finally give up.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let need = self.max_body_bytes + RAW_RECORD_OVERHEAD;
+        anyhow::ensure!(
+            need <= self.kafka.kafka_message_max_bytes,
+            "SWITCHBOARD_MAX_BODY_BYTES ({}) plus {} bytes of record framing exceeds SWITCHBOARD_KAFKA_MESSAGE_MAX_BYTES ({}): raise the message limit (producers and topics) or lower the body limit",
+            self.max_body_bytes,
+            RAW_RECORD_OVERHEAD,
+            self.kafka.kafka_message_max_bytes
+        );
+        Ok(())
+    }
+}
+
 fn default_database_url() -> String {
     "postgres://switchboard:switchboard@127.0.0.1/switchboard".into()
 }
@@ -119,6 +139,16 @@ fn default_retry_schedule() -> String {
 #[cfg(test)]
 mod tests {
     use switchboard_runtime::config::{documented_variables, variables_of};
+
+    #[test]
+    fn a_body_limit_the_broker_cannot_take_is_refused_at_start() {
+        let mut cfg: super::Config =
+            serde_json::from_value(serde_json::json!({})).expect("all defaults");
+        cfg.check().expect("the defaults fit");
+        cfg.max_body_bytes = cfg.kafka.kafka_message_max_bytes;
+        let e = cfg.check().unwrap_err().to_string();
+        assert!(e.contains("SWITCHBOARD_KAFKA_MESSAGE_MAX_BYTES"), "{e}");
+    }
 
     #[test]
     fn readme_documents_exactly_the_gateway_variables() {

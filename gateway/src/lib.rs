@@ -46,6 +46,8 @@ pub struct AppState {
     pub ch: clickhouse::Client,
     /// Single sends waiting to be accepted together (`api::batcher`).
     pub accepts: tokio::sync::mpsc::Sender<api::batcher::Job>,
+    /// Replays and dead letters (the admin API's `/admin/replays`, `/admin/dead-letters`).
+    pub replay: switchboard_processors::replay::Env,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -100,6 +102,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 pub struct RequestId(pub String);
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    cfg.check()?;
     let codec = Codec::new(&cfg.kafka.schema_registry_url);
     let topics = Topics::new(&cfg.kafka.topic_prefix);
     let keyring = if cfg.credentials_keys.is_empty() {
@@ -111,7 +114,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         )?)
     };
     let (accepts, accept_rx) = tokio::sync::mpsc::channel(10_000);
+    let replay =
+        switchboard_processors::replay::Env::new(switchboard_processors::replay::Config {
+            kafka: cfg.kafka.clone(),
+            database_url: cfg.database_url.clone(),
+            clickhouse_url: cfg.clickhouse_url.clone(),
+            clickhouse_database: cfg.clickhouse_database.clone(),
+            clickhouse_validation: false,
+            event_time_max_age: switchboard_processors::normalize::default_max_age(),
+            event_time_max_ahead: switchboard_processors::normalize::default_max_ahead(),
+            retry_schedule: cfg.retry_schedule.clone(),
+            replay_batch: 5000,
+        })?;
     let state = Arc::new(AppState {
+        replay,
         accepts,
         db: sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
@@ -173,6 +189,17 @@ async fn prepare_database(app: Arc<AppState>, shutdown: CancellationToken) {
             tracing::error!(error = %e, "send-path migrations failed; the API stays unavailable");
             return;
         }
+    }
+    let jobs = app.replay.jobs();
+    if let Err(e) = switchboard_runtime::retry::wait_for(
+        "replay jobs table",
+        &shutdown,
+        switchboard_runtime::retry::is_transient_migrate_error,
+        || jobs.migrate(),
+    )
+    .await
+    {
+        tracing::error!(error = %e, "replay migrations failed; /admin/replays fails");
     }
     app.db_ready
         .store(true, std::sync::atomic::Ordering::Release);

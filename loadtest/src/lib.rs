@@ -1,10 +1,12 @@
 //! Test and benchmark peers of Switchboard: the BSP simulator, the client-endpoint
-//! simulator (tenants' webhook receivers), sample sends, the fan-out benchmark, and the load
+//! simulator (tenants' webhook receivers), sample sends, the fan-out benchmark, synthetic
+//! events for the replay benchmark, and the load
 //! generator binary in
 //! `main.rs`.
 
 pub mod bsp_sim;
 pub mod endpoint_sim;
+pub mod events;
 pub mod fanout_bench;
 pub mod sends;
 

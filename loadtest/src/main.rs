@@ -16,6 +16,10 @@
 //!       E endpoints in this process (H of them never answer), N status webhooks: fan-out
 //!       deliveries/s, per-endpoint rates and event-to-delivery latency; --rate R paces the
 //!       webhooks at R events/s (latency at a sustained rate instead of draining a backlog).
+//!   loadgen events  [--events N]
+//!       N synthetic canonical events (statuses over the last day) straight onto
+//!       wa.events (SWITCHBOARD_KAFKA_BROKERS, _TOPIC_PREFIX, _SCHEMA_REGISTRY_URL): the
+//!       input of the replay benchmark.
 //!   loadgen bench   [--gateway URL] [--meta-secret S] [--messages N] [--concurrency C]
 //!                   [--database-url URL] [--clickhouse-url URL] [--clickhouse-database DB]
 //!       send N messages' webhooks (3 statuses + 1 inbound each) as fast as C concurrent
@@ -524,6 +528,10 @@ async fn main() -> anyhow::Result<()> {
         ),
         meta_secret: a.get("meta-secret", "SWITCHBOARD_META_APP_SECRET", ""),
     });
+    if cmd == "events" {
+        let kafka: switchboard_runtime::config::KafkaConfig = switchboard_runtime::config::load()?;
+        return switchboard_loadtest::events::produce(&kafka, a.num("events", 1_000_000)?).await;
+    }
     if cmd == "sends" {
         // Sample sends through the send API, the simulator playing every BSP.
         let secrets: switchboard_loadtest::bsp_sim::SimSecrets =

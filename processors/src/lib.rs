@@ -5,9 +5,13 @@
 //! - [`normalize`]: `wa.webhooks.raw` → canonical `wa.events` (+ `wa.webhooks.dlq`),
 //!   deduplicated through [`dedupe`];
 //! - [`route`]: `wa.send.requests` → BSP send APIs → `wa.events` (+ `wa.send.dlq`);
-//! - [`fanout`]: `wa.events` → client webhook endpoints (+ retry topics, DLQ, delivery log).
+//! - [`fanout`]: `wa.events` → client webhook endpoints (+ retry topics, DLQ, delivery log);
+//! - [`replay`]: any topic over a range into a stage's own code (backfill, repair,
+//!   re-drive), and dead letters for operators; the `switchboard` CLI, the `replayer`
+//!   and the gateway's admin API all call it.
 
 pub mod dedupe;
 pub mod fanout;
 pub mod normalize;
+pub mod replay;
 pub mod route;

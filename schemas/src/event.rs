@@ -153,8 +153,8 @@ pub struct DeliveryAttempt {
     pub body: String,
 }
 
-/// A record a processor could not handle (`wa.*.dlq`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A record a stage could not handle, with where it came from (each stage's dead-letter topic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct DeadLetter {
     pub source_topic: String,
     pub source_partition: i32,
@@ -165,6 +165,16 @@ pub struct DeadLetter {
     pub key: Option<String>,
     #[serde(with = "apache_avro::serde::bytes")]
     pub payload: Vec<u8>,
+    #[serde(default)]
+    pub stage: String,
+    #[serde(default)]
+    pub source_timestamp_ms: Option<i64>,
+    #[serde(default)]
+    pub payload_truncated: bool,
+    #[serde(default)]
+    pub payload_size: i64,
+    #[serde(default)]
+    pub headers: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -342,6 +352,11 @@ mod tests {
                 failed_at_ms: 3,
                 key: None,
                 payload: vec![0, 1, 2],
+                stage: "pg-sink".into(),
+                source_timestamp_ms: Some(4),
+                payload_truncated: false,
+                payload_size: 3,
+                headers: [("request-id".to_string(), "r".to_string())].into(),
             },
         );
         check(

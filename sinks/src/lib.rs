@@ -55,47 +55,34 @@ fn default_ch_db() -> String {
     "switchboard".into()
 }
 
-/// Decode a batch of `wa.events` records. A record that can never decode is logged and
-/// skipped: a Switchboard processor wrote it, so this is a schema or registry mix-up an
-/// operator must see, not BSP data to dead-letter. An unreachable registry fails the
-/// batch, which the loop retries.
-pub async fn decode_events(
+/// Decode a batch of `wa.events` records. A record that can never decode fails the
+/// batch permanently (the loop isolates and dead-letters it); an unreachable registry
+/// fails it transiently (the loop retries).
+pub async fn decode_events<'a>(
     codec: &switchboard_schemas::Codec,
-    batch: &[rdkafka::message::OwnedMessage],
+    batch: impl IntoIterator<Item = &'a rdkafka::message::OwnedMessage>,
 ) -> anyhow::Result<Vec<switchboard_schemas::Event>> {
+    use anyhow::Context;
     use rdkafka::message::Message;
-    let mut out = Vec::with_capacity(batch.len());
+    let mut out = Vec::new();
     for m in batch {
-        match codec
+        let e = codec
             .decode::<switchboard_schemas::Event>(m.payload().unwrap_or_default())
             .await
-        {
-            // Operational events (`endpoint.disabled`) share the topic; they are not
-            // about messages and have no place in the message stores.
-            Ok(e) if !e.event_type.starts_with("message.") => {}
-            Ok(e) => out.push(e),
-            Err(e) if e.is_retryable() => {
-                anyhow::bail!(
-                    "decoding {}/{}@{}: {e}",
-                    m.topic(),
-                    m.partition(),
-                    m.offset()
-                )
-            }
-            Err(e) => tracing::error!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset = m.offset(),
-                error = %e,
-                "undecodable event skipped"
-            ),
+            .with_context(|| format!("decoding {}/{}@{}", m.topic(), m.partition(), m.offset()))?;
+        // Operational events (`endpoint.disabled`) share the topic; they are not about
+        // messages and have no place in the message stores.
+        if e.event_type.starts_with("message.") {
+            out.push(e);
         }
     }
     Ok(out)
 }
 
 /// Serve the ops endpoints and run `handler` over `topics` (with the configured prefix
-/// applied by the caller) until shutdown: the part of `main` both sinks share.
+/// applied by the caller) until shutdown: the part of `main` both sinks share. Records
+/// the sink can never write go to `dead_letter_topic`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_sink<H: switchboard_runtime::stream::BatchHandler>(
     cfg: &Config,
     name: &'static str,
@@ -103,6 +90,7 @@ pub async fn run_sink<H: switchboard_runtime::stream::BatchHandler>(
     ready: switchboard_runtime::ops::ReadinessCheck,
     handler: H,
     topics: &[&str],
+    dead_letter_topic: &str,
     shutdown: switchboard_runtime::CancellationToken,
 ) -> anyhow::Result<()> {
     let ops_addr = cfg
@@ -115,14 +103,25 @@ pub async fn run_sink<H: switchboard_runtime::stream::BatchHandler>(
         shutdown.clone(),
     )
     .await?;
+    let producer =
+        switchboard_runtime::kafka::producer(&cfg.kafka, std::time::Duration::from_secs(30))?;
+    let dead = switchboard_runtime::deadletter::DeadLetters::new(
+        name,
+        dead_letter_topic,
+        producer.clone(),
+        switchboard_schemas::Codec::new(&cfg.kafka.schema_registry_url),
+        &cfg.kafka,
+    );
     switchboard_runtime::stream::StreamLoop::new(
         &cfg.kafka,
         cfg.stream.clone(),
         &format!("switchboard-{name}"),
         topics,
+        dead,
     )?
     .run(handler, shutdown)
     .await?;
+    switchboard_runtime::kafka::flush(producer, std::time::Duration::from_secs(5)).await;
     let _ = ops.await;
     tracing::info!("{name} stopped");
     Ok(())

@@ -10,6 +10,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod messages;
 pub mod publish;
+pub mod replays;
 pub mod store;
 
 use std::sync::Arc;
@@ -71,6 +72,18 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(admin::put_credentials),
         )
         .route("/admin/credentials/rotate", post(admin::rotate_credentials))
+        .route("/admin/replays", post(replays::create).get(replays::list))
+        .route(
+            "/admin/replays/{id}",
+            get(replays::get_one).delete(replays::cancel),
+        )
+        .route("/admin/dead-letters", get(replays::letters))
+        .route(
+            "/admin/dead-letters/{stage}/{partition}/{offset}",
+            get(replays::letter),
+        )
+        .route("/admin/dead-letters/redrive", post(replays::redrive))
+        .route("/admin/dead-letters/purge", post(replays::purge))
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -44,6 +44,11 @@ pub struct KafkaConfig {
     /// wake-ups of librdkafka's threads, against added latency.
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub kafka_linger: std::time::Duration,
+    /// Largest record value, end to end: producers' `message.max.bytes`, topics'
+    /// `max.message.bytes` (set when topics are created) and consumers' fetch sizes. It
+    /// must hold the largest body the gateway accepts plus the record's framing.
+    #[serde(default = "default_message_max")]
+    pub kafka_message_max_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -53,6 +58,7 @@ impl Default for KafkaConfig {
             topic_prefix: String::new(),
             schema_registry_url: default_registry(),
             kafka_linger: default_linger(),
+            kafka_message_max_bytes: default_message_max(),
         }
     }
 }
@@ -62,6 +68,10 @@ fn default_brokers() -> String {
 }
 fn default_linger() -> std::time::Duration {
     std::time::Duration::from_millis(5)
+}
+/// 4 MiB of gateway body plus 1 MiB for framing and headers.
+fn default_message_max() -> usize {
+    5 * 1024 * 1024
 }
 fn default_registry() -> String {
     "http://127.0.0.1:8081".into()

@@ -19,7 +19,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::kafka::base_client_config;
+use crate::kafka::consumer_config;
+
+static REJECTED: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "switchboard_config_records_rejected_total",
+        "wa.config records this process could not apply, by reason",
+        &["reason"]
+    )
+    .expect("registers once")
+});
 
 #[derive(Clone)]
 pub struct ConfigCache {
@@ -35,7 +44,7 @@ impl ConfigCache {
         codec: Codec,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer = base_client_config(kafka)
+        let consumer: StreamConsumer = consumer_config(kafka)
             .set(
                 "group.id",
                 format!("switchboard-config-{}", std::process::id()),
@@ -155,16 +164,38 @@ async fn follow(
             }
         };
         if let Some(payload) = m.payload() {
-            match codec.decode::<ConfigRecord>(payload).await {
+            // A registry outage is waited out; a record that can never apply is counted,
+            // logged with its position and passed over, so one bad record never stops
+            // the configuration of every process. It is not dead-lettered: every process
+            // reads the whole topic, and each would write its own copy.
+            let decoded = loop {
+                match codec.decode::<ConfigRecord>(payload).await {
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, "schema registry unavailable; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    other => break other,
+                }
+            };
+            let rejected = match decoded {
                 Ok(rec) => {
                     let mut ix = index.write().unwrap_or_else(|p| p.into_inner());
-                    if let Err(e) = ix.apply(&rec) {
-                        tracing::warn!(error = %e, key = %rec.key(), "bad config record");
-                    }
+                    ix.apply(&rec)
+                        .err()
+                        .map(|e| ("bad_config", format!("{}: {e}", rec.key())))
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, offset = m.offset(), "undecodable config record")
-                }
+                Err(e) => Some(("undecodable", e.to_string())),
+            };
+            if let Some((reason, detail)) = rejected {
+                REJECTED.with_label_values(&[reason]).inc();
+                tracing::error!(
+                    reason,
+                    detail,
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "config record passed over"
+                );
             }
         }
         if let Some(high) = behind.get(&m.partition()) {

@@ -24,6 +24,15 @@ pub struct Topics {
     pub config: String,
     pub deliveries_attempts: String,
     pub deliveries_dlq: String,
+    /// Dead letters of the PostgreSQL sink (events it can never write).
+    pub pg_sink_dlq: String,
+    /// Dead letters of the ClickHouse sink (events and delivery-log records).
+    pub ch_sink_dlq: String,
+    /// Dead letters of the fan-out (records it can never read; exhausted deliveries go
+    /// to `deliveries_dlq` as tasks).
+    pub fanout_dlq: String,
+    /// Dead letters of replays into another topic (a copy the target topic refused).
+    pub replay_dlq: String,
     /// Prefix of the retry delay topics: `<prefix><delay>`, e.g. `wa.deliveries.retry.5s`.
     pub deliveries_retry_prefix: String,
 }
@@ -47,6 +56,10 @@ impl Topics {
             config: format!("{prefix}wa.config"),
             deliveries_attempts: format!("{prefix}wa.deliveries.attempts"),
             deliveries_dlq: format!("{prefix}wa.deliveries.dlq"),
+            pg_sink_dlq: format!("{prefix}wa.pg-sink.dlq"),
+            ch_sink_dlq: format!("{prefix}wa.ch-sink.dlq"),
+            fanout_dlq: format!("{prefix}wa.fanout.dlq"),
+            replay_dlq: format!("{prefix}wa.replay.dlq"),
             deliveries_retry_prefix: format!("{prefix}wa.deliveries.retry."),
         }
     }
@@ -72,6 +85,10 @@ impl Topics {
             spec(&self.send_dlq, 1, false),
             spec(&self.deliveries_attempts, partitions, false),
             spec(&self.deliveries_dlq, 1, false),
+            spec(&self.pg_sink_dlq, 1, false),
+            spec(&self.ch_sink_dlq, 1, false),
+            spec(&self.fanout_dlq, 1, false),
+            spec(&self.replay_dlq, 1, false),
             // Config is small and read whole by every process: one partition keeps one
             // total order of changes.
             spec(&self.config, 1, true),
@@ -99,6 +116,19 @@ pub fn base_client_config(cfg: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// A consumer's settings: the base plus fetch sizes that take the largest record.
+pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = base_client_config(cfg);
+    let max = cfg.kafka_message_max_bytes.max(1 << 20);
+    c.set("max.partition.fetch.bytes", max.to_string())
+        .set("fetch.max.bytes", (max * 2).max(50 << 20).to_string())
+        .set(
+            "receive.message.max.bytes",
+            ((max * 2).max(50 << 20) + (1 << 20)).to_string(),
+        );
+    c
+}
+
 /// An idempotent, acks=all producer. `delivery_timeout` bounds how long a record may wait
 /// for the broker before its future resolves with an error.
 pub fn producer(cfg: &KafkaConfig, delivery_timeout: Duration) -> anyhow::Result<FutureProducer> {
@@ -109,6 +139,7 @@ pub fn producer(cfg: &KafkaConfig, delivery_timeout: Duration) -> anyhow::Result
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.max.bytes", cfg.kafka_message_max_bytes.to_string())
         .set(
             "message.timeout.ms",
             delivery_timeout.as_millis().to_string(),
@@ -159,14 +190,19 @@ pub async fn produce_all(
 }
 
 /// Create topics that do not exist yet; existing ones are left alone.
+///
+/// Every topic gets `max.message.bytes` = `kafka_message_max_bytes`, so the largest
+/// record a producer may write is one the broker takes.
 pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = base_client_config(cfg)
         .create()
         .map_err(|e| anyhow::anyhow!("cannot create Kafka admin client: {e}"))?;
+    let max_bytes = cfg.kafka_message_max_bytes.to_string();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
-            let nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1));
+            let nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1))
+                .set("max.message.bytes", &max_bytes);
             if t.compacted {
                 nt.set("cleanup.policy", "compact")
             } else {

@@ -19,17 +19,41 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
+use crate::deadletter::DeadLetters;
+use crate::failure::{classify, Class};
 use crate::stream::{group_consumer, report_lag, CommitOnRevoke};
 use crate::telemetry::STREAM;
 
-/// Handles one record. Returns `true` when the record is done (its offset may be
-/// committed), `false` when it was interrupted by shutdown (it will be redelivered).
+/// What became of one record.
+pub enum Disposition {
+    /// Handled: its offset may be committed.
+    Done,
+    /// Shutdown interrupted it: it will be delivered again.
+    Interrupted,
+    /// It can never be handled by this stage: the loop writes it (handed back) to the
+    /// stage's dead-letter topic, with the reason [`crate::failure::classify`] finds in the
+    /// error (`unhandled` when it finds none), and then counts it done.
+    Poison(Box<OwnedMessage>, anyhow::Error),
+}
+
+impl From<bool> for Disposition {
+    /// `true`: done; `false`: interrupted.
+    fn from(done: bool) -> Self {
+        if done {
+            Disposition::Done
+        } else {
+            Disposition::Interrupted
+        }
+    }
+}
+
+/// Handles one record.
 ///
 /// `handle` itself is called in record order, on the loop; only the future it returns
 /// runs concurrently. A handler that needs arrival order (the fan-out's per-conversation
 /// turns) takes its place in line in the synchronous part.
 pub trait RecordHandler: Clone + Send + Sync + 'static {
-    fn handle(&self, msg: OwnedMessage) -> impl Future<Output = bool> + Send + 'static;
+    fn handle(&self, msg: OwnedMessage) -> impl Future<Output = Disposition> + Send + 'static;
 }
 
 /// Per partition: offsets in flight, and the next offset after everything seen.
@@ -73,21 +97,25 @@ pub struct LaneLoop {
     consumer: Arc<StreamConsumer<CommitOnRevoke>>,
     group: String,
     max_in_flight: usize,
+    dead: DeadLetters,
 }
 
 impl LaneLoop {
-    /// `instance_id`: static group membership (see `stream::group_consumer`).
+    /// `instance_id`: static group membership (see `stream::group_consumer`); `dead`:
+    /// where records this stage can never handle go.
     pub fn new(
         kafka: &KafkaConfig,
         group: &str,
         instance_id: Option<&str>,
         topics: &[&str],
         max_in_flight: usize,
+        dead: DeadLetters,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             consumer: Arc::new(group_consumer(kafka, group, instance_id, topics)?),
             group: group.to_string(),
             max_in_flight: max_in_flight.max(1),
+            dead,
         })
     }
 
@@ -143,9 +171,14 @@ impl LaneLoop {
                 .with_label_values(&[self.group.as_str(), topic.as_str()])
                 .inc();
             let work = handler.handle(m);
-            let t = tracker.clone();
+            let (t, dead, stop) = (tracker.clone(), self.dead.clone(), shutdown.clone());
             tokio::spawn(async move {
-                if work.await {
+                let done = match work.await {
+                    Disposition::Done => true,
+                    Disposition::Interrupted => false,
+                    Disposition::Poison(m, e) => poison(&dead, &m, &e, &stop).await,
+                };
+                if done {
                     lock(&t).end(&topic, partition, offset);
                 }
                 drop(permit);
@@ -167,6 +200,24 @@ impl LaneLoop {
         lag_task.abort();
         Ok(())
     }
+}
+
+/// Dead-letter a record, retrying while the broker is away; `false` if shutdown came
+/// first (the record is then delivered again).
+async fn poison(
+    dead: &DeadLetters,
+    m: &OwnedMessage,
+    e: &anyhow::Error,
+    stop: &CancellationToken,
+) -> bool {
+    let reason = match classify(e) {
+        Class::Permanent(r) => r,
+        Class::Transient => "unhandled",
+    };
+    let dl = dead.letter(m, reason, &format!("{e:#}"));
+    crate::stream::write_dead_letter(dead, &dl, stop)
+        .await
+        .is_ok()
 }
 
 fn lock(t: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {

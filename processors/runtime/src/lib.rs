@@ -7,6 +7,8 @@
 //! - [`kafka`]: topic names, the idempotent acks=all producer, topic creation;
 //! - [`stream`]: the at-least-once batch loop (offsets follow work);
 //! - [`lanes`]: the at-least-once loop for out-of-order work (one task per record);
+//! - [`failure`]: transient or permanent, decided once for every loop;
+//! - [`deadletter`]: records a stage gives up on, with reason and source position;
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token;
 //! - [`retry`]: waiting for a dependency at start-up;
 //! - [`config_cache`]: the live copy of the `wa.config` topic every process keeps;
@@ -17,6 +19,8 @@
 
 pub mod config;
 pub mod config_cache;
+pub mod deadletter;
+pub mod failure;
 pub mod gaps;
 pub mod kafka;
 pub mod lanes;

@@ -5,9 +5,15 @@
 //!   holds it, and the handler returns `Ok` only once every output of the batch is
 //!   acknowledged (produced with acks=all, or committed to a database). Stored offsets are
 //!   committed every second, on partition revocation and on shutdown.
-//! - A handler error never skips records: the same batch is retried with capped
-//!   exponential backoff until it succeeds or the process is told to stop (then nothing of
-//!   the batch is committed, and the next owner of the partitions processes it again).
+//! - A transient handler error (see [`crate::failure`]) never skips records: the same
+//!   batch is retried with capped exponential backoff until it succeeds or the process is
+//!   told to stop (then nothing of the batch is committed, and the next owner of the
+//!   partitions processes it again).
+//! - A permanent error never stops the stream: the batch is bisected until the record(s)
+//!   that fail alone are found; each is written to the stage's dead-letter topic (reason,
+//!   error, source position) and the rest of the batch goes through. A poison record in a
+//!   batch of n costs about 2·log2(n) extra handler calls; handlers are idempotent, so
+//!   the halves that had already been written are written again harmlessly.
 //! - A crash can therefore repeat at most the records after the last commit; handlers are
 //!   written so that a repeat is harmless (deterministic ids, idempotent writes).
 //!
@@ -27,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::kafka::base_client_config;
+use crate::deadletter::DeadLetters;
+use crate::failure::{classify, Class};
+use crate::kafka::consumer_config;
 use crate::telemetry::STREAM;
 
 /// Loop settings shared by every consumer binary.
@@ -52,8 +60,9 @@ fn default_linger() -> Duration {
 }
 
 /// The per-batch step. Implementations must be idempotent with respect to repeats of
-/// records (see the module doc) and must route bad records (DLQ) rather than fail the
-/// batch for them: an `Err` means "infrastructure trouble, try the same batch again".
+/// records (see the module doc), also of any part of a batch. An `Err` is classified by
+/// [`crate::failure::classify`]: transient means "try the same batch again", permanent
+/// means "some record in this batch can never be handled here" (the loop finds it).
 #[allow(async_fn_in_trait)]
 pub trait BatchHandler {
     async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()>;
@@ -97,7 +106,7 @@ pub(crate) fn group_consumer(
     instance_id: Option<&str>,
     topics: &[&str],
 ) -> anyhow::Result<StreamConsumer<CommitOnRevoke>> {
-    let mut cfg = base_client_config(kafka);
+    let mut cfg = consumer_config(kafka);
     if let Some(id) = instance_id.filter(|i| !i.is_empty()) {
         cfg.set("group.instance.id", id);
     }
@@ -124,14 +133,21 @@ pub struct StreamLoop {
     cfg: StreamConfig,
     group: String,
     gaps: std::sync::Mutex<crate::gaps::GapGuard>,
+    dead: DeadLetters,
 }
 
+/// Shutdown came while a batch was still unfinished (none of it may be committed).
+#[derive(Debug)]
+pub struct Stopped;
+
 impl StreamLoop {
+    /// `dead`: where records this stage can never handle go.
     pub fn new(
         kafka: &KafkaConfig,
         cfg: StreamConfig,
         default_group: &str,
         topics: &[&str],
+        dead: DeadLetters,
     ) -> anyhow::Result<Self> {
         let group = cfg
             .group_id
@@ -144,6 +160,7 @@ impl StreamLoop {
             consumer: Arc::new(consumer),
             cfg,
             group,
+            dead,
         })
     }
 
@@ -160,29 +177,17 @@ impl StreamLoop {
             shutdown.clone(),
         ));
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.cfg.max_batch);
-        'outer: loop {
+        loop {
             batch.clear();
             if !self.fill(&mut batch, &shutdown).await? {
                 break;
             }
             let started = Instant::now();
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match handler.handle(&batch).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        STREAM.batch_failures.with_label_values(&[&group]).inc();
-                        let first = batch
-                            .first()
-                            .map(|m| (m.topic().to_string(), m.partition(), m.offset()));
-                        tracing::warn!(error = format!("{e:#}"), first_record = ?first, size = batch.len(), retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying the same batch");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break 'outer,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
+            if handle_batch(&mut handler, &batch, &self.dead, &group, &shutdown)
+                .await
+                .is_err()
+            {
+                break;
             }
             self.store(&batch);
             STREAM
@@ -277,6 +282,95 @@ impl StreamLoop {
                 .inc_by(n);
         }
     }
+}
+
+/// Handle `batch` completely, as the loop does (also for replays): transient failures
+/// retry the failing part, permanent ones split it until each record that fails alone is
+/// dead-lettered through `dead`. Left halves go first, so records keep their order.
+/// Returns how many records were dead-lettered. `group` labels metrics.
+pub async fn handle_batch<H: BatchHandler>(
+    handler: &mut H,
+    batch: &[OwnedMessage],
+    dead: &DeadLetters,
+    group: &str,
+    shutdown: &CancellationToken,
+) -> Result<usize, Stopped> {
+    let mut dead_lettered = 0;
+    // Ranges still to handle, the next one last.
+    let mut todo: Vec<std::ops::Range<usize>> = Vec::with_capacity(32);
+    todo.push(0..batch.len());
+    while let Some(range) = todo.pop() {
+        let part = &batch[range.clone()];
+        if part.is_empty() {
+            continue;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let e = match handler.handle(part).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            STREAM.batch_failures.with_label_values(&[group]).inc();
+            let first = part
+                .first()
+                .map(|m| (m.topic().to_string(), m.partition(), m.offset()));
+            match classify(&e) {
+                Class::Permanent(reason) if part.len() > 1 => {
+                    tracing::info!(error = format!("{e:#}"), reason, first_record = ?first, size = part.len(), "permanent failure in a batch; bisecting");
+                    let mid = range.start + part.len() / 2;
+                    todo.push(mid..range.end);
+                    todo.push(range.start..mid);
+                    break;
+                }
+                Class::Permanent(reason) => {
+                    let dl = dead.letter(&part[0], reason, &format!("{e:#}"));
+                    write_dead_letter(dead, &dl, shutdown).await?;
+                    dead_lettered += 1;
+                    break;
+                }
+                Class::Transient => {
+                    tracing::warn!(error = format!("{e:#}"), first_record = ?first, size = part.len(), retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying the same batch");
+                    sleep_or_stop(&mut backoff, shutdown).await?;
+                }
+            }
+        }
+    }
+    Ok(dead_lettered)
+}
+
+/// Write a dead letter, retrying while the broker or registry is away.
+pub async fn write_dead_letter(
+    dead: &DeadLetters,
+    dl: &switchboard_schemas::DeadLetter,
+    shutdown: &CancellationToken,
+) -> Result<(), Stopped> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match dead.write(std::slice::from_ref(dl)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    topic = dead.topic,
+                    "cannot write dead letter; retrying"
+                );
+                sleep_or_stop(&mut backoff, shutdown).await?;
+            }
+        }
+    }
+}
+
+/// Sleep `backoff` (then double it, up to 5 s) unless shutdown comes first.
+async fn sleep_or_stop(
+    backoff: &mut Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), Stopped> {
+    tokio::select! {
+        _ = shutdown.cancelled() => return Err(Stopped),
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    Ok(())
 }
 
 /// Every 10 s, publish high watermark minus committed offset per assigned partition.

@@ -70,18 +70,19 @@ async fn main() -> anyhow::Result<()> {
     // The delay topics follow the configured schedule, so the fan-out creates them;
     // they take the events topic's partition count for the same parallelism.
     let partitions = cfg.retry_partitions.max(1);
-    let specs: Vec<TopicSpec> =
-        retry_topics
-            .iter()
-            .map(|(_, t)| TopicSpec {
-                name: t.clone(),
-                partitions,
-                compacted: false,
-            })
-            .chain(topics.with_partitions(partitions).into_iter().filter(|t| {
-                t.name == topics.deliveries_attempts || t.name == topics.deliveries_dlq
-            }))
-            .collect();
+    let specs: Vec<TopicSpec> = retry_topics
+        .iter()
+        .map(|(_, t)| TopicSpec {
+            name: t.clone(),
+            partitions,
+            compacted: false,
+        })
+        .chain(topics.with_partitions(partitions).into_iter().filter(|t| {
+            t.name == topics.deliveries_attempts
+                || t.name == topics.deliveries_dlq
+                || t.name == topics.fanout_dlq
+        }))
+        .collect();
     if switchboard_runtime::retry::wait_for(
         "broker (topics)",
         &shutdown,
@@ -101,6 +102,13 @@ async fn main() -> anyhow::Result<()> {
         r = cache.wait_ready(Duration::from_secs(3600)) => r?,
     }
     let producer = switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?;
+    let dead = switchboard_runtime::deadletter::DeadLetters::new(
+        "fanout",
+        &topics.fanout_dlq,
+        producer.clone(),
+        codec.clone(),
+        &cfg.kafka,
+    );
     let core = Arc::new(Core {
         http: deliver::client(&allow, cfg.delivery_timeout)?,
         allow,
@@ -154,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             instance.as_deref(),
             &[topic],
             cfg.retry_max_in_flight,
+            dead.clone(),
         )?;
         loops.push(tokio::spawn(lane.run(
             Retries(core.clone()),
@@ -167,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         cfg.group_instance_id.as_deref(),
         &[&topics.events],
         cfg.max_in_flight,
+        dead,
     )?
     .run(FirstAttempts(core), shutdown, drain)
     .await?;

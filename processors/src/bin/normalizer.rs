@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use switchboard_processors::dedupe::DedupeStore;
 use switchboard_processors::normalize::{Config, Normalizer};
+use switchboard_runtime::deadletter::DeadLetters;
 use switchboard_runtime::kafka::Topics;
 use switchboard_runtime::stream::StreamLoop;
 
@@ -82,18 +83,29 @@ async fn main() -> anyhow::Result<()> {
         _ = shutdown.cancelled() => return Ok(()),
         r = config.wait_ready(Duration::from_secs(3600)) => r?,
     }
+    let dead = DeadLetters::new(
+        "normalizer",
+        &topics.webhooks_dlq,
+        producer.clone(),
+        codec.clone(),
+        &cfg.kafka,
+    );
     let handler = Normalizer {
         config,
         codec,
         producer,
         topics: topics.clone(),
         dedupe,
+        dead: dead.clone(),
+        window: cfg.time_window(),
+        bypass_dedupe: false,
     };
     StreamLoop::new(
         &cfg.kafka,
         cfg.stream.clone(),
         "switchboard-normalizer",
         &[&topics.webhooks_raw],
+        dead,
     )?
     .run(handler, shutdown)
     .await?;

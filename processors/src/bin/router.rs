@@ -9,6 +9,7 @@ use switchboard_processors::route::limiter::SenderLimiter;
 use switchboard_processors::route::outbox::{self, Outbox};
 use switchboard_processors::route::{scheduler, Config};
 use switchboard_runtime::config_cache::ConfigCache;
+use switchboard_runtime::deadletter::DeadLetters;
 use switchboard_runtime::kafka::Topics;
 use switchboard_runtime::lanes::LaneLoop;
 use switchboard_runtime::secrets::Keyring;
@@ -52,7 +53,15 @@ async fn main() -> anyhow::Result<()> {
         r = cache.wait_ready(Duration::from_secs(3600)) => r?,
     }
     let producer = switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?;
+    let dead = DeadLetters::new(
+        "router",
+        &topics.send_dlq,
+        producer.clone(),
+        codec.clone(),
+        &cfg.kafka,
+    );
     let core = Arc::new(Core {
+        dead: dead.clone(),
         outbox: Outbox::new(pool),
         cache,
         keyring,
@@ -97,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         cfg.group_instance_id.as_deref(),
         &[&topics.send_requests],
         cfg.max_in_flight,
+        dead,
     )?
     .run(
         Router(core),

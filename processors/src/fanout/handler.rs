@@ -19,7 +19,7 @@ use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use switchboard_runtime::config_cache::ConfigCache;
 use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
-use switchboard_runtime::lanes::RecordHandler;
+use switchboard_runtime::lanes::{Disposition, RecordHandler};
 use switchboard_runtime::netguard::AllowList;
 use switchboard_runtime::now_ms;
 use switchboard_runtime::CancellationToken;
@@ -129,7 +129,7 @@ impl RecordHandler for FirstAttempts {
     fn handle(
         &self,
         msg: OwnedMessage,
-    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+    ) -> impl std::future::Future<Output = Disposition> + Send + 'static {
         // Taken here, in arrival order, before any task runs.
         let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default();
         let ticket = self.0.turns.ticket(&format!("{}/{key}", msg.partition()));
@@ -146,48 +146,45 @@ impl RecordHandler for Retries {
     fn handle(
         &self,
         msg: OwnedMessage,
-    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+    ) -> impl std::future::Future<Output = Disposition> + Send + 'static {
         let core = self.0.clone();
         async move { core.retry(msg).await }
     }
 }
 
 impl Core {
-    /// Decode, or `None` for a record that never will (logged); waits out a registry outage.
+    /// Decode, waiting out a registry outage; a record that never will decode is handed
+    /// back to the loop for the dead-letter topic.
     async fn decode<T: serde::de::DeserializeOwned>(
         &self,
         msg: &OwnedMessage,
-    ) -> Option<Option<T>> {
+    ) -> Result<T, Disposition> {
         loop {
             match self
                 .codec
                 .decode::<T>(msg.payload().unwrap_or_default())
                 .await
             {
-                Ok(v) => return Some(Some(v)),
+                Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "schema registry unavailable; retrying");
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return None,
+                        _ = self.shutdown.cancelled() => return Err(Disposition::Interrupted),
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
                 }
-                Err(e) => {
-                    tracing::error!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "undecodable record skipped");
-                    return Some(None);
-                }
+                Err(e) => return Err(Disposition::Poison(Box::new(msg.clone()), e.into())),
             }
         }
     }
 
-    async fn first(self: Arc<Self>, msg: OwnedMessage, mut ticket: Ticket) -> bool {
+    async fn first(self: Arc<Self>, msg: OwnedMessage, mut ticket: Ticket) -> Disposition {
         let ev: Event = match self.decode(&msg).await {
-            None => return false,
-            Some(None) => return true,
-            Some(Some(e)) => e,
+            Err(d) => return d,
+            Ok(e) => e,
         };
         let Some(tenant) = ev.tenant_id.clone() else {
-            return true; // a number no tenant owns: nobody to tell
+            return Disposition::Done; // a number no tenant owns: nobody to tell
         };
         let (ty, body) = render(&ev);
         let number = if ev.event_type.starts_with("message.") {
@@ -243,21 +240,20 @@ impl Core {
                 None => complete = false,
             }
         }
-        self.flush(all).await && complete
+        (self.flush(all).await && complete).into()
     }
 
-    async fn retry(self: Arc<Self>, msg: OwnedMessage) -> bool {
+    async fn retry(self: Arc<Self>, msg: OwnedMessage) -> Disposition {
         let task: DeliveryTask = match self.decode(&msg).await {
-            None => return false,
-            Some(None) => return true,
-            Some(Some(t)) => t,
+            Err(d) => return d,
+            Ok(t) => t,
         };
         // Tasks in one delay topic come due in offset order, so waiting here is the
         // topic's natural pace; other delay topics have their own consumers.
         let wait = task.not_before_ms - now_ms();
         if wait > 0 {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return false,
+                _ = self.shutdown.cancelled() => return Disposition::Interrupted,
                 _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             }
         }
@@ -283,8 +279,8 @@ impl Core {
             )
             .await
         {
-            Some(settled) => self.flush(settled).await,
-            None => false,
+            Some(settled) => self.flush(settled).await.into(),
+            None => Disposition::Interrupted,
         }
     }
 

@@ -19,6 +19,25 @@ pub struct Config {
     /// Ops endpoints (`/healthz`, `/readyz`, `/metrics`).
     #[serde(default = "default_ops")]
     pub ops_addr: String,
+    /// Oldest event time accepted, before the gateway's receipt of its webhook.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub event_time_max_age: Duration,
+    /// Latest event time accepted, after the gateway's receipt (BSP clock skew).
+    #[serde(default = "default_max_ahead", with = "humantime_serde")]
+    pub event_time_max_ahead: Duration,
+}
+
+impl Config {
+    pub fn time_window(&self) -> super::step::TimeWindow {
+        super::step::TimeWindow::new(self.event_time_max_age, self.event_time_max_ahead)
+    }
+}
+
+pub fn default_max_age() -> Duration {
+    Duration::from_secs(400 * 24 * 3600)
+}
+pub fn default_max_ahead() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_retention() -> Duration {

@@ -4,15 +4,17 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 use std::time::Instant;
 
+use anyhow::Context;
 use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounterVec};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
+use switchboard_runtime::deadletter::DeadLetters;
 use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
 use switchboard_runtime::stream::BatchHandler;
 use switchboard_runtime::telemetry::LATENCY_BUCKETS;
-use switchboard_schemas::{Codec, DeadLetter, RawWebhook, DEAD_LETTER_SCHEMA, EVENT_SCHEMA};
+use switchboard_schemas::{Codec, RawWebhook, EVENT_SCHEMA};
 
-use super::step::normalize_record;
+use super::step::{normalize_record, TimeWindow};
 use crate::dedupe::DedupeStore;
 
 struct Metrics {
@@ -56,6 +58,13 @@ pub struct Normalizer {
     pub dedupe: DedupeStore,
     /// Business numbers → tenants (from `wa.config`).
     pub config: switchboard_runtime::config_cache::ConfigCache,
+    /// `wa.webhooks.dlq`: raw webhooks (or parts of them) that yield no event.
+    pub dead: DeadLetters,
+    /// Event times accepted, relative to the gateway's receive time.
+    pub window: TimeWindow,
+    /// Neither read nor write the dedupe store (a replay's `--bypass-dedupe`): every
+    /// event goes out again, to the sinks (harmless) and to client endpoints (not).
+    pub bypass_dedupe: bool,
 }
 
 impl BatchHandler for Normalizer {
@@ -63,36 +72,24 @@ impl BatchHandler for Normalizer {
         let mut events = Vec::new();
         let mut dead = Vec::new();
         for m in batch {
-            let payload = m.payload().unwrap_or_default();
-            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            let dl = |reason: String, detail: String| DeadLetter {
-                source_topic: m.topic().to_string(),
-                source_partition: m.partition(),
-                source_offset: m.offset(),
-                reason,
-                detail,
-                failed_at_ms: switchboard_runtime::now_ms(),
-                key: key.clone(),
-                payload: payload.to_vec(),
-            };
-            let raw: RawWebhook = match self.codec.decode(payload).await {
+            let raw: RawWebhook = match self.codec.decode(m.payload().unwrap_or_default()).await {
                 Ok(r) => r,
                 Err(e) if e.is_retryable() => {
-                    return Err(anyhow::anyhow!(
-                        "decoding {}/{}@{}: {e}",
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "decoding {}/{}@{}",
                         m.topic(),
                         m.partition(),
                         m.offset()
-                    ))
+                    )))
                 }
                 Err(e) => {
-                    dead.push(dl("undecodable".into(), e.to_string()));
+                    dead.push(self.dead.letter(m, "undecodable", &e.to_string()));
                     continue;
                 }
             };
-            let outcome = normalize_record(&raw);
+            let outcome = normalize_record(&raw, &self.window);
             if let Some((reason, detail)) = outcome.dead_letter {
-                dead.push(dl(reason, detail));
+                dead.push(self.dead.letter(m, &reason, &detail));
             }
             events.extend(outcome.events);
         }
@@ -117,7 +114,11 @@ impl BatchHandler for Normalizer {
             .inc_by((before - events.len()) as u64);
         let started = Instant::now();
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-        let seen = self.dedupe.seen(&ids).await?;
+        let seen = if self.bypass_dedupe {
+            Default::default()
+        } else {
+            self.dedupe.seen(&ids).await?
+        };
         let mut dedupe_time = started.elapsed();
         METRICS
             .dedupe_hits
@@ -139,24 +140,18 @@ impl BatchHandler for Normalizer {
             });
         }
         for d in &dead {
-            let payload = self
-                .codec
-                .encode(&self.topics.webhooks_dlq, DEAD_LETTER_SCHEMA, d)
-                .await?;
-            out.push(OutRecord {
-                topic: self.topics.webhooks_dlq.clone(),
-                key: d.key.clone().unwrap_or_default(),
-                payload,
-                headers: vec![("reason", d.reason.clone())],
-            });
+            out.push(self.dead.record(d).await?);
         }
+        let n = out.len();
         produce_all(&self.producer, &out)
             .await
-            .map_err(|e| anyhow::anyhow!("producing {} records: {e}", out.len()))?;
+            .with_context(|| format!("producing {n} records"))?;
 
         let marked: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         let started = Instant::now();
-        self.dedupe.mark(&marked).await?;
+        if !self.bypass_dedupe {
+            self.dedupe.mark(&marked).await?;
+        }
         dedupe_time += started.elapsed();
         METRICS.dedupe_seconds.observe(dedupe_time.as_secs_f64());
 
@@ -167,14 +162,7 @@ impl BatchHandler for Normalizer {
                 .inc();
         }
         for d in &dead {
-            tracing::warn!(
-                reason = d.reason,
-                detail = d.detail,
-                topic = d.source_topic,
-                partition = d.source_partition,
-                offset = d.source_offset,
-                "raw webhook dead-lettered"
-            );
+            self.dead.written(d);
             METRICS
                 .dead_letters
                 .with_label_values(&[d.reason.as_str()])

@@ -6,13 +6,17 @@
 //!   both (a webhook with some unusable items); the partition never stalls on bad data;
 //! - an event id reaches `wa.events` once per dedupe retention (14 days by default),
 //!   except after a crash between produce and dedupe mark, when the same ids may repeat.
-//! - a batch fails (and is retried whole) only for infrastructure trouble: registry,
-//!   broker or PostgreSQL unreachable.
+//! - an event whose time is outside the window around the webhook's receipt
+//!   (`SWITCHBOARD_EVENT_TIME_MAX_AGE` before, `..._MAX_AHEAD` after) is dead-lettered
+//!   as `bad_timestamp` and reaches no store;
+//! - a batch is retried whole only for infrastructure trouble (registry, broker or
+//!   PostgreSQL unreachable); a record that fails permanently (say, too large to
+//!   produce) is isolated by the stream loop and dead-lettered.
 
 mod config;
 mod handler;
 mod step;
 
-pub use config::Config;
+pub use config::{default_max_age, default_max_ahead, Config};
 pub use handler::Normalizer;
-pub use step::{normalize_record, Outcome};
+pub use step::{normalize_record, Outcome, TimeWindow};

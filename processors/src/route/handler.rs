@@ -19,16 +19,15 @@ use serde_json::{Map, Value};
 use switchboard_connectors::send::{self, codes, Accepted, ErrorKind, Outbound, Route, SendError};
 use switchboard_connectors::Bsp;
 use switchboard_runtime::config_cache::ConfigCache;
+use switchboard_runtime::deadletter::DeadLetters;
+use switchboard_runtime::failure::{classify, Class};
 use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
-use switchboard_runtime::lanes::RecordHandler;
+use switchboard_runtime::lanes::{Disposition, RecordHandler};
 use switchboard_runtime::secrets::Keyring;
 use switchboard_runtime::telemetry::LATENCY_BUCKETS;
 use switchboard_runtime::{now_ms, CancellationToken};
 use switchboard_schemas::config::BusinessNumber;
-use switchboard_schemas::{
-    send_event_id, Codec, DeadLetter, Event, EventType, SendRequest, DEAD_LETTER_SCHEMA,
-    EVENT_SCHEMA,
-};
+use switchboard_schemas::{send_event_id, Codec, Event, EventType, SendRequest, EVENT_SCHEMA};
 
 use super::breaker::Breakers;
 use super::limiter::SenderLimiter;
@@ -63,9 +62,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     .expect("registers once"),
 });
 
-/// Shutdown interrupted the work; the record is redelivered later.
+/// Why routing a record stopped short of an outcome.
 #[derive(Debug)]
-pub struct Interrupted;
+pub enum Stop {
+    /// Shutdown interrupted the work; the record is redelivered later.
+    Shutdown,
+    /// A permanent failure (see `switchboard_runtime::failure`): the request goes to
+    /// `wa.send.dlq`. A redrive finds its row wherever the state machine left it, so it is
+    /// never sent twice.
+    Poison(anyhow::Error),
+}
 
 pub struct Core {
     pub cfg: Config,
@@ -80,64 +86,48 @@ pub struct Core {
     pub topics: Topics,
     pub in_flight: Mutex<HashSet<String>>,
     pub shutdown: CancellationToken,
+    /// `wa.send.dlq`.
+    pub dead: DeadLetters,
 }
 
 #[derive(Clone)]
 pub struct Router(pub Arc<Core>);
 
-/// Where a record came from, for the DLQ.
-struct Source {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<String>,
-    payload: Vec<u8>,
-}
-
 impl RecordHandler for Router {
     fn handle(
         &self,
         msg: OwnedMessage,
-    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+    ) -> impl std::future::Future<Output = Disposition> + Send + 'static {
         let me = self.clone();
-        async move { me.route(msg).await }
+        async move {
+            match me.route(&msg).await {
+                Ok(()) => Disposition::Done,
+                Err(Stop::Shutdown) => Disposition::Interrupted,
+                Err(Stop::Poison(e)) => Disposition::Poison(Box::new(msg), e),
+            }
+        }
     }
 }
 
 impl Router {
-    async fn route(&self, msg: OwnedMessage) -> bool {
-        let src = Source {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: msg.payload().unwrap_or_default().to_vec(),
-        };
+    async fn route(&self, src: &OwnedMessage) -> Result<(), Stop> {
         let core = &self.0;
-        let req = match core
+        let req = core
             .durable("decode send request", || async {
-                match core.codec.decode::<SendRequest>(&src.payload).await {
-                    Ok(r) => Ok(Ok(r)),
-                    Err(e) if e.is_retryable() => Err(anyhow::anyhow!(e)),
-                    Err(e) => Ok(Err(e.to_string())),
-                }
+                Ok(core
+                    .codec
+                    .decode::<SendRequest>(src.payload().unwrap_or_default())
+                    .await?)
             })
-            .await
-        {
-            Err(Interrupted) => return false,
-            Ok(Ok(r)) => r,
-            Ok(Err(detail)) => {
-                return core.dead_letter(&src, "undecodable", &detail).await.is_ok();
-            }
-        };
-        core.route(&req, &src).await.is_ok()
+            .await?;
+        core.route(&req, src).await
     }
 }
 
 impl Core {
     /// Retry `f` (infrastructure trouble: database, broker, registry) until it works or
     /// the process is told to stop.
-    async fn durable<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, Interrupted>
+    async fn durable<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, Stop>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -146,17 +136,20 @@ impl Core {
         loop {
             match f().await {
                 Ok(v) => return Ok(v),
+                Err(e) if classify(&e) != Class::Transient => {
+                    return Err(Stop::Poison(e.context(what.to_string())))
+                }
                 Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
             }
             tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Interrupted),
+                _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
-    async fn route(&self, req: &SendRequest, src: &Source) -> Result<(), Interrupted> {
+    async fn route(&self, req: &SendRequest, src: &OwnedMessage) -> Result<(), Stop> {
         if req.scheduled_at_ms.is_some_and(|t| t > now_ms() + 50) {
             // Not due: its row is `scheduled`; the scheduler publishes it again when due.
             return Ok(());
@@ -201,7 +194,7 @@ impl Core {
         }
         let _guard = InFlight(self, req.message_id.clone());
         tokio::select! {
-            _ = self.shutdown.cancelled() => return Err(Interrupted),
+            _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
             _ = self.limiter.acquire(&number.number, number.tier_mps) => {}
         }
         let claim = self
@@ -215,10 +208,10 @@ impl Core {
     async fn settle(
         &self,
         req: &SendRequest,
-        src: &Source,
+        src: &OwnedMessage,
         claim: Claim,
         number: Option<&BusinessNumber>,
-    ) -> Result<(), Interrupted> {
+    ) -> Result<(), Stop> {
         match claim {
             Claim::Send {
                 attempt,
@@ -232,7 +225,7 @@ impl Core {
                 if age < lease {
                     // Another router may be mid-call: look again once its lease is over.
                     tokio::select! {
-                        _ = self.shutdown.cancelled() => return Err(Interrupted),
+                        _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
                         _ = tokio::time::sleep(lease - age) => {}
                     }
                     let claim = self
@@ -340,11 +333,11 @@ impl Core {
     async fn attempt(
         &self,
         req: &SendRequest,
-        src: &Source,
+        src: &OwnedMessage,
         number: &BusinessNumber,
         attempt: i32,
         since_first_ms: i64,
-    ) -> Result<(), Interrupted> {
+    ) -> Result<(), Stop> {
         let primary: Bsp = number.bsp.parse().unwrap_or(Bsp::Meta);
         let failover: Option<(Bsp, &str)> = number
             .failover_bsp
@@ -491,7 +484,7 @@ impl Core {
         bsp: Bsp,
         account: &str,
         wamid: &str,
-    ) -> Result<(), Interrupted> {
+    ) -> Result<(), Stop> {
         let at = self
             .durable("record accepted", || async {
                 self.outbox
@@ -513,14 +506,14 @@ impl Core {
     async fn finish_failed(
         &self,
         req: &SendRequest,
-        src: &Source,
+        src: &OwnedMessage,
         number: Option<&BusinessNumber>,
         bsp: &str,
         code: &str,
         bsp_code: Option<&str>,
         detail: &str,
         dlq: bool,
-    ) -> Result<(), Interrupted> {
+    ) -> Result<(), Stop> {
         let state = if code == codes::OUTCOME_UNKNOWN {
             "unknown"
         } else {
@@ -549,7 +542,7 @@ impl Core {
         req: &SendRequest,
         number: Option<&BusinessNumber>,
         f: Final,
-    ) -> Result<(), Interrupted> {
+    ) -> Result<(), Stop> {
         let bsp = f.bsp.unwrap_or_default();
         let account = number.map(|n| n.bsp_account_id.as_str());
         let ev = if f.state == "accepted" {
@@ -571,7 +564,7 @@ impl Core {
         self.emit(ev).await
     }
 
-    async fn emit(&self, ev: Event) -> Result<(), Interrupted> {
+    async fn emit(&self, ev: Event) -> Result<(), Stop> {
         let topic = &self.topics.events;
         self.durable("emit outcome event", || async {
             let payload = self.codec.encode(topic, EVENT_SCHEMA, &ev).await?;
@@ -589,33 +582,13 @@ impl Core {
 
     async fn dead_letter(
         &self,
-        src: &Source,
+        src: &OwnedMessage,
         reason: &str,
         detail: &str,
-    ) -> Result<(), Interrupted> {
-        let topic = &self.topics.send_dlq;
-        let dl = DeadLetter {
-            source_topic: src.topic.clone(),
-            source_partition: src.partition,
-            source_offset: src.offset,
-            reason: reason.to_string(),
-            detail: detail.to_string(),
-            failed_at_ms: now_ms(),
-            key: src.key.clone(),
-            payload: src.payload.clone(),
-        };
-        self.durable("dead-letter", || async {
-            let payload = self.codec.encode(topic, DEAD_LETTER_SCHEMA, &dl).await?;
-            let rec = OutRecord {
-                topic: topic.clone(),
-                key: dl.key.clone().unwrap_or_default(),
-                payload,
-                headers: vec![],
-            };
-            produce_all(&self.producer, std::slice::from_ref(&rec)).await?;
-            Ok(())
-        })
-        .await?;
+    ) -> Result<(), Stop> {
+        let dl = self.dead.letter(src, reason, detail);
+        self.durable("dead-letter", || self.dead.write(std::slice::from_ref(&dl)))
+            .await?;
         METRICS.dead_letters.with_label_values(&[reason]).inc();
         Ok(())
     }

@@ -2,63 +2,11 @@
 //! wa.deliveries.attempts → `switchboard.delivery_attempts` (the delivery log), whose
 //! retention it also enforces.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use prometheus::{register_int_counter_vec, IntCounterVec};
-use rdkafka::message::{Message, OwnedMessage};
-use switchboard_runtime::stream::BatchHandler;
-use switchboard_schemas::{Codec, DeliveryAttempts};
-use switchboard_sinks::ch::ChWriter;
+use switchboard_schemas::Codec;
+use switchboard_sinks::ch::{ChSink, ChWriter};
 use switchboard_sinks::Config;
-
-static ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "switchboard_ch_sink_rows_total",
-        "Rows inserted into ClickHouse, by table",
-        &["table"]
-    )
-    .expect("registers once")
-});
-
-struct Handler {
-    codec: Codec,
-    writer: Arc<ChWriter>,
-    attempts_topic: String,
-}
-
-impl BatchHandler for Handler {
-    async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-        let (attempts, events): (Vec<OwnedMessage>, Vec<OwnedMessage>) = batch
-            .iter()
-            .cloned()
-            .partition(|m| m.topic() == self.attempts_topic);
-        if !events.is_empty() {
-            let events = switchboard_sinks::decode_events(&self.codec, &events).await?;
-            let n = self.writer.write(&events).await?;
-            ROWS.with_label_values(&["events"]).inc_by(n as u64);
-        }
-        if !attempts.is_empty() {
-            let mut rows = Vec::with_capacity(attempts.len());
-            for m in &attempts {
-                match self
-                    .codec
-                    .decode::<DeliveryAttempts>(m.payload().unwrap_or_default())
-                    .await
-                {
-                    Ok(a) => rows.extend(a.attempts),
-                    Err(e) if e.is_retryable() => anyhow::bail!("decoding an attempt: {e}"),
-                    Err(e) => {
-                        tracing::error!(offset = m.offset(), error = %e, "undecodable attempt skipped")
-                    }
-                }
-            }
-            let n = self.writer.write_attempts(&rows).await?;
-            ROWS.with_label_values(&["delivery_attempts"])
-                .inc_by(n as u64);
-        }
-        Ok(())
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -113,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         Box::pin(async move { w.ping().await })
     });
     let topics = switchboard_runtime::kafka::Topics::new(&cfg.kafka.topic_prefix);
-    let handler = Handler {
+    let handler = ChSink {
         codec: Codec::new(&cfg.kafka.schema_registry_url),
         writer,
         attempts_topic: topics.deliveries_attempts.clone(),
@@ -125,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         ready,
         handler,
         &[&topics.events, &topics.deliveries_attempts],
+        &topics.ch_sink_dlq,
         shutdown,
     )
     .await;

@@ -1,36 +1,11 @@
 //! pg-sink: wa.events → PostgreSQL `messages` + `message_status_history`.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{register_int_counter, IntCounter};
-use rdkafka::message::OwnedMessage;
-use switchboard_runtime::stream::BatchHandler;
 use switchboard_schemas::Codec;
-use switchboard_sinks::pg::PgWriter;
+use switchboard_sinks::pg::{PgSink, PgWriter};
 use switchboard_sinks::Config;
-
-static ROWS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
-        "switchboard_pg_sink_events_total",
-        "Events written to PostgreSQL"
-    )
-    .expect("registers once")
-});
-
-struct Handler {
-    codec: Codec,
-    writer: PgWriter,
-}
-
-impl BatchHandler for Handler {
-    async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-        let events = switchboard_sinks::decode_events(&self.codec, batch).await?;
-        self.writer.write(&events).await?;
-        ROWS.inc_by(events.len() as u64);
-        Ok(())
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -67,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| format!("postgres: {e}"))
         })
     });
-    let handler = Handler {
+    let handler = PgSink {
         codec: Codec::new(&cfg.kafka.schema_registry_url),
         writer,
     };
@@ -79,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         ready,
         handler,
         &[&topics.events],
+        &topics.pg_sink_dlq,
         shutdown,
     )
     .await

@@ -59,7 +59,13 @@ impl AttemptRow {
 
 impl ChWriter {
     /// Insert the attempts not written before. Returns how many rows were inserted.
-    pub async fn write_attempts(
+    pub async fn write_attempts(&self, attempts: &[DeliveryAttempt]) -> anyhow::Result<usize> {
+        self.write_attempt_rows(attempts)
+            .await
+            .map_err(super::failure::classified)
+    }
+
+    async fn write_attempt_rows(
         &self,
         attempts: &[DeliveryAttempt],
     ) -> Result<usize, clickhouse::error::Error> {

@@ -4,7 +4,10 @@ use std::collections::{HashMap, HashSet};
 
 use clickhouse::Client;
 use serde::Serialize;
+use switchboard_runtime::failure::Permanent;
 use switchboard_schemas::Event;
+
+use super::failure::classified;
 
 const DDL: &str = include_str!("../../migrations/clickhouse/001_events.sql");
 const DELIVERIES_DDL: &str = include_str!("../../migrations/clickhouse/002_deliveries.sql");
@@ -136,7 +139,29 @@ impl ChWriter {
     }
 
     /// Insert the events not written before. Returns how many rows were inserted.
-    pub async fn write(&self, events: &[Event]) -> Result<usize, clickhouse::error::Error> {
+    ///
+    /// An event whose times do not fit ClickHouse's `DateTime` (1970 to 2106) fails the
+    /// batch permanently, so the loop dead-letters it rather than store a clamped time.
+    pub async fn write(&self, events: &[Event]) -> anyhow::Result<usize> {
+        if let Some(e) = events
+            .iter()
+            .find(|e| !fits_datetime(e.occurred_at_ms) || !fits_datetime(e.received_at_ms))
+        {
+            return Err(Permanent::new(
+                "ch_out_of_range",
+                anyhow::anyhow!(
+                    "event {}: occurred_at_ms {} or received_at_ms {} is outside ClickHouse DateTime (1970-2106)",
+                    e.event_id,
+                    e.occurred_at_ms,
+                    e.received_at_ms
+                ),
+            )
+            .into());
+        }
+        self.write_rows(events).await.map_err(classified)
+    }
+
+    async fn write_rows(&self, events: &[Event]) -> Result<usize, clickhouse::error::Error> {
         let mut batch_ids = HashSet::new();
         let fresh: Vec<&Event> = events
             .iter()
@@ -212,6 +237,10 @@ impl ChWriter {
         insert.end().await?;
         Ok(todo.len())
     }
+}
+
+fn fits_datetime(ms: i64) -> bool {
+    (0..=u32::MAX as i64 * 1000).contains(&ms)
 }
 
 /// Split a DDL file into statements: `;` at the end of a line ends one; `--` lines are

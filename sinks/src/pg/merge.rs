@@ -106,7 +106,7 @@ impl MessageRow {
 }
 
 /// One row per (bsp, wamid) for the batch, in first-seen order.
-pub fn merge_batch(events: &[Event]) -> Vec<MessageRow> {
+pub fn merge_batch<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<MessageRow> {
     let mut idx: HashMap<(&str, &str), usize> = HashMap::new();
     let mut rows: Vec<MessageRow> = Vec::new();
     for e in events {

@@ -9,6 +9,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use switchboard_schemas::Event;
 
 use super::merge::merge_batch;
+use super::text::storable;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -63,9 +64,14 @@ impl PgWriter {
         Ok(())
     }
 
-    /// Write one batch in one transaction.
+    /// Write one batch in one transaction (NULs replaced, see [`super::text`]).
     pub async fn write(&mut self, events: &[Event]) -> Result<(), sqlx::Error> {
-        let statuses: Vec<&Event> = events.iter().filter(|e| e.status.is_some()).collect();
+        let events: Vec<std::borrow::Cow<'_, Event>> = events.iter().map(storable).collect();
+        let statuses: Vec<&Event> = events
+            .iter()
+            .map(|e| &**e)
+            .filter(|e| e.status.is_some())
+            .collect();
         let months = statuses
             .iter()
             .map(|e| {
@@ -94,7 +100,7 @@ impl PgWriter {
             .await?;
         }
 
-        let rows = merge_batch(events);
+        let rows = merge_batch(events.iter().map(|e| &**e));
         if !rows.is_empty() {
             macro_rules! col {
                 ($f:expr) => {
