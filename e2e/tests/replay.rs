@@ -1033,3 +1033,75 @@ async fn the_admin_api_starts_shows_and_cancels_replays_that_a_replayer_runs() -
     assert_eq!(v["letters"], json!([]));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exhausted_deliveries_redriven_after_the_receiver_is_back_reach_it() -> anyhow::Result<()> {
+    use switchboard_loadtest::endpoint_sim::Behavior;
+    let p = Pipeline::start(Options {
+        send_path: true,
+        fanout: true,
+        fanout_env: vec![("SWITCHBOARD_BREAKER_FAILURES", "1000".into())],
+        ..Default::default()
+    })
+    .await?;
+    let number = "+15550783882";
+    let t = p.tenant("exhausted").await?;
+    p.number(&t, number, "meta", "pnid-+15550783882", 1000, None)
+        .await?;
+    p.endpoint(&t, "down", json!({})).await?;
+    p.endpoint(&t, "up", json!({})).await?;
+    // Both get a probe, so the fan-out has the endpoints.
+    p.post_meta_until_accepted(&meta_status(
+        number,
+        "+919000000000",
+        "wamid.probe",
+        "sent",
+        now_s(),
+    ))
+    .await?;
+    p.wait_delivered(&["down", "up"], 1, Duration::from_secs(30))
+        .await?;
+    p.endpoint_sim().set(
+        "down",
+        None,
+        Some(Behavior {
+            down: true,
+            ..Default::default()
+        }),
+    )?;
+    p.endpoint_sim().clear("up");
+    let n = p.post_statuses(number, 4, 1).await?;
+    p.wait_delivered(&["up"], n as u64, Duration::from_secs(30))
+        .await?;
+    // The test schedule (1 s, 2 s, 3 s) runs out: every task in wa.deliveries.dlq.
+    let tasks = p
+        .read_topic("wa.deliveries.dlq", n, Duration::from_secs(60))
+        .await?;
+    assert_eq!(tasks.len(), n, "{}", p.logs());
+    let listed =
+        json_out(&cli_ok(&p, &["--json", "dlq", "list", "--stage", "deliveries"], &[]).await?)?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(n), "{listed}");
+    assert!(listed[0]["reason"] == "exhausted", "{listed}");
+
+    p.endpoint_sim()
+        .set("down", None, Some(Behavior::default()))?;
+    let up_before = p.endpoint_sim().stats_of("up").requests;
+    let out = cli_ok(&p, &["dlq", "redrive", "--stage", "deliveries"], &[]).await?;
+    assert!(
+        out.contains(&format!("{n} handed back to deliveries")),
+        "{out}"
+    );
+    // The probe plus every redriven event.
+    wait_until(
+        "the redriven deliveries",
+        Duration::from_secs(30),
+        || async { Ok(p.endpoint_sim().stats_of("down").unique_ok > n as u64) },
+    )
+    .await?;
+    assert_eq!(
+        p.endpoint_sim().stats_of("up").requests,
+        up_before,
+        "a redrive of one endpoint's tasks reaches no other"
+    );
+    Ok(())
+}

@@ -163,6 +163,70 @@ fn cap(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
+    fn letters(max_message: usize) -> DeadLetters {
+        let kafka = KafkaConfig {
+            kafka_message_max_bytes: max_message,
+            ..KafkaConfig::default()
+        };
+        // Neither connects before a record is produced.
+        let producer =
+            crate::kafka::producer(&kafka, std::time::Duration::from_secs(1)).expect("a producer");
+        DeadLetters::new(
+            "pg-sink",
+            "t.dlq",
+            producer,
+            Codec::new("http://127.0.0.1:1"),
+            &kafka,
+        )
+    }
+
+    fn record(payload: &[u8]) -> OwnedMessage {
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "request-id",
+            value: Some("r1".as_bytes()),
+        });
+        OwnedMessage::new(
+            Some(payload.to_vec()),
+            Some(b"k".to_vec()),
+            "t.wa.events".into(),
+            rdkafka::Timestamp::CreateTime(1_700_000_000_000),
+            3,
+            42,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn a_letter_keeps_the_position_and_embeds_the_payload_up_to_the_cap() {
+        let d = letters(5 << 20);
+        let dl = d.letter(&record(b"abc"), "pg_data", "invalid byte sequence");
+        assert_eq!(
+            (
+                dl.source_topic.as_str(),
+                dl.source_partition,
+                dl.source_offset
+            ),
+            ("t.wa.events", 3, 42)
+        );
+        assert_eq!(dl.source_timestamp_ms, Some(1_700_000_000_000));
+        assert_eq!(
+            (dl.stage.as_str(), dl.reason.as_str()),
+            ("pg-sink", "pg_data")
+        );
+        assert_eq!(dl.payload, b"abc");
+        assert!(!dl.payload_truncated);
+        assert_eq!(dl.headers.get("request-id").map(String::as_str), Some("r1"));
+        assert_eq!(dl.key.as_deref(), Some("k"));
+
+        // A payload past the cap is left out; its size and position stay.
+        let d = letters(ENVELOPE_BYTES + 10);
+        let dl = d.letter(&record(&[7u8; 11]), "too_large", "x");
+        assert!(dl.payload_truncated);
+        assert!(dl.payload.is_empty());
+        assert_eq!(dl.payload_size, 11);
+        assert_eq!(dl.source_offset, 42);
+    }
+
     #[test]
     fn detail_is_capped_on_a_char_boundary() {
         assert_eq!(cap("abc", 5), "abc");
