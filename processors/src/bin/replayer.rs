@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use switchboard_processors::replay::{self, Env, ReplayerConfig, State};
 
+// Decoding and row building allocate per record: glibc malloc took about a third of a
+// replay's CPU (perf, loadtest/REPORT.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     switchboard_runtime::telemetry::init("replayer");

@@ -13,6 +13,11 @@ use switchboard_processors::replay::{
 };
 use switchboard_runtime::kafka::{ensure_topics, Topics};
 
+// Decoding and row building allocate per record: glibc malloc took about a third of a
+// replay's CPU (perf, loadtest/REPORT.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "Operate a Switchboard deployment: topics, replays, dead letters", long_about = None)]
 struct Cli {

@@ -72,8 +72,10 @@ fn default_ch_db() -> String {
 fn default_schedule() -> String {
     "5s,5m,30m,2h,5h,10h,10h".into()
 }
+/// Large batches: ClickHouse parts and look-ups per batch cost the same at any size
+/// (measured: 1M events into ClickHouse in 25 s at 5,000, 10.5 s at 50,000).
 fn default_batch() -> usize {
-    5000
+    50_000
 }
 fn default_ops() -> String {
     "127.0.0.1:9106".into()

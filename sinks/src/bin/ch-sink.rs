@@ -8,6 +8,11 @@ use switchboard_schemas::Codec;
 use switchboard_sinks::ch::{ChSink, ChWriter};
 use switchboard_sinks::Config;
 
+// Decoding and row building allocate per record: glibc malloc took about a third of a
+// replay's CPU (perf, loadtest/REPORT.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     switchboard_runtime::telemetry::init("ch-sink");

@@ -7,6 +7,11 @@ use switchboard_schemas::Codec;
 use switchboard_sinks::pg::{PgSink, PgWriter};
 use switchboard_sinks::Config;
 
+// Decoding and row building allocate per record: glibc malloc took about a third of a
+// replay's CPU (perf, loadtest/REPORT.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     switchboard_runtime::telemetry::init("pg-sink");

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 use switchboard_schemas::DeliveryAttempt;
 
-use super::writer::{lit, ChWriter, LOOKUP_CHUNK};
+use super::writer::{lit, ChWriter};
 
 #[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
 pub struct AttemptRow {
@@ -82,19 +82,16 @@ impl ChWriter {
             .map(|a| a.attempted_at_ms.max(0) / 1000)
             .max()
             .unwrap_or(from);
-        let mut seen = HashSet::new();
-        for chunk in fresh.chunks(LOOKUP_CHUNK) {
-            let list = chunk
-                .iter()
-                .map(|a| lit(&a.attempt_id))
-                .collect::<Vec<_>>()
-                .join(",");
-            let sql = format!(
-                "SELECT attempt_id FROM {}.delivery_attempts WHERE attempted_at >= toDateTime({from}) AND attempted_at <= toDateTime({to}) AND attempt_id IN ({list})",
-                self.database
-            );
-            seen.extend(self.client.query_raw(&sql).fetch_all::<String>().await?);
-        }
+        let sql = format!(
+            "SELECT attempt_id FROM {}.delivery_attempts WHERE attempted_at >= toDateTime({from}) AND attempted_at <= toDateTime({to}) AND attempt_id IN {{ids}}",
+            self.database
+        );
+        let ids: Vec<&str> = fresh.iter().map(|a| a.attempt_id.as_str()).collect();
+        let seen: HashSet<String> = self
+            .lookup::<String>(&sql, &ids)
+            .await?
+            .into_iter()
+            .collect();
         let todo: Vec<&&DeliveryAttempt> = fresh
             .iter()
             .filter(|a| !seen.contains(&a.attempt_id))

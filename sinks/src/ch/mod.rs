@@ -10,6 +10,7 @@
 
 mod attempts;
 pub mod failure;
+mod lookup;
 mod writer;
 
 pub use attempts::AttemptRow;

@@ -76,10 +76,6 @@ pub(crate) fn lit(s: &str) -> String {
     out
 }
 
-/// Look-ups send ids inline (18.16 has no server-side parameters); chunks keep each
-/// query far below `max_query_size`.
-pub(crate) const LOOKUP_CHUNK: usize = 2000;
-
 pub struct ChWriter {
     /// Without a default database: it may not exist yet.
     pub(crate) client: Client,
@@ -113,7 +109,7 @@ impl ChWriter {
             // `?` is the crate's bind placeholder; DDL has none, so send it raw.
             self.client.query_raw(&sql).execute().await?;
         }
-        Ok(())
+        self.sweep_lookups().await
     }
 
     pub async fn ping(&self) -> Result<(), String> {
@@ -126,16 +122,15 @@ impl ChWriter {
 
     /// The subset of `ids` already in `events`.
     async fn seen_ids(&self, ids: &[&str]) -> Result<HashSet<String>, clickhouse::error::Error> {
-        let mut out = HashSet::new();
-        for chunk in ids.chunks(LOOKUP_CHUNK) {
-            let list = chunk.iter().map(|s| lit(s)).collect::<Vec<_>>().join(",");
-            let sql = format!(
-                "SELECT DISTINCT event_id FROM {}.seen_events WHERE event_id IN ({list})",
-                self.database
-            );
-            out.extend(self.client.query_raw(&sql).fetch_all::<String>().await?);
-        }
-        Ok(out)
+        let sql = format!(
+            "SELECT DISTINCT event_id FROM {}.seen_events WHERE event_id IN {{ids}}",
+            self.database
+        );
+        Ok(self
+            .lookup::<String>(&sql, ids)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// Insert the events not written before. Returns how many rows were inserted.
@@ -205,20 +200,12 @@ impl ChWriter {
             .collect();
         if !missing.is_empty() {
             // Keyed by wamid alone in the query; the bsp is checked below.
-            for chunk in missing.chunks(LOOKUP_CHUNK) {
-                let list = chunk.iter().map(|s| lit(s)).collect::<Vec<_>>().join(",");
-                let sql = format!(
-                    "SELECT bsp, wamid, min(sent_at_ms) FROM {}.message_sent_at WHERE wamid IN ({list}) GROUP BY bsp, wamid",
-                    self.database
-                );
-                for (bsp, wamid, at) in self
-                    .client
-                    .query_raw(&sql)
-                    .fetch_all::<(String, String, u64)>()
-                    .await?
-                {
-                    sent_at.insert((bsp, wamid), at);
-                }
+            let sql = format!(
+                "SELECT bsp, wamid, min(sent_at_ms) FROM {}.message_sent_at WHERE wamid IN {{ids}} GROUP BY bsp, wamid",
+                self.database
+            );
+            for (bsp, wamid, at) in self.lookup::<(String, String, u64)>(&sql, &missing).await? {
+                sent_at.insert((bsp, wamid), at);
             }
         }
 
