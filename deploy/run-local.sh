@@ -148,7 +148,7 @@ echo "== ClickHouse: delivery latency quantiles (ms) per business number and day
 curl -s "$SWITCHBOARD_CLICKHOUSE_URL/" --data-binary "SELECT day, business_number, quantilesMerge(0.5, 0.9, 0.99)(latency_quantiles) AS p50_p90_p99, countMerge(deliveries) AS deliveries FROM switchboard.daily_delivery_latency GROUP BY day, business_number ORDER BY day DESC, business_number LIMIT 12 FORMAT PrettyCompactMonoBlock"
 echo "== PostgreSQL: sends by BSP and current status (outbound_messages joined to messages)"
 psql "$SWITCHBOARD_DATABASE_URL" -c "SELECT o.bsp, o.state AS send_state, coalesce(m.status, '-') AS status, count(*) FROM outbound_messages o LEFT JOIN messages m ON m.bsp = o.bsp AND m.wamid = coalesce(o.wamid, o.message_id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-echo "== dead letters left (switchboard dlq list --counts; redriven ones are marked, see switchboard dlq list):"
+echo "== dead letters (switchboard dlq list --counts; each letter: switchboard dlq list, switchboard dlq show):"
 "$BIN/switchboard" dlq list --counts
 echo "   (metrics: http://127.0.0.1:9101/metrics, :9102, :9103, router :9104, fanout :9105, replayer :9106, gateway :8080/metrics)"
 echo "   Operations (replay, backfill, redrive): docs/operations.md"

@@ -625,7 +625,11 @@ async fn dlq_cmd(cfg: Config, c: DlqCmd, json: bool) -> anyhow::Result<i32> {
     env.jobs().migrate().await?;
     match c {
         DlqCmd::List(a) => {
-            let sel = a.selection()?;
+            let mut sel = a.selection()?;
+            if a.counts {
+                // Counts are of every selected letter, not of a page.
+                sel.limit = 0;
+            }
             let mut all = Vec::new();
             for stage in a.stages()? {
                 all.extend(dlq::list(&env, stage, &sel).await?);
@@ -634,16 +638,23 @@ async fn dlq_cmd(cfg: Config, c: DlqCmd, json: bool) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string(&all)?);
                 return Ok(0);
             }
-            let mut counts: std::collections::BTreeMap<(String, String), usize> =
+            let mut counts: std::collections::BTreeMap<(String, String), (usize, usize)> =
                 Default::default();
             for l in &all {
-                *counts
+                let c = counts
                     .entry((l.stage.clone(), l.reason.clone()))
-                    .or_default() += 1;
+                    .or_default();
+                c.0 += 1;
+                if l.mark.as_deref() == Some("redriven") {
+                    c.1 += 1;
+                }
             }
-            println!("{:<12} {:<24} {:>8}", "stage", "reason", "letters");
-            for ((s, r), n) in &counts {
-                println!("{s:<12} {r:<24} {n:>8}");
+            println!(
+                "{:<12} {:<24} {:>8} {:>9}",
+                "stage", "reason", "letters", "redriven"
+            );
+            for ((s, r), (n, redriven)) in &counts {
+                println!("{s:<12} {r:<24} {n:>8} {redriven:>9}");
             }
             if a.counts {
                 return Ok(0);
