@@ -59,17 +59,17 @@ pub struct Config {
     #[serde(default)]
     pub endpoint_allow_nets: String,
     /// ClickHouse HTTP endpoint, for the delivery log API.
-    #[serde(default = "default_ch_url")]
+    #[serde(default = "switchboard_runtime::config::defaults::clickhouse_url")]
     pub clickhouse_url: String,
     /// ClickHouse database of the delivery log.
-    #[serde(default = "default_ch_db")]
+    #[serde(default = "switchboard_runtime::config::defaults::clickhouse_database")]
     pub clickhouse_database: String,
     /// The fan-out's retry schedule (comma-separated delays): recover and resend tasks go
     /// to the delay topic of its shortest delay, which exists once the fan-out ran.
-    #[serde(default = "default_retry_schedule")]
+    #[serde(default = "switchboard_runtime::config::defaults::retry_schedule")]
     pub retry_schedule: String,
     /// PostgreSQL: the configuration plane and the send API's message state.
-    #[serde(default = "default_database_url")]
+    #[serde(default = "switchboard_runtime::config::defaults::database_url")]
     pub database_url: String,
     /// Bearer token of the admin API (`/admin/...`); empty disables it.
     #[serde(default)]
@@ -102,9 +102,6 @@ impl Config {
     }
 }
 
-fn default_database_url() -> String {
-    "postgres://switchboard:switchboard@127.0.0.1/switchboard".into()
-}
 fn default_max_batch_body() -> usize {
     16 * 1024 * 1024
 }
@@ -124,16 +121,6 @@ fn default_rebuild_after() -> Duration {
 }
 fn default_produce_timeout() -> Duration {
     Duration::from_secs(5)
-}
-
-fn default_ch_url() -> String {
-    "http://127.0.0.1:8123".into()
-}
-fn default_ch_db() -> String {
-    "switchboard".into()
-}
-fn default_retry_schedule() -> String {
-    "5s,5m,30m,2h,5h,10h,10h".into()
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             event_time_max_age: switchboard_processors::normalize::default_max_age(),
             event_time_max_ahead: switchboard_processors::normalize::default_max_ahead(),
             retry_schedule: cfg.retry_schedule.clone(),
-            replay_batch: 50_000,
+            replay_batch: switchboard_processors::replay::config::default_batch(),
         })?;
     let state = Arc::new(AppState {
         replay,

@@ -21,10 +21,10 @@ pub struct Config {
     #[serde(default)]
     pub database_url: String,
     /// ClickHouse HTTP endpoint (ch-sink).
-    #[serde(default = "default_ch_url")]
+    #[serde(default = "switchboard_runtime::config::defaults::clickhouse_url")]
     pub clickhouse_url: String,
     /// ClickHouse database.
-    #[serde(default = "default_ch_db")]
+    #[serde(default = "switchboard_runtime::config::defaults::clickhouse_database")]
     pub clickhouse_database: String,
     /// Validate row types against the table (RowBinaryWithNamesAndTypes); ClickHouse
     /// 18.16 lacks that format, so the local setup turns it off.
@@ -46,13 +46,6 @@ fn default_retention_days() -> u32 {
 }
 fn default_retention_every() -> std::time::Duration {
     std::time::Duration::from_secs(3600)
-}
-
-fn default_ch_url() -> String {
-    "http://127.0.0.1:8123".into()
-}
-fn default_ch_db() -> String {
-    "switchboard".into()
 }
 
 /// Decode a batch of `wa.events` records. A record that can never decode fails the

@@ -77,6 +77,24 @@ fn default_registry() -> String {
     "http://127.0.0.1:8081".into()
 }
 
+/// Defaults several binaries share, so that they agree (serde `default = "..."` paths).
+pub mod defaults {
+    /// The local PostgreSQL of `deploy/infra.sh`.
+    pub fn database_url() -> String {
+        "postgres://switchboard:switchboard@127.0.0.1/switchboard".into()
+    }
+    pub fn clickhouse_url() -> String {
+        "http://127.0.0.1:8123".into()
+    }
+    pub fn clickhouse_database() -> String {
+        "switchboard".into()
+    }
+    /// The fan-out's delivery retry schedule: 8 attempts over about 28 h.
+    pub fn retry_schedule() -> String {
+        "5s,5m,30m,2h,5h,10h,10h".into()
+    }
+}
+
 /// The `SWITCHBOARD_*` variables a config struct reads: its serialized field names,
 /// upper-cased. Used to test the README's configuration table against the code.
 pub fn variables_of<T: serde::Serialize>(cfg: &T) -> std::collections::BTreeSet<String> {

@@ -26,7 +26,7 @@ pub struct Config {
     pub credentials_keys: String,
     /// Delays before each retry, comma-separated (`5s,5m,30m,2h,5h,10h,10h`: 8 attempts
     /// over about 28 hours). One delay topic per distinct delay.
-    #[serde(default = "default_schedule")]
+    #[serde(default = "switchboard_runtime::config::defaults::retry_schedule")]
     pub retry_schedule: String,
     /// Timeout of one delivery, connect to last byte.
     #[serde(default = "default_timeout", with = "humantime_serde")]
@@ -92,9 +92,6 @@ fn default_retry_partitions() -> i32 {
 fn default_ops() -> String {
     "127.0.0.1:9105".into()
 }
-fn default_schedule() -> String {
-    "5s,5m,30m,2h,5h,10h,10h".into()
-}
 fn default_timeout() -> Duration {
     Duration::from_secs(15)
 }
@@ -137,7 +134,7 @@ mod tests {
 
     #[test]
     fn default_schedule_is_close_to_svix() {
-        let s = parse_schedule(&default_schedule()).unwrap();
+        let s = parse_schedule(&switchboard_runtime::config::defaults::retry_schedule()).unwrap();
         let secs: Vec<u64> = s.iter().map(|d| d.as_secs()).collect();
         assert_eq!(secs, [5, 300, 1800, 7200, 18000, 36000, 36000]);
         assert!(parse_schedule("1s, 2s,3s").is_ok());

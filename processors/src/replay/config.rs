@@ -10,13 +10,13 @@ pub struct Config {
     #[serde(flatten)]
     pub kafka: KafkaConfig,
     /// PostgreSQL: replay jobs, the PostgreSQL target, the normalizer's dedupe store.
-    #[serde(default = "default_database_url")]
+    #[serde(default = "switchboard_runtime::config::defaults::database_url")]
     pub database_url: String,
     /// ClickHouse HTTP endpoint (ClickHouse target).
-    #[serde(default = "default_ch_url")]
+    #[serde(default = "switchboard_runtime::config::defaults::clickhouse_url")]
     pub clickhouse_url: String,
     /// The live ClickHouse database (a replay may name another).
-    #[serde(default = "default_ch_db")]
+    #[serde(default = "switchboard_runtime::config::defaults::clickhouse_database")]
     pub clickhouse_database: String,
     /// Row type validation (needs a server newer than 18.16).
     #[serde(default)]
@@ -34,7 +34,7 @@ pub struct Config {
     pub event_time_max_ahead: Duration,
     /// The fan-out's retry schedule: fan-out targets put their tasks on the topic of its
     /// shortest delay, as recover and resend do.
-    #[serde(default = "default_schedule")]
+    #[serde(default = "switchboard_runtime::config::defaults::retry_schedule")]
     pub retry_schedule: String,
     /// Records per batch handed to a target.
     #[serde(default = "default_batch")]
@@ -60,21 +60,9 @@ impl Config {
     }
 }
 
-fn default_database_url() -> String {
-    "postgres://switchboard:switchboard@127.0.0.1/switchboard".into()
-}
-fn default_ch_url() -> String {
-    "http://127.0.0.1:8123".into()
-}
-fn default_ch_db() -> String {
-    "switchboard".into()
-}
-fn default_schedule() -> String {
-    "5s,5m,30m,2h,5h,10h,10h".into()
-}
 /// Large batches: ClickHouse parts and look-ups per batch cost the same at any size
 /// (measured: 1M events into ClickHouse in 25 s at 5,000, 10.5 s at 50,000).
-fn default_batch() -> usize {
+pub fn default_batch() -> usize {
     50_000
 }
 fn default_ops() -> String {
