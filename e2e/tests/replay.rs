@@ -413,6 +413,21 @@ async fn a_day_of_events_replayed_into_an_empty_clickhouse_database_matches_live
         || async { Ok(p.ch_count("SELECT count() FROM events").await.unwrap_or(0) == n) },
     )
     .await?;
+    // A view's rows become visible a moment after the insert's own (18.16): wait for the
+    // rollup to hold every status too (400 messages × sent, delivered, read).
+    wait_until(
+        "the live rollup complete",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                p.ch_count("SELECT sum(sent) + sum(delivered) + sum(read) FROM daily_summary")
+                    .await
+                    .unwrap_or(0)
+                    == 1200,
+            )
+        },
+    )
+    .await?;
     let live = per_type_and_day(&p, &p.ch_db).await?;
     let live_rollup = rollup(&p, &p.ch_db).await?;
     assert!(live.lines().count() >= 4, "{live}");
