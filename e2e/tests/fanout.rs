@@ -617,6 +617,13 @@ async fn bad_endpoint_input_and_hostile_receivers() -> anyhow::Result<()> {
         (json!({"url": "ftp://example.com/x"}), "url"),
         (json!({"url": "https://10.1.2.3/hook"}), "url"),
         (json!({"url": "https://169.254.169.254/latest"}), "url"),
+        // Spellings the WHATWG parser (reqwest's) turns into private addresses.
+        (json!({"url": "https://10.1/"}), "url"),
+        (json!({"url": "https://0x0a.0.0.1/"}), "url"),
+        (json!({"url": "https://10.0.0.1./"}), "url"),
+        (json!({"url": "https://169.254.43518/"}), "url"),
+        (json!({"url": "https://[2002:a00:1::]/"}), "url"),
+        (json!({"url": "https://[::ffff:a9fe:a9fe]/"}), "url"),
         (json!({"url": "http://example.com/hook"}), "url"),
         (json!({"url": "not a url"}), "url"),
         (

@@ -6,12 +6,12 @@
 //! header `webhook-delivery: abort-message` asks for no more retries of this event
 //! (`aborted`). Response bodies are read up to a limit; the first KiB is kept.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use switchboard_runtime::netguard::AllowList;
+use switchboard_runtime::netguard::{self, AllowList, Url};
 
 use super::endpoints::EndpointRt;
 
@@ -128,16 +128,18 @@ pub async fn attempt(
         error,
         snippet,
     };
-    if let Some(ip) = literal_ip(&ep.ep.url) {
-        if !allow.permits(ip) {
-            return done(
-                Kind::Blocked,
-                None,
-                Some(format!("blocked_address: {ip} is not allowed")),
-                None,
-            );
-        }
-    }
+    // reqwest connects to a literal address without asking the resolver, so the URL's
+    // own host is judged here, parsed exactly as reqwest will parse it.
+    let checked = Url::parse(&ep.ep.url)
+        .map_err(|e| format!("blocked_address: the URL does not parse: {e}"))
+        .and_then(|u| {
+            netguard::check_host(&u, allow).map_err(|e| format!("blocked_address: {e}"))?;
+            Ok(u)
+        });
+    let url = match checked {
+        Ok(u) => u,
+        Err(e) => return done(Kind::Blocked, None, Some(e), None),
+    };
     let now = switchboard_runtime::now_ms();
     let ts = now / 1000;
     let signature = ep.sign(
@@ -147,7 +149,7 @@ pub async fn attempt(
         now,
     );
     let mut req = http
-        .post(&ep.ep.url)
+        .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", event_id)
         .header("webhook-timestamp", ts.to_string())
@@ -240,20 +242,6 @@ fn describe(e: &reqwest::Error) -> String {
     msg.chars().take(500).collect()
 }
 
-fn literal_ip(url: &str) -> Option<IpAddr> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if let Some(v6) = hostport.strip_prefix('[') {
-        return v6.split_once(']')?.0.parse().ok();
-    }
-    hostport
-        .rsplit_once(':')
-        .map_or(hostport, |(h, _)| h)
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,22 +274,5 @@ mod tests {
             accept.await.unwrap().is_ok(),
             "an allow-listed address is connected to"
         );
-    }
-
-    #[test]
-    fn literal_ips_are_found() {
-        assert_eq!(
-            literal_ip("http://127.0.0.1:80/x"),
-            Some("127.0.0.1".parse().unwrap())
-        );
-        assert_eq!(
-            literal_ip("https://[::1]:8443/"),
-            Some("::1".parse().unwrap())
-        );
-        assert_eq!(
-            literal_ip("https://10.0.0.1"),
-            Some("10.0.0.1".parse().unwrap())
-        );
-        assert_eq!(literal_ip("https://example.com/"), None);
     }
 }
