@@ -80,9 +80,18 @@ async fn each_number_stays_within_its_tier_and_nothing_is_lost() -> anyhow::Resu
 
     let calls = p.sim().calls();
     let throttled = calls.iter().filter(|c| c.status == 429).count();
+    let mut throttled_by: HashMap<&str, usize> = HashMap::new();
+    for c in calls.iter().filter(|c| c.status == 429) {
+        *throttled_by.entry(&c.sender).or_default() += 1;
+    }
     let peaks = max_per_second(&calls);
+    let parked = p
+        .send_path()
+        .router
+        .metric("switchboard_router_parked_total")
+        .await;
     println!(
-        "peaks per one-second window: {peaks:?}; throttled: {throttled}; all final after {took:?}"
+        "peaks per one-second window: {peaks:?}; throttled: {throttled_by:?}; {parked} parked; all final after {took:?}"
     );
     assert!(
         peaks["15550000001"] <= 80,
@@ -491,5 +500,157 @@ async fn a_bsp_throttling_a_number_backs_it_off_and_loses_nothing() -> anyhow::R
     );
     assert_eq!(per_text.len(), 300);
     assert!(per_text.values().all(|n| *n == 1));
+    Ok(())
+}
+
+/// A BSP that answers after the router's timeout already has the message: the router
+/// must not send it again. Every send reaches the BSP exactly once; those whose answer
+/// came too late end `outcome_unknown` (and in `wa.send.dlq`), the rest are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bsp_answering_after_the_timeout_never_gets_a_message_twice() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![("SWITCHBOARD_SEND_TIMEOUT", "1s".into())])).await?;
+    let t = p.tenant("acme").await?;
+    p.number(&t, "+15550000001", "meta", "15550000001", 1000, None)
+        .await?;
+    p.sim().set_behavior(Behavior {
+        latency_ms: 1500,
+        no_callbacks: true,
+        ..Behavior::default()
+    });
+    let mut ids = send_many(&p, &t, "+15550000001", "late", 100).await?;
+    wait_until(
+        "late answers to end unknown",
+        Duration::from_secs(60),
+        || async {
+            Ok(
+                p.pg_count("SELECT count(*) FROM outbound_messages WHERE state = 'unknown'")
+                    .await?
+                    >= 5,
+            )
+        },
+    )
+    .await?;
+    p.sim().set_behavior(Behavior {
+        no_callbacks: true,
+        ..Behavior::default()
+    });
+    ids.extend(send_many(&p, &t, "+15550000001", "prompt", 100).await?);
+    let states = p.wait_final(&ids, Duration::from_secs(120)).await?;
+    // The simulator records a late call when it answers, after the router gave up.
+    let unknown: Vec<&String> = ids.iter().filter(|id| states[*id] == "unknown").collect();
+    wait_until(
+        "the simulator to finish every late call",
+        Duration::from_secs(30),
+        || async { Ok(p.sim().calls().len() >= ids.len()) },
+    )
+    .await?;
+    let texts: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT message_id, message->'text'->>'body' FROM outbound_messages",
+    )
+    .fetch_all(&p.pg)
+    .await?
+    .into_iter()
+    .collect();
+    let mut per_text: HashMap<String, usize> = HashMap::new();
+    for c in p.sim().calls() {
+        *per_text.entry(c.text.clone()).or_default() += 1;
+    }
+    for id in &ids {
+        let calls = per_text.get(&texts[id]).copied().unwrap_or(0);
+        assert_eq!(
+            calls, 1,
+            "{id} ({}) reached the BSP {calls} times",
+            states[id]
+        );
+        assert!(
+            matches!(states[id].as_str(), "accepted" | "unknown"),
+            "{id} ended {}",
+            states[id]
+        );
+        if texts[id].starts_with("prompt") {
+            assert_eq!(states[id], "accepted", "{id}: a prompt answer is accepted");
+        }
+    }
+    let codes = p
+        .pg_count(
+            "SELECT count(*) FROM outbound_messages WHERE state = 'unknown' AND error_code = 'outcome_unknown'",
+        )
+        .await?;
+    assert_eq!(codes, unknown.len() as i64);
+    let dlq = p
+        .dead_letters("wa.send.dlq", unknown.len(), Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        dlq.len(),
+        unknown.len(),
+        "every unknown outcome is dead-lettered"
+    );
+    assert!(dlq.iter().all(|d| d.reason == "outcome_unknown"), "{dlq:?}");
+    println!(
+        "{} sends: {} ended unknown after a late answer, none sent twice",
+        ids.len(),
+        unknown.len()
+    );
+    Ok(())
+}
+
+/// One tenant's backlog on a slow number waits in the outbox (parked), not in the
+/// router's shared slots: another tenant's sends go through while the backlog is still
+/// in its first half. The backlog itself keeps its tier, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_tenants_backlog_does_not_hold_up_another_tenants_sends() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![("SWITCHBOARD_MAX_IN_FLIGHT", "100".into())])).await?;
+    let a = p.tenant("backlogged").await?;
+    let b = p.tenant("bystander").await?;
+    p.number(&a, "+15550000011", "meta", "15550000011", 40, None)
+        .await?;
+    p.number(&b, "+15550000012", "meta", "15550000012", 1000, None)
+        .await?;
+    p.sim().set_behavior(Behavior {
+        tiers: HashMap::from([("15550000011".into(), 40), ("15550000012".into(), 1000)]),
+        no_callbacks: true,
+        ..Behavior::default()
+    });
+    let backlog = send_many(&p, &a, "+15550000011", "backlog", 800).await?;
+    let sent_by = |sender: &str| {
+        p.sim()
+            .calls()
+            .iter()
+            .filter(|c| c.sender == sender && c.status == 200)
+            .count()
+    };
+    wait_until(
+        "the backlog being paced",
+        Duration::from_secs(60),
+        || async { Ok(sent_by("15550000011") >= 40) },
+    )
+    .await?;
+    let bystander = send_many(&p, &b, "+15550000012", "bystander", 200).await?;
+    let states = p.wait_final(&bystander, Duration::from_secs(60)).await?;
+    let backlog_done = sent_by("15550000011");
+    assert!(states.values().all(|s| s == "accepted"), "{states:?}");
+    println!("the bystander's 200 sends were through after {backlog_done} of the 800 backlogged");
+    assert!(
+        backlog_done < 400,
+        "another tenant waited for the backlog: {backlog_done}/800 sent before its 200 were"
+    );
+    let states = p.wait_final(&backlog, Duration::from_secs(120)).await?;
+    assert!(
+        states.values().all(|s| s == "accepted"),
+        "every backlogged send accepted"
+    );
+    let calls = p.sim().calls();
+    let peaks = max_per_second(&calls);
+    assert!(
+        peaks["15550000011"] <= 40,
+        "the backlog's tier held: {peaks:?}"
+    );
+    assert_eq!(calls.iter().filter(|c| c.status == 429).count(), 0);
+    let mut per_text: HashMap<&str, usize> = HashMap::new();
+    for c in calls.iter().filter(|c| c.status == 200) {
+        *per_text.entry(&c.text).or_default() += 1;
+    }
+    assert_eq!(per_text.len(), 1000);
+    assert!(per_text.values().all(|n| *n == 1), "nothing sent twice");
     Ok(())
 }

@@ -223,12 +223,38 @@ impl Sim {
         text: &str,
         refuse: impl Fn(Refusal) -> Response,
     ) -> Result<String, Response> {
-        let latency = self.lock().behavior.latency_ms;
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
-        }
+        // Like a real BSP, the simulator goes on with a request whose caller has hung up
+        // (timed out): the message is taken and counted all the same.
+        // Rates are counted by arrival, as a BSP counts them.
+        let arrived = now_ms();
+        let sim = self.clone();
+        let (bsp, sender, to, text) = (
+            bsp.to_string(),
+            sender.to_string(),
+            to.to_string(),
+            text.to_string(),
+        );
+        let decided = tokio::spawn(async move {
+            let latency = sim.lock().behavior.latency_ms;
+            if latency > 0 {
+                tokio::time::sleep(Duration::from_millis(latency)).await;
+            }
+            sim.decide(arrived, &bsp, &sender, &to, &text)
+        })
+        .await
+        .unwrap_or(Err(Refusal::Unavailable));
+        decided.map_err(refuse)
+    }
+
+    fn decide(
+        &self,
+        at: i64,
+        bsp: &str,
+        sender: &str,
+        to: &str,
+        text: &str,
+    ) -> Result<String, Refusal> {
         let mut i = self.lock();
-        let at = now_ms();
         let b = i.behavior.clone();
         let outcome = if b.down
             || b.down_bsps.iter().any(|d| d == bsp)
@@ -265,10 +291,7 @@ impl Sim {
             message_id: id.clone(),
         });
         drop(i);
-        match outcome {
-            Ok(_) => Ok(id.unwrap_or_default()),
-            Err(r) => Err(refuse(r)),
-        }
+        outcome.map(|_| id.unwrap_or_default())
     }
 
     /// Call the gateway back with this message's statuses, the way `bsp` does.

@@ -115,7 +115,19 @@ pub mod codes {
     pub const CREDENTIALS_MISSING: &str = "credentials_missing";
 }
 
+/// The longest `Retry-After` believed: a wrong or hostile value must not park a number for
+/// days (nor overflow the clock arithmetic of the limiter).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// The most of a BSP's answer read (send answers are a few hundred bytes).
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
 /// Send one message: exactly one HTTP request to the BSP.
+///
+/// An error is `ambiguous` when the request may have reached the BSP: a timeout or a
+/// broken connection after the request was written, or an answer that could not be read.
+/// Those are never retried blindly (the router ends them `outcome_unknown`); a failure to
+/// connect sent nothing and is retryable.
 pub async fn send(
     http: &reqwest::Client,
     route: &Route<'_>,
@@ -138,7 +150,7 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let body = resp.bytes().await.map_err(transport_error)?;
+    let body = read_capped(resp, status).await?;
     let parsed = match route.bsp {
         Bsp::Meta | Bsp::Dialog360 | Bsp::Aisensy => crate::meta::outbound::response(status, &body),
         Bsp::Gupshup => crate::gupshup::outbound::response(status, &body),
@@ -147,26 +159,63 @@ pub async fn send(
         Bsp::Karix => crate::karix::outbound::response(status, &body),
     };
     parsed.map_err(|mut e| {
-        if e.retry_after.is_none() {
-            e.retry_after = retry_after;
-        }
+        e.retry_after = e
+            .retry_after
+            .or(retry_after)
+            .map(|d| d.min(MAX_RETRY_AFTER));
         e
     })
 }
 
+/// The answer's body, up to [`MAX_RESPONSE_BYTES`]. The BSP has the request by now, so a
+/// body that breaks off or runs over leaves the outcome unknown.
+async fn read_capped(mut resp: reqwest::Response, status: u16) -> Result<Vec<u8>, SendError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            let mut e = SendError::new(
+                ErrorKind::Permanent,
+                codes::BAD_RESPONSE,
+                format!("HTTP {status} with an answer over {MAX_RESPONSE_BYTES} bytes"),
+            );
+            e.ambiguous = true;
+            return Err(e);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn transport_error(e: reqwest::Error) -> SendError {
-    if e.is_timeout() {
-        // The request may have reached the BSP: the router's policy decides.
-        let mut err = SendError::new(ErrorKind::Retryable, codes::TIMEOUT, e.to_string());
-        err.ambiguous = true;
-        err
-    } else if e.is_connect() {
-        SendError::new(ErrorKind::Retryable, codes::BSP_UNREACHABLE, e.to_string())
+    let detail = describe(&e);
+    if e.is_connect() {
+        // Refused, unreachable, TLS handshake or connect timeout: nothing was sent.
+        SendError::new(ErrorKind::Retryable, codes::BSP_UNREACHABLE, detail)
+    } else if e.is_builder() {
+        SendError::new(ErrorKind::Permanent, codes::INVALID_REQUEST, detail)
     } else {
-        let mut err = SendError::new(ErrorKind::Retryable, codes::BSP_UNAVAILABLE, e.to_string());
+        // A timeout or a broken connection once the request was (being) written: the BSP
+        // may have it.
+        let code = if e.is_timeout() {
+            codes::TIMEOUT
+        } else {
+            codes::BSP_UNAVAILABLE
+        };
+        let mut err = SendError::new(ErrorKind::Retryable, code, detail);
         err.ambiguous = true;
         err
     }
+}
+
+/// The error with its causes (reqwest's own text hides "connection reset" and the like).
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg.chars().take(500).collect()
 }
 
 /// Classify an HTTP status a BSP answered with when its body says nothing more useful.
@@ -224,5 +273,114 @@ pub fn supported_types(bsp: Bsp) -> &'static [&'static str] {
         Bsp::Twilio => &crate::twilio::outbound::TYPES,
         Bsp::Waha => &crate::waha::outbound::TYPES,
         Bsp::Karix => &crate::karix::outbound::TYPES,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A loopback "BSP" that reads one request, then does `answer` with the socket.
+    async fn bsp<F, Fut>(answer: F) -> String
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = Vec::new();
+            // The JSON body follows the headers; wait for its closing brace.
+            while !got.ends_with(b"}") {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            answer(s).await;
+        });
+        url
+    }
+
+    async fn send_to(base: &str) -> Result<Accepted, SendError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let creds: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({"access_token": "t"})).unwrap();
+        let route = Route {
+            bsp: Bsp::Meta,
+            base_url: base,
+            account_id: "1555",
+            credentials: &creds,
+        };
+        let message = serde_json::json!({"type": "text", "text": {"body": "hi"}});
+        let out = Outbound {
+            message_id: "m1",
+            from: "+15550000001",
+            to: "+4915112345678",
+            message: &message,
+        };
+        send(&http, &route, &out).await
+    }
+
+    #[tokio::test]
+    async fn only_a_request_that_never_left_is_plainly_retryable() {
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let e = send_to(&closed).await.unwrap_err();
+        assert_eq!(
+            (e.code, e.ambiguous),
+            (codes::BSP_UNREACHABLE, false),
+            "{e}"
+        );
+
+        let silent = bsp(|s| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(s)
+        })
+        .await;
+        let e = send_to(&silent).await.unwrap_err();
+        assert_eq!((e.code, e.ambiguous), (codes::TIMEOUT, true), "{e}");
+
+        let reset = bsp(|s| async move { drop(s) }).await;
+        let e = send_to(&reset).await.unwrap_err();
+        assert_eq!((e.code, e.ambiguous), (codes::BSP_UNAVAILABLE, true), "{e}");
+
+        let huge = bsp(|mut s| async move {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                MAX_RESPONSE_BYTES * 2
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(&vec![b' '; MAX_RESPONSE_BYTES * 2]).await;
+        })
+        .await;
+        let e = send_to(&huge).await.unwrap_err();
+        assert_eq!((e.code, e.ambiguous), (codes::BAD_RESPONSE, true), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_huge_retry_after_is_clamped() {
+        let throttled = bsp(|mut s| async move {
+            let body = r#"{"error":{"code":130429,"message":"rate"}}"#;
+            let head = format!(
+                "HTTP/1.1 429 Too Many Requests\r\nretry-after: 18446744073709551615\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+        })
+        .await;
+        let e = send_to(&throttled).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Throttled, "{e}");
+        assert_eq!(e.retry_after, Some(MAX_RETRY_AFTER));
     }
 }

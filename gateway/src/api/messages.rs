@@ -428,12 +428,7 @@ pub async fn accept(app: &AppState, tenant: &Tenant, items: Vec<Valid>) -> ApiRe
         let published: Vec<String> = to_publish.into_iter().map(|r| r.message_id).collect();
         let db = app.db.clone();
         tokio::spawn(async move {
-            let r = q(
-                "UPDATE outbound_messages SET published = true WHERE message_id = ANY($1)".into(),
-            )
-            .bind(&published)
-            .execute(&db)
-            .await;
+            let r = switchboard_processors::route::outbox::mark_published(&db, &published).await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "cannot mark sends published; the router's sweeper will republish them");
             }

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use switchboard_processors::route::breaker::Breakers;
 use switchboard_processors::route::handler::{Core, Router};
 use switchboard_processors::route::limiter::SenderLimiter;
@@ -65,10 +67,7 @@ async fn main() -> anyhow::Result<()> {
         outbox: Outbox::new(pool),
         cache,
         keyring,
-        http: reqwest::Client::builder()
-            .timeout(cfg.send_timeout)
-            .pool_max_idle_per_host(256)
-            .build()?,
+        http: bsp_client(&cfg)?,
         limiter: SenderLimiter::new(cfg.rate_headroom),
         breakers: Breakers::new(cfg.breaker_failures, cfg.breaker_open_for),
         codec,
@@ -119,4 +118,21 @@ async fn main() -> anyhow::Result<()> {
     let _ = ops.await;
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// The BSP client. It follows no redirects (a redirect would carry the BSP credentials in
+/// the request's headers to another host) and ignores `HTTP(S)_PROXY` unless a proxy is
+/// configured; the connect timeout is separate so that a failure to connect, which sent
+/// nothing, is told apart from a timeout after sending.
+fn bsp_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
+    let b = reqwest::Client::builder()
+        .timeout(cfg.send_timeout)
+        .connect_timeout(cfg.send_timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256);
+    let b = match cfg.bsp_proxy.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => b.proxy(reqwest::Proxy::all(p).context("SWITCHBOARD_BSP_PROXY")?),
+        None => b.no_proxy(),
+    };
+    Ok(b.build()?)
 }

@@ -46,6 +46,10 @@ pub struct Config {
     /// Karix API base URL.
     #[serde(default = "default_karix")]
     pub karix_api_url: String,
+    /// Proxy for BSP calls (`http://host:port`); proxy variables of the environment are
+    /// ignored. Empty: direct.
+    #[serde(default)]
+    pub bsp_proxy: Option<String>,
     /// Timeout of one BSP call.
     #[serde(default = "default_send_timeout", with = "humantime_serde")]
     pub send_timeout: Duration,
@@ -53,6 +57,10 @@ pub struct Config {
     /// never makes the BSP see more than the tier in a second.
     #[serde(default = "default_headroom")]
     pub rate_headroom: f64,
+    /// Seconds of a number's rate that may wait in the router; sends beyond that are
+    /// parked (`scheduled`) until their turn instead of holding shared slots.
+    #[serde(default = "default_rate_queue", with = "humantime_serde")]
+    pub rate_queue: Duration,
     /// Records handled at once (across all senders).
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
@@ -125,6 +133,9 @@ fn default_send_timeout() -> Duration {
 }
 fn default_headroom() -> f64 {
     0.05
+}
+fn default_rate_queue() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_in_flight() -> usize {
     20_000

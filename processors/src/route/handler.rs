@@ -12,7 +12,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{register_histogram_vec, register_int_counter_vec, HistogramVec, IntCounterVec};
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, HistogramVec,
+    IntCounter, IntCounterVec,
+};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde_json::{Map, Value};
@@ -36,6 +39,7 @@ use super::Config;
 
 struct Metrics {
     sends: IntCounterVec,
+    parked: IntCounter,
     bsp_seconds: HistogramVec,
     dead_letters: IntCounterVec,
 }
@@ -45,6 +49,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "switchboard_router_bsp_calls_total",
         "BSP send calls by outcome (accepted, or the stable error code)",
         &["bsp", "outcome"]
+    )
+    .expect("registers once"),
+    parked: register_int_counter!(
+        "switchboard_router_parked_total",
+        "Sends parked until their turn because their number's queue was full"
     )
     .expect("registers once"),
     bsp_seconds: register_histogram_vec!(
@@ -187,6 +196,19 @@ impl Core {
             }
             return self.settle(req, src, claim, None).await;
         };
+        // A number with a few seconds of sends waiting already: park this one rather than
+        // hold a shared slot while it waits (one tenant's backlog must not starve others).
+        if let Some(after) = self
+            .limiter
+            .park(&number.number, number.tier_mps, self.cfg.rate_queue)
+        {
+            self.durable("park", || async {
+                Ok(self.outbox.park(&req.message_id, after).await?)
+            })
+            .await?;
+            METRICS.parked.inc();
+            return Ok(());
+        }
         // A copy of a request this process is sending right now (republished): the
         // running task settles it.
         if !self.lock_in_flight().insert(req.message_id.clone()) {
@@ -421,6 +443,28 @@ impl Core {
             }
         }
         let Some((bsp, e)) = last else { return Ok(()) };
+        if e.ambiguous {
+            // The BSP may have the message (the call timed out or broke after the request
+            // was written): sending it again could deliver it twice, so, as after a crash,
+            // it ends `outcome_unknown` for an operator.
+            tracing::warn!(message_id = %req.message_id, code = e.code, "BSP call ended ambiguously; not re-sending");
+            let detail = format!(
+                "{}: the BSP may or may not have the message; not re-sent ({})",
+                e.code, e.detail
+            );
+            return self
+                .finish_failed(
+                    req,
+                    src,
+                    Some(number),
+                    bsp.slug(),
+                    codes::OUTCOME_UNKNOWN,
+                    e.bsp_code.as_deref(),
+                    &detail,
+                    true,
+                )
+                .await;
+        }
         if e.kind == ErrorKind::Permanent {
             let dlq = e.code == codes::CREDENTIALS_MISSING || e.code == codes::BAD_RESPONSE;
             return self

@@ -5,7 +5,9 @@
 //! The two transitions every send makes (claim, accepted) go through micro-batches: the
 //! requests of the last millisecond become one `UPDATE ... FROM UNNEST`, so the database
 //! does a statement per batch instead of per message, and a message spends less time
-//! claimed-but-unsettled (what a crash turns into `outcome_unknown`).
+//! claimed-but-unsettled (what a crash turns into `outcome_unknown`). Both lock their rows
+//! in message id order first: batches that overlap (a claim and an accept, two routers
+//! during a rebalance) then wait for each other instead of deadlocking.
 
 use std::time::Duration;
 
@@ -99,10 +101,14 @@ async fn claim_worker(pool: PgPool, mut rx: mpsc::Receiver<ClaimReq>) {
         let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
         let bsps: Vec<&str> = batch.iter().map(|r| r.bsp.as_str()).collect();
         let res = sqlx::query(
-            "UPDATE outbound_messages o
+            "WITH t AS (SELECT * FROM UNNEST($1::text[], $2::text[]) AS t(id, bsp)),
+                  l AS (SELECT message_id FROM outbound_messages
+                         WHERE message_id = ANY($1) AND state = 'queued'
+                         ORDER BY message_id FOR UPDATE)
+             UPDATE outbound_messages o
                 SET state = 'sending', attempts = o.attempts + 1, bsp = t.bsp,
                     first_attempt_at = COALESCE(o.first_attempt_at, now()), updated_at = now()
-               FROM UNNEST($1::text[], $2::text[]) AS t(id, bsp)
+               FROM t JOIN l ON l.message_id = t.id
               WHERE o.message_id = t.id AND o.state = 'queued'
           RETURNING o.message_id, o.attempts,
                     (extract(epoch from now() - o.first_attempt_at) * 1000)::int8 AS since_ms",
@@ -142,10 +148,14 @@ async fn accept_worker(pool: PgPool, mut rx: mpsc::Receiver<AcceptReq>) {
     while let Some(batch) = next_batch(&mut rx).await {
         let col = |f: fn(&AcceptReq) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
         let res = sqlx::query(
-            "UPDATE outbound_messages o
+            "WITH t AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(id, bsp, wamid)),
+                  l AS (SELECT message_id FROM outbound_messages
+                         WHERE message_id = ANY($1) AND state = 'sending'
+                         ORDER BY message_id FOR UPDATE)
+             UPDATE outbound_messages o
                 SET state = 'accepted', bsp = t.bsp, wamid = t.wamid, error_code = NULL,
                     error_detail = NULL, updated_at = now()
-               FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(id, bsp, wamid)
+               FROM t JOIN l ON l.message_id = t.id
               WHERE o.message_id = t.id AND o.state = 'sending'
           RETURNING o.message_id, (extract(epoch from o.updated_at) * 1000)::int8 AS at_ms",
         )
@@ -306,6 +316,22 @@ impl Outbox {
         Ok(())
     }
 
+    /// queued → scheduled for `after` from now: the number's queue is full
+    /// ([`super::limiter::SenderLimiter::park`]). Not an attempt; the scheduler
+    /// republishes it when due.
+    pub async fn park(&self, message_id: &str, after: Duration) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE outbound_messages SET state = 'scheduled', due_at = now() + $2 * interval '1 millisecond',
+                    updated_at = now()
+              WHERE message_id = $1 AND state = 'queued'",
+        )
+        .bind(message_id)
+        .bind(after.as_millis() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Due scheduled and retrying sends → queued (unpublished), returned for publishing.
     pub async fn release_due(&self, limit: i64) -> Result<Vec<SendRequest>, sqlx::Error> {
         let rows = sqlx::query(
@@ -343,11 +369,7 @@ impl Outbox {
     }
 
     pub async fn mark_published(&self, ids: &[String]) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE outbound_messages SET published = true WHERE message_id = ANY($1)")
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        mark_published(&self.pool, ids).await
     }
 
     pub async fn ping(&self) -> Result<(), String> {
@@ -357,6 +379,23 @@ impl Outbox {
             .map(|_| ())
             .map_err(|e| format!("postgres: {e}"))
     }
+}
+
+/// Sends confirmed on the topic (the gateway after its produce, the scheduler after a
+/// release): the sweeper need not republish them. Rows are locked in id order, like the
+/// claim and accept batches, so the statements never deadlock one another.
+pub async fn mark_published(pool: &PgPool, ids: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH l AS (SELECT message_id FROM outbound_messages
+                     WHERE message_id = ANY($1) AND NOT published
+                     ORDER BY message_id FOR UPDATE)
+         UPDATE outbound_messages SET published = true
+          WHERE message_id IN (SELECT message_id FROM l)",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Rebuild the request from its row (due now: no schedule).
