@@ -85,7 +85,7 @@ mkdir -p "$RUN"
 export SWITCHBOARD_CREDENTIALS_KEYS=$(cat "$RUN/credentials.keys")
 start bsp-sim SIM_ADDR=127.0.0.1:18090 SIM_GATEWAY_URL=http://127.0.0.1:8080
 start endpoint-sim ENDPOINT_SIM_ADDR=127.0.0.1:18091
-start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:8080
+start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:8080 SWITCHBOARD_OPS_ADDR=127.0.0.1:9100
 start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:9101
 start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:9102
 start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:9103
@@ -94,11 +94,11 @@ start router SWITCHBOARD_OPS_ADDR=127.0.0.1:9104 SWITCHBOARD_GROUP_INSTANCE_ID=r
   SWITCHBOARD_WAHA_API_URL=$SIM SWITCHBOARD_AISENSY_API_URL=$SIM SWITCHBOARD_KARIX_API_URL=$SIM
 start fanout SWITCHBOARD_OPS_ADDR=127.0.0.1:9105 SWITCHBOARD_GROUP_INSTANCE_ID=fanout-local-0
 start replayer SWITCHBOARD_OPS_ADDR=127.0.0.1:9106
-for port in 8080 9101 9102 9103 9104 9105 9106; do
+for port in 9100 9101 9102 9103 9104 9105 9106; do
   for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "service on :$port not ready; logs in $RUN" >&2; exit 1; }
 done
-echo "== pipeline up: gateway http://127.0.0.1:8080 (API: /v1/openapi.yaml), ops :9101-9106, BSP simulator $SIM, client endpoint simulator http://127.0.0.1:18091, logs in $RUN"
+echo "== pipeline up: gateway http://127.0.0.1:8080 (API: /v1/openapi.yaml), ops :9100-9106, BSP simulator $SIM, client endpoint simulator http://127.0.0.1:18091, logs in $RUN"
 
 echo "== pushing sample webhook traffic"
 "$BIN/loadgen" sample --messages 300
@@ -150,6 +150,6 @@ echo "== PostgreSQL: sends by BSP and current status (outbound_messages joined t
 psql "$SWITCHBOARD_DATABASE_URL" -c "SELECT o.bsp, o.state AS send_state, coalesce(m.status, '-') AS status, count(*) FROM outbound_messages o LEFT JOIN messages m ON m.bsp = o.bsp AND m.wamid = coalesce(o.wamid, o.message_id) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 echo "== dead letters (switchboard dlq list --counts; each letter: switchboard dlq list, switchboard dlq show):"
 "$BIN/switchboard" dlq list --counts
-echo "   (metrics: http://127.0.0.1:9101/metrics, :9102, :9103, router :9104, fanout :9105, replayer :9106, gateway :8080/metrics)"
+echo "   (metrics: http://127.0.0.1:9101/metrics, :9102, :9103, router :9104, fanout :9105, replayer :9106, gateway :9100)"
 echo "   Operations (replay, backfill, redrive): docs/operations.md"
 echo "Stop everything with: deploy/run-local.sh down"

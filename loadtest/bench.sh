@@ -37,11 +37,11 @@ start_pipeline() { # id
   "$BIN/switchboard" create-topics --partitions 6 >/dev/null 2>&1
   : >"$RUN/pids"
   start() { local name=$1; shift; env "$@" "$BIN/$name" >"$RUN/$name.log" 2>&1 & pids+=($!); echo "$name $!" >>"$RUN/pids"; }
-  start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:$GW_PORT
+  start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:$GW_PORT SWITCHBOARD_OPS_ADDR=127.0.0.1:19100
   start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:19101 SWITCHBOARD_GROUP_ID=$id-n
   start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19102 SWITCHBOARD_GROUP_ID=$id-p
   start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$id-c
-  for port in $GW_PORT 19101 19102 19103; do
+  for port in 19100 19101 19102 19103; do
     for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
   done
 }

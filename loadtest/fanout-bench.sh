@@ -43,12 +43,12 @@ start_pipeline() { # id
   "$BIN/switchboard" create-topics --partitions 6 >/dev/null 2>&1
   : >"$RUN/pids"
   start() { local name=$1; shift; env "$@" "$BIN/$name" >"$RUN/$name.log" 2>&1 & pids+=($!); echo "$name $!" >>"$RUN/pids"; }
-  start gateway SWITCHBOARD_HTTP_ADDR=$GW SWITCHBOARD_PUBLIC_URL=http://$GW
+  start gateway SWITCHBOARD_HTTP_ADDR=$GW SWITCHBOARD_OPS_ADDR=127.0.0.1:19100 SWITCHBOARD_PUBLIC_URL=http://$GW
   start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:19101 SWITCHBOARD_GROUP_ID=$id-n
   start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19102 SWITCHBOARD_GROUP_ID=$id-p
   start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$id-c
   start fanout SWITCHBOARD_OPS_ADDR=127.0.0.1:19105 SWITCHBOARD_GROUP_ID=$id-f
-  for addr in $GW 127.0.0.1:19101 127.0.0.1:19102 127.0.0.1:19103 127.0.0.1:19105; do
+  for addr in 127.0.0.1:19100 127.0.0.1:19101 127.0.0.1:19102 127.0.0.1:19103 127.0.0.1:19105; do
     for _ in $(seq 1 150); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.2; done
   done
   for _ in $(seq 1 150); do

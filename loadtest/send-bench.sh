@@ -44,12 +44,12 @@ start_pipeline() { # id
   : >"$RUN/pids"
   start() { local name=$1; shift; env "$@" "$BIN/$name" >"$RUN/$name.log" 2>&1 & pids+=($!); echo "$name $!" >>"$RUN/pids"; }
   start bsp-sim SIM_ADDR=$SIM SIM_GATEWAY_URL=http://$GW
-  start gateway SWITCHBOARD_HTTP_ADDR=$GW SWITCHBOARD_PUBLIC_URL=http://$GW
+  start gateway SWITCHBOARD_HTTP_ADDR=$GW SWITCHBOARD_OPS_ADDR=127.0.0.1:19100 SWITCHBOARD_PUBLIC_URL=http://$GW
   start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:19101 SWITCHBOARD_GROUP_ID=$id-n
   start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19102 SWITCHBOARD_GROUP_ID=$id-p
   start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$id-c
   start router SWITCHBOARD_OPS_ADDR=127.0.0.1:19104 SWITCHBOARD_GROUP_ID=$id-r SWITCHBOARD_META_API_URL=http://$SIM/v21.0
-  for addr in $GW 127.0.0.1:19101 127.0.0.1:19102 127.0.0.1:19103 127.0.0.1:19104; do
+  for addr in 127.0.0.1:19100 127.0.0.1:19101 127.0.0.1:19102 127.0.0.1:19103 127.0.0.1:19104; do
     for _ in $(seq 1 150); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.2; done
   done
   for _ in $(seq 1 150); do

@@ -184,6 +184,8 @@ impl Proc {
 pub struct Pipeline {
     pub id: String,
     pub gateway_url: String,
+    /// The gateway's ops port (`/readyz`, `/metrics`).
+    pub gateway_ops_url: String,
     pub meta_secret: String,
     pub dialog360_token: String,
     pub twilio_token: String,
@@ -280,6 +282,7 @@ impl Pipeline {
             .unwrap_or_else(|| services.clickhouse_url.clone());
 
         let gw_port = free_port();
+        let gw_ops_port = free_port();
         let admin_key = format!("admin-{id}");
         let keyring = switchboard_runtime::secrets::Keyring::generate("k1");
         let meta_secret = format!("meta-secret-{id}");
@@ -305,6 +308,7 @@ impl Pipeline {
             "gateway",
             common(&[
                 ("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{gw_port}")),
+                ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{gw_ops_port}")),
                 ("SWITCHBOARD_META_APP_SECRET", meta_secret.clone()),
                 ("SWITCHBOARD_META_VERIFY_TOKEN", format!("verify-{id}")),
                 ("SWITCHBOARD_DIALOG360_TOKEN", dialog360_token.clone()),
@@ -430,6 +434,7 @@ impl Pipeline {
             fanout_path,
             send,
             gateway_url,
+            gateway_ops_url: format!("http://127.0.0.1:{gw_ops_port}"),
             meta_secret,
             dialog360_token,
             twilio_token,
@@ -449,7 +454,7 @@ impl Pipeline {
             services,
             log_dir,
         };
-        let ready = format!("{}/readyz", p.gateway_url);
+        let ready = format!("{}/readyz", p.gateway_ops_url);
         let http = p.http.clone();
         wait_until("gateway ready", Duration::from_secs(30), || {
             let http = http.clone();

@@ -207,7 +207,7 @@ async fn every_kind_of_bad_input_gets_its_answer_and_changes_nothing() -> anyhow
     // Still healthy, and nothing panicked.
     assert_eq!(
         p.http
-            .get(format!("{}/readyz", p.gateway_url))
+            .get(format!("{}/readyz", p.gateway_ops_url))
             .send()
             .await?
             .status(),
@@ -239,5 +239,134 @@ async fn meta_subscription_handshake() -> anyhow::Result<()> {
         403
     );
     assert_eq!(get("hub.mode=subscribe".into()).await?.status(), 400);
+    Ok(())
+}
+
+/// The public port sheds what a hostile or broken client does before any handler runs:
+/// a request head or body that stalls is cut off, connections beyond the cap wait,
+/// guessing the admin key is stopped, and readiness (with its internal error text) and
+/// metrics are only on the ops port.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_edge_sheds_slow_clients_guessers_and_keeps_ops_private() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let p = Pipeline::start(Options {
+        send_path: true,
+        gateway_env: vec![
+            ("SWITCHBOARD_HTTP_HEADER_TIMEOUT", "1s".into()),
+            ("SWITCHBOARD_HTTP_BODY_TIMEOUT", "1s".into()),
+            ("SWITCHBOARD_HTTP_MAX_CONNECTIONS", "4".into()),
+            ("SWITCHBOARD_ADMIN_AUTH_FAILURES_PER_MINUTE", "5".into()),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    let addr = p.gateway_url.trim_start_matches("http://").to_string();
+    for path in ["/readyz", "/metrics"] {
+        let public = p
+            .http
+            .get(format!("{}{path}", p.gateway_url))
+            .send()
+            .await?;
+        assert_eq!(public.status(), 404, "{path} is not on the public port");
+        let ops = p
+            .http
+            .get(format!("{}{path}", p.gateway_ops_url))
+            .send()
+            .await?;
+        assert_eq!(ops.status(), 200, "{path} is on the ops port");
+    }
+    assert_eq!(
+        p.http
+            .get(format!("{}/healthz", p.gateway_url))
+            .send()
+            .await?
+            .status(),
+        200,
+        "load balancers keep /healthz on the public port"
+    );
+
+    // Read until the server closes the connection (or 15 s pass); what it sent.
+    async fn until_closed(s: &mut TcpStream) -> anyhow::Result<String> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await {
+                Err(_) => anyhow::bail!(
+                    "the connection stayed open: {:?}",
+                    String::from_utf8_lossy(&got)
+                ),
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(String::from_utf8_lossy(&got).into_owned()),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    // A head that never ends.
+    let mut slow_head = TcpStream::connect(&addr).await?;
+    slow_head
+        .write_all(b"POST /webhooks/meta HTTP/1.1\r\nhost: x\r\nx-a: ")
+        .await?;
+    let answer = until_closed(&mut slow_head).await?;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // A body that stalls after 10 of its 100 bytes.
+    let mut slow_body = TcpStream::connect(&addr).await?;
+    slow_body
+        .write_all(
+            b"POST /webhooks/meta HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"object\":",
+        )
+        .await?;
+    let answer = until_closed(&mut slow_body).await?;
+    assert!(
+        !answer.starts_with("HTTP/1.1 200"),
+        "a stalled body is not accepted: {answer}"
+    );
+
+    // Four connections held open: a fifth waits to be served until one closes.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&addr).await?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await?;
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut fifth = TcpStream::connect(&addr).await?;
+    fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut buf = [0u8; 512];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut buf))
+            .await
+            .is_err(),
+        "a fifth connection is not served while four are open"
+    );
+    held.pop();
+    let answer = until_closed(&mut fifth).await?;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "served once a slot frees: {answer}"
+    );
+    drop(held);
+
+    // Guessing the admin key: five failures, then even the right key waits.
+    for _ in 0..5 {
+        let (s, _) = p
+            .call(reqwest::Method::GET, "/admin/tenants", "guess", None, &[])
+            .await?;
+        assert_eq!(s, 401);
+    }
+    let key = p.send_path().admin_key.clone();
+    let (s, v) = p
+        .call(reqwest::Method::GET, "/admin/tenants", &key, None, &[])
+        .await?;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["code"], "too_many_failed_attempts", "{v}");
     Ok(())
 }

@@ -180,7 +180,7 @@ async fn broker_down_means_503_with_retry_after_and_nothing_acknowledged_is_lost
     assert_eq!(v["error"]["code"], "broker_unavailable");
     assert_eq!(
         p.http
-            .get(format!("{}/readyz", p.gateway_url))
+            .get(format!("{}/readyz", p.gateway_ops_url))
             .send()
             .await?
             .status(),

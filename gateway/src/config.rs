@@ -9,9 +9,25 @@ use switchboard_runtime::config::KafkaConfig;
 pub struct Config {
     #[serde(flatten)]
     pub kafka: KafkaConfig,
-    /// Listen address for webhooks, API and ops endpoints.
+    /// Listen address for webhooks and the API (and `/healthz`).
     #[serde(default = "default_addr")]
     pub http_addr: String,
+    /// Listen address for `/healthz`, `/readyz` and `/metrics`, kept off the public port.
+    #[serde(default = "default_ops_addr")]
+    pub ops_addr: String,
+    /// Time a client has to send a request's head (line and headers).
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub http_body_timeout: Duration,
+    /// Connections open at once on the public port; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub http_max_connections: usize,
+    /// Failed admin-key attempts a peer address may make per minute; then it gets 429
+    /// (right key or not) until the minute is over.
+    #[serde(default = "default_admin_failures")]
+    pub admin_auth_failures_per_minute: u32,
     /// Largest accepted request body.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -112,6 +128,21 @@ fn default_public_url() -> String {
 
 fn default_addr() -> String {
     "127.0.0.1:8080".into()
+}
+fn default_ops_addr() -> String {
+    "127.0.0.1:9100".into()
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_admin_failures() -> u32 {
+    10
 }
 fn default_max_body() -> usize {
     4 * 1024 * 1024

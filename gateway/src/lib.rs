@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub config: switchboard_runtime::config_cache::ConfigCache,
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
     pub limiter: api::auth::TenantLimiter,
+    pub admin_failures: api::auth::AuthFailures,
     /// The delivery log (ClickHouse), for the endpoints' attempts and stats.
     pub ch: clickhouse::Client,
     /// Single sends waiting to be accepted together (`api::batcher`).
@@ -50,7 +52,22 @@ pub struct AppState {
     pub replay: switchboard_processors::replay::Env,
 }
 
+/// The public port: webhooks, the API and `/healthz` (for load balancers). Readiness,
+/// with its internal error text, and metrics are on the ops port ([`ops_router`]).
 pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/webhooks/{bsp}",
+            get(ingest::handshake).post(ingest::webhook),
+        )
+        .merge(api::routes())
+        .with_state(state)
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// The ops port: `/healthz`, `/readyz` (broker and schema registry), `/metrics`.
+pub fn ops_router(state: Arc<AppState>) -> Router {
     let ready_state = state.clone();
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
         let s = ready_state.clone();
@@ -68,15 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             }
         })
     });
-    Router::new()
-        .route(
-            "/webhooks/{bsp}",
-            get(ingest::handshake).post(ingest::webhook),
-        )
-        .merge(api::routes())
-        .with_state(state)
-        .merge(switchboard_runtime::ops::router(ready))
-        .layer(axum::middleware::from_fn(request_id))
+    switchboard_runtime::ops::router(ready)
 }
 
 /// Take the caller's `x-request-id` or make one; put it on the response and on every log
@@ -142,6 +151,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         )?,
         keyring,
         limiter: Default::default(),
+        admin_failures: Default::default(),
         ch: clickhouse::Client::default()
             .with_url(&cfg.clickhouse_url)
             .with_validation(false),
@@ -160,9 +170,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     tokio::spawn(api::batcher::run(state.clone(), accept_rx));
     // Webhook ingest must not wait for PostgreSQL: the API comes up when it is there.
     tokio::spawn(prepare_database(state.clone(), shutdown.clone()));
-    let server =
-        switchboard_runtime::ops::serve(&cfg.http_addr, router(state.clone()), shutdown).await?;
+    let ops =
+        switchboard_runtime::ops::serve(&cfg.ops_addr, ops_router(state.clone()), shutdown.clone())
+            .await?;
+    let limits = edge::Limits {
+        header_timeout: cfg.http_header_timeout,
+        body_timeout: cfg.http_body_timeout,
+        max_connections: cfg.http_max_connections,
+        drain: cfg.produce_timeout + Duration::from_secs(10),
+    };
+    let server = edge::serve(&cfg.http_addr, router(state.clone()), limits, shutdown).await?;
     server.await?;
+    ops.await?;
     // Requests are drained; flush anything still queued (nothing acknowledged is pending,
     // because every 2xx waited for its ack).
     let producer = state.producer.get();

@@ -3,13 +3,16 @@
 //! authenticating costs no database round trip; a revoked key stops working as soon as
 //! the revocation reaches this process through `wa.config`.
 //!
-//! Each tenant also gets a request rate limit on the API (GCRA, `api_rate_per_sec`).
+//! Each tenant also gets a request rate limit on the API (GCRA, `api_rate_per_sec`), and
+//! each peer address a limit on failed admin-key attempts ([`AuthFailures`]).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -89,12 +92,62 @@ impl FromRequestParts<Arc<AppState>> for AdminAuth {
                 "the admin API is disabled (SWITCHBOARD_ADMIN_API_KEY is empty)",
             ));
         }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        app.admin_failures
+            .check(peer, app.cfg.admin_auth_failures_per_minute)?;
         let got = bearer(parts).unwrap_or("");
         // Compare digests: constant time in the secret's content.
         if key_hash(got) != key_hash(expected) {
+            app.admin_failures.failed(peer);
             return Err(unauthorized("admin key required"));
         }
         Ok(AdminAuth)
+    }
+}
+
+/// Failed admin-key attempts per peer address, in fixed one-minute windows: a peer over
+/// the limit is refused (429) until its window ends, whatever key it sends, so the key
+/// cannot be guessed at network speed. Counted per address, so one guesser does not lock
+/// the operator out from elsewhere.
+#[derive(Default)]
+pub struct AuthFailures {
+    by_peer: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+impl AuthFailures {
+    fn check(&self, peer: Option<IpAddr>, limit: u32) -> Result<(), ApiError> {
+        let map = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&peer) {
+            Some((since, n)) if *n >= limit && since.elapsed() < WINDOW => Err(ApiError {
+                retry_after_secs: Some((WINDOW - since.elapsed()).as_secs().max(1) as u32),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failed_attempts",
+                    format!(
+                        "{limit} failed admin-key attempts from this address within a minute; wait"
+                    ),
+                )
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, peer: Option<IpAddr>) {
+        let mut map = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (since, _)| since.elapsed() < WINDOW);
+        }
+        let e = map.entry(peer).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= WINDOW {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+        tracing::warn!(peer = ?peer, failures = e.1, "admin key refused");
     }
 }
 
