@@ -8,6 +8,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
 deploy/infra.sh deps
+deploy/validate.sh
 # The e2e tests spawn the real binaries from the same target directory.
 cargo build --workspace --bins --locked
 SWITCHBOARD_BIN="$CARGO_TARGET_DIR/debug" deploy/infra.sh up >/dev/null
