@@ -3,7 +3,12 @@
 #   Kafka-compatible broker (Nisshi 0.8.1, memory storage)   127.0.0.1:9092
 #   schema registry stand-in (this repo's schema-registry)     127.0.0.1:8081
 #   PostgreSQL 15 (Debian)                                      127.0.0.1:5432
-#   ClickHouse (Debian's clickhouse-server)                     127.0.0.1:8123
+#   ClickHouse (Debian's clickhouse-server)                     127.0.0.1:8123 (HTTPS :8443)
+#
+# PostgreSQL and ClickHouse also take TLS, with a certificate for 127.0.0.1/localhost from
+# a local CA ($RUN/tls/ca.pem), so the tests can check verify-full and HTTPS: PostgreSQL's
+# role switchboard_tls may only connect over TLS, ClickHouse's user switchboard_tls needs
+# its password.
 #
 # usage: deploy/infra.sh up|down|status
 # Idempotent: `up` installs what is missing, starts what is not running, and leaves
@@ -22,6 +27,8 @@ NISSHI_VERSION=0.8.1
 NISSHI=$CACHE/nisshi-$NISSHI_VERSION/bin/nisshi
 PG_USER=switchboard PG_PASS=switchboard PG_DB=switchboard
 CH_DIR=$RUN/clickhouse
+TLS_DIR=$RUN/tls
+TLS_USER=switchboard_tls TLS_PASS=switchboard-tls
 
 log() { printf '[infra] %s\n' "$*" >&2; }
 
@@ -41,6 +48,7 @@ install_packages() {
   command -v clickhouse-server >/dev/null || [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
   command -v pg_ctlcluster >/dev/null && [ -d /usr/lib/postgresql/15/bin ] || need+=(postgresql)
   command -v curl >/dev/null || need+=(curl)
+  command -v openssl >/dev/null || need+=(openssl)
   need+=($(build_packages_missing))
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
@@ -123,6 +131,27 @@ start_registry() {
   wait_for "schema registry" 15 curl -sf http://127.0.0.1:8081/subjects
 }
 
+# A CA and a server certificate for 127.0.0.1 and localhost, valid for 30 days, made
+# again when missing or expiring within a day.
+local_tls() {
+  if [ -f "$TLS_DIR/server.pem" ] && openssl x509 -checkend 86400 -noout -in "$TLS_DIR/server.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "making a local CA and server certificate in $TLS_DIR"
+  TLS_NEW=1
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 -subj "/CN=Switchboard local CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 30 -extfile server.ext 2>/dev/null
+    chmod 644 ca.pem server.pem
+    chmod 600 ca.key server.key
+  )
+}
+
 clickhouse_config() {
   mkdir -p "$CH_DIR"/{data,tmp,user_files,log}
   cat >"$CH_DIR/config.xml" <<XML
@@ -131,6 +160,15 @@ clickhouse_config() {
   <logger><level>warning</level><log>$CH_DIR/log/server.log</log><errorlog>$CH_DIR/log/server.err.log</errorlog><size>100M</size><count>2</count></logger>
   <listen_host>127.0.0.1</listen_host>
   <http_port>8123</http_port>
+  <https_port>8443</https_port>
+  <openSSL><server>
+    <certificateFile>$TLS_DIR/server.pem</certificateFile>
+    <privateKeyFile>$TLS_DIR/server.key</privateKeyFile>
+    <verificationMode>none</verificationMode>
+    <loadDefaultCAFile>false</loadDefaultCAFile>
+    <cacheSessions>true</cacheSessions>
+    <preferServerCiphers>true</preferServerCiphers>
+  </server></openSSL>
   <tcp_port>9000</tcp_port>
   <max_concurrent_queries>200</max_concurrent_queries>
   <keep_alive_timeout>10</keep_alive_timeout>
@@ -153,18 +191,28 @@ XML
     <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>
     <max_query_size>16777216</max_query_size>
   </default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>
+    <$TLS_USER><password>$TLS_PASS</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></$TLS_USER>
+  </users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 XML
 }
 
 start_clickhouse() {
-  if curl -sf http://127.0.0.1:8123/ping >/dev/null 2>&1; then log "ClickHouse already on :8123"; return 0; fi
+  if curl -sf http://127.0.0.1:8123/ping >/dev/null 2>&1; then
+    if port_open 8443 && [ -z "${TLS_NEW:-}" ]; then log "ClickHouse already on :8123"; return 0; fi
+    # Started without HTTPS (an older version of this script) or with an older
+    # certificate: restart it.
+    log "restarting ClickHouse with HTTPS on :8443"
+    stop_pidfile "$CH_DIR/clickhouse.pid"
+  fi
   clickhouse_config
   log "starting ClickHouse on 127.0.0.1:8123"
   /usr/sbin/clickhouse-server --daemon --pid-file="$CH_DIR/clickhouse.pid" --config-file="$CH_DIR/config.xml"
   wait_for "ClickHouse" 30 curl -sf http://127.0.0.1:8123/ping
+  wait_for "ClickHouse HTTPS" 30 curl -sf --cacert "$TLS_DIR/ca.pem" https://127.0.0.1:8443/ping
 }
 
 start_postgres() {
@@ -182,6 +230,29 @@ DO \$\$ BEGIN
 END \$\$;
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB') \gexec
 SQL
+  postgres_tls
+}
+
+# TLS on (plain connections keep working), with the local certificate; the role
+# switchboard_tls is refused without TLS.
+postgres_tls() {
+  local etc=/etc/postgresql/15/main hba
+  install -o postgres -g postgres -m 600 "$TLS_DIR/server.key" "$etc/switchboard-tls.key"
+  install -o postgres -g postgres -m 644 "$TLS_DIR/server.pem" "$etc/switchboard-tls.pem"
+  hba=$(su postgres -c "psql -qAt -c 'SHOW hba_file'")
+  if ! grep -q "^hostnossl all $TLS_USER" "$hba"; then
+    sed -i "1i hostnossl all $TLS_USER all reject" "$hba"
+  fi
+  su postgres -c "psql -qAt -v ON_ERROR_STOP=1" >/dev/null <<SQL
+ALTER SYSTEM SET ssl = on;
+ALTER SYSTEM SET ssl_cert_file = '$etc/switchboard-tls.pem';
+ALTER SYSTEM SET ssl_key_file = '$etc/switchboard-tls.key';
+SELECT pg_reload_conf();
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$TLS_USER') THEN CREATE ROLE $TLS_USER LOGIN PASSWORD '$TLS_PASS'; END IF;
+END \$\$;
+GRANT CONNECT ON DATABASE $PG_DB TO $TLS_USER;
+SQL
 }
 
 stop_pidfile() {
@@ -196,6 +267,7 @@ stop_pidfile() {
 
 up() {
   install_packages
+  local_tls
   start_postgres
   start_clickhouse
   start_broker

@@ -23,12 +23,21 @@ pub struct Services {
     /// A PostgreSQL URL whose role may CREATE DATABASE.
     pub pg_admin_url: String,
     pub clickhouse_url: String,
+    /// The local CA and server certificate `deploy/infra.sh` makes (`ca.pem`,
+    /// `server.pem`, `server.key`); PostgreSQL and ClickHouse (HTTPS :8443) serve it.
+    pub tls_dir: PathBuf,
 }
+
+/// The PostgreSQL role that may only connect over TLS, and ClickHouse's password user
+/// (`deploy/infra.sh`).
+pub const TLS_USER: &str = "switchboard_tls";
+pub const TLS_PASSWORD: &str = "switchboard-tls";
 
 impl Services {
     pub fn from_env() -> Self {
         let get = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
         Self {
+            tls_dir: PathBuf::from(get("SWITCHBOARD_RUN", "/tmp/switchboard")).join("tls"),
             brokers: get("SWITCHBOARD_KAFKA_BROKERS", "127.0.0.1:9092"),
             registry: get("SWITCHBOARD_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081"),
             pg_admin_url: get(
@@ -238,6 +247,9 @@ pub struct Options {
     pub gateway_env: Vec<(&'static str, String)>,
     /// Extra normalizer settings.
     pub normalizer_env: Vec<(&'static str, String)>,
+    /// The sinks connect over TLS: the pg-sink with `sslmode=verify-full` against the
+    /// local CA, the ch-sink over HTTPS as ClickHouse's password user.
+    pub tls: bool,
 }
 
 impl Pipeline {
@@ -363,10 +375,20 @@ impl Pipeline {
             .collect(),
             &log_dir.0,
         )?;
+        let ca = services.tls_dir.join("ca.pem").display().to_string();
+        let (sink_pg_url, sink_ch_url) = if opts.tls {
+            let sep = if pg_url.contains('?') { '&' } else { '?' };
+            (
+                format!("{pg_url}{sep}sslmode=verify-full&sslrootcert={ca}"),
+                format!("https://{TLS_USER}:{TLS_PASSWORD}@127.0.0.1:8443"),
+            )
+        } else {
+            (pg_url.clone(), ch_url.clone())
+        };
         let pg_sink = Proc::spawn(
             "pg-sink",
             common(&[
-                ("SWITCHBOARD_DATABASE_URL", pg_url.clone()),
+                ("SWITCHBOARD_DATABASE_URL", sink_pg_url),
                 ("SWITCHBOARD_GROUP_ID", format!("{id}-pg-sink")),
                 ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
             ]),
@@ -375,7 +397,8 @@ impl Pipeline {
         let ch_sink = Proc::spawn(
             "ch-sink",
             common(&[
-                ("SWITCHBOARD_CLICKHOUSE_URL", ch_url.clone()),
+                ("SWITCHBOARD_CLICKHOUSE_URL", sink_ch_url),
+                ("SSL_CERT_FILE", ca.clone()),
                 ("SWITCHBOARD_CLICKHOUSE_DATABASE", id.clone()),
                 ("SWITCHBOARD_GROUP_ID", format!("{id}-ch-sink")),
                 ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),

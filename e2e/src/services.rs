@@ -182,6 +182,8 @@ pub struct PrivateBroker {
     pub port: u16,
     child: Option<Child>,
     tansu: bool,
+    /// Certificate chain and key: the listener takes TLS only.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl PrivateBroker {
@@ -198,6 +200,7 @@ impl PrivateBroker {
             port: free_port(),
             child: None,
             tansu: true,
+            tls: None,
         };
         b.resume().await?;
         Ok(b)
@@ -219,6 +222,19 @@ impl PrivateBroker {
             port: free_port(),
             child: None,
             tansu: false,
+            tls: None,
+        };
+        b.resume().await?;
+        Ok(b)
+    }
+
+    /// A Nisshi broker whose listener takes TLS only, with this certificate and key.
+    pub async fn start_tls(cert: PathBuf, key: PathBuf) -> anyhow::Result<Self> {
+        let mut b = PrivateBroker {
+            port: free_port(),
+            child: None,
+            tansu: false,
+            tls: Some((cert, key)),
         };
         b.resume().await?;
         Ok(b)
@@ -241,16 +257,20 @@ impl PrivateBroker {
         } else {
             (Self::binary(), "memory://nisshi/")
         };
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                storage,
-            ])
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            storage,
+        ]);
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -152,9 +152,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         keyring,
         limiter: Default::default(),
         admin_failures: Default::default(),
-        ch: clickhouse::Client::default()
-            .with_url(&cfg.clickhouse_url)
-            .with_validation(false),
+        ch: switchboard_sinks::ch::client(&cfg.clickhouse_url).with_validation(false),
         codec,
         topics,
         producer: producer::ProducerSlot::new(

@@ -52,8 +52,19 @@ pub struct Codec {
 }
 
 impl Codec {
+    /// A codec for the registry at `registry_url`. Credentials in the URL
+    /// (`https://user:password@host`, percent-encoded) become HTTP basic auth, as
+    /// Confluent Cloud and Karapace behind auth expect; HTTPS trusts the system's CAs (or
+    /// `SSL_CERT_FILE`).
     pub fn new(registry_url: &str) -> Self {
-        let settings = SrSettings::new(registry_url.trim_end_matches('/').to_string());
+        let (url, auth) = split_credentials(registry_url);
+        let mut b = SrSettings::new_builder(url.trim_end_matches('/').to_string());
+        if let Some((user, password)) = &auth {
+            b.set_basic_authorization(user, Some(password));
+        }
+        let settings = b
+            .build()
+            .unwrap_or_else(|_| SrSettings::new(url.trim_end_matches('/').to_string()));
         Self {
             encoder: Arc::new(AvroEncoder::new(settings.clone())),
             decoder: Arc::new(AvroDecoder::new(settings)),
@@ -97,5 +108,40 @@ impl Codec {
             type_name: std::any::type_name::<T>(),
             detail: e.to_string(),
         })
+    }
+}
+
+/// `scheme://user:password@host/...` → (`scheme://host/...`, (user, password)), decoded.
+/// Other URLs are returned as they are.
+pub fn split_credentials(raw: &str) -> (String, Option<(String, String)>) {
+    let Ok(mut u) = url::Url::parse(raw) else {
+        return (raw.to_string(), None);
+    };
+    if u.username().is_empty() {
+        return (raw.to_string(), None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let creds = (
+        decode(u.username()),
+        decode(u.password().unwrap_or_default()),
+    );
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    (u.to_string(), Some(creds))
+}
+
+#[cfg(test)]
+mod credential_tests {
+    #[test]
+    fn credentials_leave_the_url() {
+        let (url, auth) = super::split_credentials("https://key:p%40s+s@sr.example.com:8081/");
+        assert_eq!(url, "https://sr.example.com:8081/");
+        assert_eq!(auth, Some(("key".into(), "p@s+s".into())));
+        let (url, auth) = super::split_credentials("http://127.0.0.1:8081");
+        assert_eq!((url.as_str(), auth), ("http://127.0.0.1:8081", None));
     }
 }

@@ -6,7 +6,7 @@
 //! types here are the single source of field names; `event::tests::types_match_schemas` pins them
 //! to the `.avsc` files.
 
-mod codec;
+pub mod codec;
 pub mod config;
 mod event;
 mod ids;

@@ -17,15 +17,84 @@ pub fn load<T: DeserializeOwned>() -> anyhow::Result<T> {
     if let Ok(path) = std::env::var("SWITCHBOARD_CONFIG_FILE") {
         fig = fig.merge(Toml::file_exact(path));
     }
-    // Env values stay strings (figment's `Env` would turn "0123" into 123, breaking a
-    // String field); `extract_lossy` still parses them where a field wants a number/bool.
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase(), v)))
-        .filter(|(k, _)| k != "config_file")
-        .collect();
+    let env = env_settings(std::env::vars(), |path| std::fs::read_to_string(path))?;
     fig = fig.merge(Serialized::defaults(env));
     fig.extract_lossy::<T>()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+/// The `SWITCHBOARD_*` variables as settings. `SWITCHBOARD_X_FILE=/path` sets `x` to the
+/// file's content (without its final newline), so secrets can come from mounted files
+/// (Kubernetes Secrets, Docker secrets) instead of the environment.
+///
+/// Values stay strings (figment's `Env` would turn "0123" into 123, breaking a String
+/// field); `extract_lossy` still parses them where a field wants a number or a bool.
+fn env_settings(
+    vars: impl Iterator<Item = (String, String)>,
+    read: impl Fn(&str) -> std::io::Result<String>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut plain = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    for (k, v) in vars {
+        let Some(name) = k.strip_prefix(ENV_PREFIX).map(str::to_ascii_lowercase) else {
+            continue;
+        };
+        if name == "config_file" {
+            continue;
+        }
+        match name.strip_suffix("_file") {
+            Some(base) => files.insert(base.to_string(), v),
+            None => plain.insert(name, v),
+        };
+    }
+    for (name, path) in files {
+        anyhow::ensure!(
+            !plain.contains_key(&name),
+            "both {ENV_PREFIX}{0} and {ENV_PREFIX}{0}_FILE are set; set one",
+            name.to_ascii_uppercase()
+        );
+        let value = read(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{ENV_PREFIX}{}_FILE: cannot read {path}: {e}",
+                name.to_ascii_uppercase()
+            )
+        })?;
+        let value = value.strip_suffix('\n').unwrap_or(&value);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        plain.insert(name, value.to_string());
+    }
+    Ok(plain)
+}
+
+/// librdkafka properties passed through as they are (`SWITCHBOARD_KAFKA_PROPERTIES`):
+/// `key=value` entries separated by `;` or new lines in a variable, or a table in the
+/// config file.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Properties {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Table(BTreeMap<String, String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Table(t) => Ok(Properties(t)),
+            Raw::Text(s) => s
+                .split([';', '\n'])
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(|e| {
+                    e.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .ok_or_else(|| serde::de::Error::custom(format!("{e:?} is not key=value")))
+                })
+                .collect::<Result<_, _>>()
+                .map(Properties),
+        }
+    }
 }
 
 /// Settings every Kafka-facing binary shares.
@@ -49,6 +118,41 @@ pub struct KafkaConfig {
     /// must hold the largest body the gateway accepts plus the record's framing.
     #[serde(default = "default_message_max")]
     pub kafka_message_max_bytes: usize,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default = "default_protocol")]
+    pub kafka_security_protocol: String,
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER` (with `sasl_*`).
+    #[serde(default)]
+    pub kafka_sasl_mechanism: String,
+    #[serde(default)]
+    pub kafka_sasl_username: String,
+    #[serde(default)]
+    pub kafka_sasl_password: String,
+    /// CA bundle (PEM) the broker's certificate must chain to; empty: the system's.
+    #[serde(default)]
+    pub kafka_ssl_ca_location: String,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub kafka_ssl_certificate_location: String,
+    #[serde(default)]
+    pub kafka_ssl_key_location: String,
+    #[serde(default)]
+    pub kafka_ssl_key_password: String,
+    /// `https`: the broker's certificate must name the host connected to; `none`: not
+    /// checked (never in production).
+    #[serde(default = "default_identification")]
+    pub kafka_ssl_endpoint_identification: String,
+    /// Any other librdkafka property, applied last (see [`Properties`]).
+    #[serde(default)]
+    pub kafka_properties: Properties,
+    /// Replication factor of the topics Switchboard creates (3 in production).
+    #[serde(default = "default_replication")]
+    pub kafka_replication_factor: i32,
+    /// Settings of the topics Switchboard creates, `[topic:]key=value` separated by `;`:
+    /// without a topic for every topic (e.g. `min.insync.replicas=2`), with one for that
+    /// topic (`wa.webhooks.raw:retention.ms=1209600000`). Topic names without the prefix.
+    #[serde(default)]
+    pub kafka_topic_config: String,
 }
 
 impl Default for KafkaConfig {
@@ -59,8 +163,60 @@ impl Default for KafkaConfig {
             schema_registry_url: default_registry(),
             kafka_linger: default_linger(),
             kafka_message_max_bytes: default_message_max(),
+            kafka_security_protocol: default_protocol(),
+            kafka_sasl_mechanism: String::new(),
+            kafka_sasl_username: String::new(),
+            kafka_sasl_password: String::new(),
+            kafka_ssl_ca_location: String::new(),
+            kafka_ssl_certificate_location: String::new(),
+            kafka_ssl_key_location: String::new(),
+            kafka_ssl_key_password: String::new(),
+            kafka_ssl_endpoint_identification: default_identification(),
+            kafka_properties: Properties::default(),
+            kafka_replication_factor: default_replication(),
+            kafka_topic_config: String::new(),
         }
     }
+}
+
+impl KafkaConfig {
+    /// The topic settings `kafka_topic_config` gives `topic` (named without the prefix).
+    pub fn topic_settings(&self, topic: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for entry in self
+            .kafka_topic_config
+            .split(';')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (k, v) = entry.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!(
+                    "SWITCHBOARD_KAFKA_TOPIC_CONFIG: {entry:?} is not [topic:]key=value"
+                )
+            })?;
+            match k.split_once(':') {
+                Some((t, key)) if t.trim() == topic => {
+                    out.insert(key.trim().to_string(), v.trim().to_string());
+                }
+                Some(_) => {}
+                None => {
+                    out.entry(k.trim().to_string())
+                        .or_insert_with(|| v.trim().to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn default_protocol() -> String {
+    "plaintext".into()
+}
+fn default_identification() -> String {
+    "https".into()
+}
+fn default_replication() -> i32 {
+    1
 }
 
 fn default_brokers() -> String {
@@ -188,5 +344,69 @@ mod tests {
             assert_eq!(t.kafka.topic_prefix, "env.");
             Ok(())
         });
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_librdkafka_properties_pass_through() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pw", "s3cret\n")?;
+            jail.create_file(
+                "c.toml",
+                "[kafka_properties]\n\"socket.keepalive.enable\" = \"true\"\n",
+            )?;
+            jail.set_env("SWITCHBOARD_CONFIG_FILE", "c.toml");
+            jail.set_env("SWITCHBOARD_KAFKA_SASL_PASSWORD_FILE", "pw");
+            let t: T = load().map_err(|e| e.to_string())?;
+            assert_eq!(t.kafka.kafka_sasl_password, "s3cret");
+            assert_eq!(
+                t.kafka.kafka_properties.0.get("socket.keepalive.enable"),
+                Some(&"true".to_string())
+            );
+            jail.set_env(
+                "SWITCHBOARD_KAFKA_PROPERTIES",
+                "client.id=sb; debug=broker,protocol",
+            );
+            let t: T = load().map_err(|e| e.to_string())?;
+            assert_eq!(t.kafka.kafka_properties.0["debug"], "broker,protocol");
+            assert_eq!(t.kafka.kafka_properties.0["client.id"], "sb");
+            jail.set_env("SWITCHBOARD_KAFKA_SASL_PASSWORD", "also");
+            let e = load::<T>().err().expect("both set").to_string();
+            assert!(e.contains("set one"), "{e}");
+            Ok(())
+        });
+        let e = env_settings(
+            [("SWITCHBOARD_X_FILE".to_string(), "/nope".to_string())].into_iter(),
+            |p| std::fs::read_to_string(p),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("SWITCHBOARD_X_FILE") && e.contains("/nope"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn topic_settings_apply_to_all_or_one_topic() {
+        let k = KafkaConfig {
+            kafka_topic_config:
+                "min.insync.replicas=2; wa.events:retention.ms=1; wa.events:min.insync.replicas=3"
+                    .into(),
+            ..Default::default()
+        };
+        let ev = k.topic_settings("wa.events").unwrap();
+        assert_eq!(ev["retention.ms"], "1");
+        assert_eq!(
+            ev["min.insync.replicas"], "3",
+            "the topic's own setting wins"
+        );
+        let raw = k.topic_settings("wa.webhooks.raw").unwrap();
+        assert_eq!(raw.len(), 1);
+        assert_eq!(raw["min.insync.replicas"], "2");
+        let bad = KafkaConfig {
+            kafka_topic_config: "retention".into(),
+            ..Default::default()
+        };
+        assert!(bad.topic_settings("x").is_err());
     }
 }

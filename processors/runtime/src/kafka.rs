@@ -1,8 +1,9 @@
 //! Topic names, the producer every binary uses, and topic creation.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -108,11 +109,42 @@ pub fn delay_name(d: Duration) -> String {
     format!("{ms}ms")
 }
 
+/// Every client's settings: brokers, security (TLS, SASL), then the pass-through
+/// properties, which may override anything before them.
 pub fn base_client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka_brokers)
         // librdkafka may resolve "localhost" to ::1 where nothing listens.
-        .set("broker.address.family", "v4");
+        .set("broker.address.family", "v4")
+        .set("security.protocol", &cfg.kafka_security_protocol);
+    let tls = cfg
+        .kafka_security_protocol
+        .to_ascii_lowercase()
+        .contains("ssl");
+    let optional = [
+        ("sasl.mechanism", &cfg.kafka_sasl_mechanism),
+        ("sasl.username", &cfg.kafka_sasl_username),
+        ("sasl.password", &cfg.kafka_sasl_password),
+        ("ssl.ca.location", &cfg.kafka_ssl_ca_location),
+        (
+            "ssl.certificate.location",
+            &cfg.kafka_ssl_certificate_location,
+        ),
+        ("ssl.key.location", &cfg.kafka_ssl_key_location),
+        ("ssl.key.password", &cfg.kafka_ssl_key_password),
+    ];
+    for (k, v) in optional.into_iter().filter(|(_, v)| !v.is_empty()) {
+        c.set(k, v);
+    }
+    if tls {
+        c.set(
+            "ssl.endpoint.identification.algorithm",
+            &cfg.kafka_ssl_endpoint_identification,
+        );
+    }
+    for (k, v) in &cfg.kafka_properties.0 {
+        c.set(k, v);
+    }
     c
 }
 
@@ -189,25 +221,63 @@ pub async fn produce_all(
         .map_err(|(e, _)| e)
 }
 
-/// Create topics that do not exist yet; existing ones are left alone.
-///
-/// Every topic gets `max.message.bytes` = `kafka_message_max_bytes`, so the largest
-/// record a producer may write is one the broker takes.
-pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::Result<()> {
+/// A setting of an existing topic that is not what Switchboard would create it with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drift {
+    pub topic: String,
+    pub setting: String,
+    pub want: String,
+    pub have: String,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} is {}, Switchboard creates it with {}",
+            self.topic, self.setting, self.have, self.want
+        )
+    }
+}
+
+/// What a topic is created with: partitions, replication and its configuration.
+fn settings_of(cfg: &KafkaConfig, t: &TopicSpec) -> anyhow::Result<BTreeMap<String, String>> {
+    let name = t.name.strip_prefix(&cfg.topic_prefix).unwrap_or(&t.name);
+    let mut s = BTreeMap::from([(
+        "max.message.bytes".to_string(),
+        cfg.kafka_message_max_bytes.to_string(),
+    )]);
+    if t.compacted {
+        s.insert("cleanup.policy".into(), "compact".into());
+    }
+    s.extend(cfg.topic_settings(name)?);
+    Ok(s)
+}
+
+/// Create topics that do not exist yet, with `kafka_replication_factor` replicas and
+/// `max.message.bytes` = `kafka_message_max_bytes` (so the largest record a producer may
+/// write is one the broker takes), plus `kafka_topic_config`. Existing topics are left
+/// alone; how they differ from that (partitions, replicas, settings) is returned.
+pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::Result<Vec<Drift>> {
     let admin: AdminClient<DefaultClientContext> = base_client_config(cfg)
         .create()
         .map_err(|e| anyhow::anyhow!("cannot create Kafka admin client: {e}"))?;
-    let max_bytes = cfg.kafka_message_max_bytes.to_string();
+    let wanted: Vec<BTreeMap<String, String>> = topics
+        .iter()
+        .map(|t| settings_of(cfg, t))
+        .collect::<anyhow::Result<_>>()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| {
-            let nt = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1))
-                .set("max.message.bytes", &max_bytes);
-            if t.compacted {
-                nt.set("cleanup.policy", "compact")
-            } else {
-                nt
-            }
+        .zip(&wanted)
+        .map(|(t, w)| {
+            w.iter().fold(
+                NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(cfg.kafka_replication_factor),
+                ),
+                |nt, (k, v)| nt.set(k, v),
+            )
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -215,13 +285,81 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::R
         .create_topics(new.iter(), &opts)
         .await
         .map_err(|e| anyhow::anyhow!("create_topics failed on {}: {e}", cfg.kafka_brokers))?;
+    let mut existing = Vec::new();
     for r in results {
         match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(_) => {}
+            Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => existing.push(t),
             Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
         }
     }
-    Ok(())
+    if existing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut drift = Vec::new();
+    let meta = {
+        let c: rdkafka::consumer::BaseConsumer = base_client_config(cfg).create()?;
+        tokio::task::spawn_blocking(move || {
+            rdkafka::consumer::Consumer::fetch_metadata(
+                &c,
+                None,
+                Timeout::After(Duration::from_secs(10)),
+            )
+        })
+        .await??
+    };
+    for (t, want) in topics
+        .iter()
+        .zip(&wanted)
+        .filter(|(t, _)| existing.contains(&t.name))
+    {
+        if let Some(m) = meta.topics().iter().find(|m| m.name() == t.name) {
+            let (parts, replicas) = (
+                m.partitions().len() as i32,
+                m.partitions()
+                    .first()
+                    .map_or(0, |p| p.replicas().len() as i32),
+            );
+            let mut check = |setting: &str, want: i32, have: i32| {
+                if want != have {
+                    drift.push(Drift {
+                        topic: t.name.clone(),
+                        setting: setting.into(),
+                        want: want.to_string(),
+                        have: have.to_string(),
+                    });
+                }
+            };
+            check("partitions", t.partitions, parts);
+            check("replication factor", cfg.kafka_replication_factor, replicas);
+        }
+        let described = admin
+            .describe_configs([&ResourceSpecifier::Topic(&t.name)], &opts)
+            .await;
+        // Brokers without DescribeConfigs (some Kafka-compatible ones) report nothing.
+        let Ok(Some(Ok(resource))) = described.map(|mut v| v.pop()) else {
+            continue;
+        };
+        for (k, v) in want {
+            let have = resource
+                .get(k)
+                .and_then(|e| e.value.clone())
+                .unwrap_or_default();
+            if &have != v {
+                drift.push(Drift {
+                    topic: t.name.clone(),
+                    setting: k.clone(),
+                    want: v.clone(),
+                    have: if have.is_empty() {
+                        "unset".into()
+                    } else {
+                        have
+                    },
+                });
+            }
+        }
+    }
+    Ok(drift)
 }
 
 /// On shutdown: hand the broker whatever is still queued (up to `timeout`), off the async

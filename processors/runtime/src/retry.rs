@@ -8,21 +8,21 @@ use tokio_util::sync::CancellationToken;
 
 /// Run `f` until it succeeds (`Ok(Some(()))`), `stop` fires (`Ok(None)`), or it fails
 /// with an error `is_transient` rejects (`Err`). Backoff doubles from 200 ms to 5 s.
-pub async fn wait_for<F, Fut, E>(
+pub async fn wait_for<F, Fut, T, E>(
     what: &str,
     stop: &CancellationToken,
     is_transient: impl Fn(&E) -> bool,
     mut f: F,
-) -> anyhow::Result<Option<()>>
+) -> anyhow::Result<Option<T>>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
     let mut delay = Duration::from_millis(200);
     loop {
         match f().await {
-            Ok(()) => return Ok(Some(())),
+            Ok(v) => return Ok(Some(v)),
             Err(e) if is_transient(&e) => tracing::warn!(error = %e, "{what} not ready; retrying"),
             Err(e) => anyhow::bail!("{what}: {e}"),
         }

@@ -90,6 +90,11 @@ async fn main() -> anyhow::Result<()> {
         || ensure_topics(&cfg.kafka, &specs),
     )
     .await?
+    .inspect(|drift| {
+        for d in drift {
+            tracing::warn!(%d, "an existing retry topic differs from its configuration");
+        }
+    })
     .is_none()
     {
         return Ok(());

@@ -269,12 +269,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::CreateTopics { partitions } => {
             anyhow::ensure!(partitions >= 1, "--partitions must be at least 1");
             let topics = Topics::new(&cfg.kafka.topic_prefix).with_partitions(partitions);
-            ensure_topics(&cfg.kafka, &topics).await?;
+            let drift = ensure_topics(&cfg.kafka, &topics).await?;
             for t in topics {
                 let compacted = if t.compacted { ", compacted" } else { "" };
                 println!("{}\t{} partitions{compacted}", t.name, t.partitions);
             }
-            Ok(0)
+            // Existing topics are never altered (a partition count or a retention change
+            // is an operator's decision); say where they differ, and exit 3 if they do.
+            for d in &drift {
+                eprintln!("differs: {d}");
+            }
+            Ok(if drift.is_empty() { 0 } else { 3 })
         }
         Cmd::Replay(c) => replay_cmd(cfg, c, cli.json).await,
         Cmd::Dlq(c) => dlq_cmd(cfg, c, cli.json).await,

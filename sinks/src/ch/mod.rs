@@ -14,7 +14,7 @@ mod lookup;
 mod writer;
 
 pub use attempts::AttemptRow;
-pub use writer::{ChWriter, EventRow};
+pub use writer::{client, ChWriter, EventRow};
 
 use std::sync::{Arc, LazyLock};
 

@@ -84,9 +84,21 @@ pub struct ChWriter {
     pub(crate) database: String,
 }
 
+/// A client for the ClickHouse at `url`: HTTP or HTTPS (the system's CAs, or
+/// `SSL_CERT_FILE`); credentials in the URL (`https://user:password@host:8443`,
+/// percent-encoded) become the ClickHouse user and password.
+pub fn client(url: &str) -> Client {
+    let (url, auth) = switchboard_schemas::codec::split_credentials(url);
+    let c = Client::default().with_url(url.trim_end_matches('/'));
+    match auth {
+        Some((user, password)) => c.with_user(user).with_password(password),
+        None => c,
+    }
+}
+
 impl ChWriter {
     pub fn new(url: &str, database: &str, validation: bool) -> Self {
-        let client = Client::default().with_url(url).with_validation(validation);
+        let client = client(url).with_validation(validation);
         let db_client = client.clone().with_database(database);
         Self {
             client,
