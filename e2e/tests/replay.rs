@@ -1120,3 +1120,38 @@ async fn exhausted_deliveries_redriven_after_the_receiver_is_back_reach_it() -> 
     );
     Ok(())
 }
+
+/// `create-topics` leaves existing topics alone and says where they differ from what it
+/// would create (partitions, settings), with exit code 3.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_topics_reports_existing_topics_that_differ() -> anyhow::Result<()> {
+    let p = Pipeline::start(Options::default()).await?;
+    let (code, _, err) = p.cli(&["create-topics", "--partitions", "6"]).await?;
+    assert_eq!((code, err.contains("differs")), (0, false), "{err}");
+    let (code, out, err) = p
+        .cli_with(
+            &["create-topics", "--partitions", "3"],
+            &[(
+                "SWITCHBOARD_KAFKA_TOPIC_CONFIG",
+                "wa.events:retention.ms=86400000",
+            )],
+        )
+        .await?;
+    assert_eq!(code, 3, "{out}{err}");
+    let events = format!("{}wa.events", p.topic_prefix);
+    assert!(
+        err.contains(&format!(
+            "{events}: partitions is 6, Switchboard creates it with 3"
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{events}: retention.ms is")), "{err}");
+    assert!(
+        !err.contains("wa.webhooks.raw: retention.ms"),
+        "a topic's setting applies to that topic only: {err}"
+    );
+    // Nothing was altered.
+    let (code, _, err) = p.cli(&["create-topics", "--partitions", "6"]).await?;
+    assert_eq!((code, err.contains("differs")), (0, false), "{err}");
+    Ok(())
+}
