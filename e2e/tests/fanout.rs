@@ -893,3 +893,69 @@ async fn an_endpoint_rate_limit_is_kept() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An event for a tenant with many failing endpoints: all its attempts are logged, in as
+/// many records as the message limit needs (here 6,000 bytes for the fan-out: one record
+/// of 60 attempts would pass it and, before, was retried forever while the fan-out
+/// stalled), and the next event flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_failing_endpoints_never_make_an_attempt_record_too_large() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![(
+        "SWITCHBOARD_KAFKA_MESSAGE_MAX_BYTES",
+        "6000".into(),
+    )]))
+    .await?;
+    let t = tenant_with_number(&p, "+15550061").await?;
+    let sim = p.endpoint_sim();
+    let mut names = Vec::new();
+    for i in 0..60 {
+        let name = format!("down{i}");
+        sim.set(
+            &name,
+            None,
+            Some(Behavior {
+                down: true,
+                ..Default::default()
+            }),
+        )?;
+        p.endpoint(&t, &name, json!({})).await?;
+        names.push(name);
+    }
+    let ts = chrono::Utc::now().timestamp();
+    for (i, wamid) in ["wamid.many.1", "wamid.many.2"].iter().enumerate() {
+        p.post_meta_until_accepted(&switchboard_e2e::bsp::meta_status(
+            "+15550061",
+            "+919833333333",
+            wamid,
+            "sent",
+            ts + i as i64,
+        ))
+        .await?;
+    }
+    wait_until(
+        "every first attempt of both events logged",
+        Duration::from_secs(60),
+        || async {
+            Ok(p.ch_count(
+                "SELECT count() FROM delivery_attempts WHERE attempt = 1 AND outcome = 'failed'",
+            )
+            .await?
+                >= 120)
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", p.logs()))?;
+    assert_eq!(
+        p.ch_count(
+            "SELECT uniqExact(event_id, endpoint_id) FROM delivery_attempts WHERE attempt = 1"
+        )
+        .await?,
+        120,
+        "each endpoint's first attempt of each event, once"
+    );
+    assert!(
+        !p.logs().contains("cannot produce delivery records"),
+        "no produce was refused"
+    );
+    Ok(())
+}

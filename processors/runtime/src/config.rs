@@ -66,6 +66,28 @@ fn env_settings(
     Ok(plain)
 }
 
+/// For numbers and booleans of a struct that is `#[serde(flatten)]`ed into another: serde
+/// buffers such fields, so figment's string-to-number conversion never sees them and
+/// `SWITCHBOARD_KAFKA_MESSAGE_MAX_BYTES=6000` would be "a string, expected usize". Takes
+/// the value itself or its text.
+pub fn lossy<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw<T> {
+        Value(T),
+        Text(String),
+    }
+    match Raw::<T>::deserialize(d)? {
+        Raw::Value(v) => Ok(v),
+        Raw::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
+    }
+}
+
 /// librdkafka properties passed through as they are (`SWITCHBOARD_KAFKA_PROPERTIES`):
 /// `key=value` entries separated by `;` or new lines in a variable, or a table in the
 /// config file.
@@ -116,7 +138,7 @@ pub struct KafkaConfig {
     /// Largest record value, end to end: producers' `message.max.bytes`, topics'
     /// `max.message.bytes` (set when topics are created) and consumers' fetch sizes. It
     /// must hold the largest body the gateway accepts plus the record's framing.
-    #[serde(default = "default_message_max")]
+    #[serde(default = "default_message_max", deserialize_with = "lossy")]
     pub kafka_message_max_bytes: usize,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     #[serde(default = "default_protocol")]
@@ -146,7 +168,7 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub kafka_properties: Properties,
     /// Replication factor of the topics Switchboard creates (3 in production).
-    #[serde(default = "default_replication")]
+    #[serde(default = "default_replication", deserialize_with = "lossy")]
     pub kafka_replication_factor: i32,
     /// Settings of the topics Switchboard creates, `[topic:]key=value` separated by `;`:
     /// without a topic for every topic (e.g. `min.insync.replicas=2`), with one for that
@@ -384,6 +406,23 @@ mod tests {
             e.contains("SWITCHBOARD_X_FILE") && e.contains("/nope"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn numbers_of_flattened_settings_come_from_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWITCHBOARD_KAFKA_MESSAGE_MAX_BYTES", "6000");
+            jail.set_env("SWITCHBOARD_KAFKA_REPLICATION_FACTOR", "3");
+            let t: T = load().map_err(|e| e.to_string())?;
+            assert_eq!(t.kafka.kafka_message_max_bytes, 6000);
+            assert_eq!(t.kafka.kafka_replication_factor, 3);
+            jail.create_file("c.toml", "kafka_replication_factor = 2\n")?;
+            jail.clear_env();
+            jail.set_env("SWITCHBOARD_CONFIG_FILE", "c.toml");
+            let t: T = load().map_err(|e| e.to_string())?;
+            assert_eq!(t.kafka.kafka_replication_factor, 2);
+            Ok(())
+        });
     }
 
     #[test]

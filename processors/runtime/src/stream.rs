@@ -45,7 +45,10 @@ pub struct StreamConfig {
     #[serde(default)]
     pub group_id: Option<String>,
     /// Largest batch handed to the handler.
-    #[serde(default = "default_max_batch")]
+    #[serde(
+        default = "default_max_batch",
+        deserialize_with = "crate::config::lossy"
+    )]
     pub max_batch: usize,
     /// How long to wait for a batch to fill once its first record arrived.
     #[serde(default = "default_linger", with = "humantime_serde")]

@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         store,
         turns: Default::default(),
         shutdown: shutdown.clone(),
+        dead: dead.clone(),
         cfg: cfg.clone(),
     });
 

@@ -18,6 +18,8 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use switchboard_runtime::config_cache::ConfigCache;
+use switchboard_runtime::deadletter::DeadLetters;
+use switchboard_runtime::failure::{classify, Class};
 use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
 use switchboard_runtime::lanes::{Disposition, RecordHandler};
 use switchboard_runtime::netguard::AllowList;
@@ -25,8 +27,8 @@ use switchboard_runtime::now_ms;
 use switchboard_runtime::CancellationToken;
 use switchboard_schemas::config::{Endpoint, Ordering};
 use switchboard_schemas::{
-    Codec, DeliveryAttempt, DeliveryAttempts, DeliveryTask, Event, CONFIG_RECORD_SCHEMA,
-    DELIVERY_ATTEMPTS_SCHEMA, DELIVERY_TASK_SCHEMA, EVENT_SCHEMA,
+    Codec, DeadLetter, DeliveryAttempt, DeliveryAttempts, DeliveryTask, Event,
+    CONFIG_RECORD_SCHEMA, DELIVERY_ATTEMPTS_SCHEMA, DELIVERY_TASK_SCHEMA, EVENT_SCHEMA,
 };
 
 use super::deliver::{self, Kind, Outcome};
@@ -81,6 +83,8 @@ pub struct Core {
     pub store: Store,
     pub turns: Arc<Turns>,
     pub shutdown: CancellationToken,
+    /// `wa.fanout.dlq`, also for output the broker refuses for good.
+    pub dead: DeadLetters,
 }
 
 /// Counts a delivery waiting for an endpoint for as long as it waits.
@@ -427,13 +431,14 @@ impl Core {
         }
     }
 
-    /// Produce what deliveries settled: their attempts as one log record, and the rest.
+    /// Produce what deliveries settled: their attempts as log records, and the rest.
+    /// Attempts go in as few records as fit the message limit (an event with hundreds of
+    /// endpoints, or attempts that carry its body, makes more than one).
     async fn flush(&self, mut s: Settled) -> bool {
-        if let Some(first) = s.attempts.first() {
-            let key = first.event_id.clone();
-            let batch = DeliveryAttempts {
-                attempts: std::mem::take(&mut s.attempts),
-            };
+        let limit = self.cfg.kafka.kafka_message_max_bytes * 3 / 4;
+        for chunk in by_size(std::mem::take(&mut s.attempts), limit, attempt_size) {
+            let key = chunk[0].event_id.clone();
+            let batch = DeliveryAttempts { attempts: chunk };
             s.records.extend(
                 self.record(
                     &self.topics.deliveries_attempts,
@@ -689,6 +694,9 @@ impl Core {
         loop {
             match produce_all(&self.producer, &records).await {
                 Ok(()) => return true,
+                Err(e) if classify(&anyhow::Error::from(e.clone())) != Class::Transient => {
+                    return self.produce_each(records).await;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot produce delivery records; retrying");
                     tokio::select! {
@@ -701,6 +709,103 @@ impl Core {
     }
 }
 
+impl Core {
+    /// The broker refused a batch for good (a record over its limit): produce the records
+    /// one by one, and dead-letter each one it refuses, with its destination and size, so
+    /// that the stream goes on and an operator sees what did not go out.
+    async fn produce_each(&self, records: Vec<OutRecord>) -> bool {
+        for r in records {
+            let one = std::slice::from_ref(&r);
+            loop {
+                match produce_all(&self.producer, one).await {
+                    Ok(()) => break,
+                    Err(e) if classify(&anyhow::Error::from(e.clone())) != Class::Transient => {
+                        let size = r.payload.len();
+                        let keep = size.min(self.dead.max_payload());
+                        let dl = DeadLetter {
+                            source_topic: r.topic.clone(),
+                            source_partition: -1,
+                            source_offset: -1,
+                            reason: "unproducible".into(),
+                            detail: format!(
+                                "the broker refused a {size}-byte record for {}: {e}",
+                                r.topic
+                            ),
+                            failed_at_ms: now_ms(),
+                            key: Some(r.key.clone()),
+                            payload: r.payload[..keep].to_vec(),
+                            stage: self.dead.stage.to_string(),
+                            source_timestamp_ms: Some(now_ms()),
+                            payload_truncated: keep < size,
+                            payload_size: size as i64,
+                            headers: r
+                                .headers
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.clone()))
+                                .collect(),
+                        };
+                        tracing::error!(topic = %r.topic, size, error = %e, "record refused by the broker; dead-lettered");
+                        loop {
+                            match self.dead.write(std::slice::from_ref(&dl)).await {
+                                Ok(()) => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot dead-letter; retrying")
+                                }
+                            }
+                            tokio::select! {
+                                _ = self.shutdown.cancelled() => return false,
+                                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot produce a delivery record; retrying")
+                    }
+                }
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+        true
+    }
+}
+
+/// About the bytes `a` takes in a record (Avro: its strings plus a little framing).
+fn attempt_size(a: &DeliveryAttempt) -> usize {
+    64 + a.attempt_id.len()
+        + a.endpoint_id.len()
+        + a.tenant_id.len()
+        + a.event_id.len()
+        + a.event_type.len()
+        + a.trigger.len()
+        + a.outcome.len()
+        + a.error.as_ref().map_or(0, String::len)
+        + a.response_snippet.as_ref().map_or(0, String::len)
+        + a.body.len()
+}
+
+/// `items` in order, cut into runs whose sizes add up to at most `limit` (an item larger
+/// than `limit` alone makes a run).
+fn by_size<T>(items: Vec<T>, limit: usize, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut used = 0;
+    for item in items {
+        let n = size(&item);
+        match out.last_mut() {
+            Some(run) if used + n <= limit => run.push(item),
+            _ => {
+                out.push(vec![item]);
+                used = 0;
+            }
+        }
+        used += n;
+    }
+    out
+}
+
 fn skipped(kind: Kind, why: &str) -> Outcome {
     Outcome {
         kind,
@@ -708,5 +813,17 @@ fn skipped(kind: Kind, why: &str) -> Outcome {
         latency_ms: 0,
         error: Some(why.to_string()),
         snippet: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::by_size;
+
+    #[test]
+    fn runs_stay_under_the_limit_in_order() {
+        let runs = by_size(vec![40, 40, 40, 10, 120, 5], 100, |n| *n);
+        assert_eq!(runs, vec![vec![40, 40], vec![40, 10], vec![120], vec![5]]);
+        assert!(by_size(Vec::<usize>::new(), 100, |n| *n).is_empty());
     }
 }

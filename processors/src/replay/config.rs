@@ -19,7 +19,7 @@ pub struct Config {
     #[serde(default = "switchboard_runtime::config::defaults::clickhouse_database")]
     pub clickhouse_database: String,
     /// Row type validation (needs a server newer than 18.16).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "switchboard_runtime::config::lossy")]
     pub clickhouse_validation: bool,
     /// The normalizer target's event-time window (same meaning as the normalizer's).
     #[serde(
@@ -37,7 +37,10 @@ pub struct Config {
     #[serde(default = "switchboard_runtime::config::defaults::retry_schedule")]
     pub retry_schedule: String,
     /// Records per batch handed to a target.
-    #[serde(default = "default_batch")]
+    #[serde(
+        default = "default_batch",
+        deserialize_with = "switchboard_runtime::config::lossy"
+    )]
     pub replay_batch: usize,
 }
 
