@@ -959,3 +959,90 @@ async fn many_failing_endpoints_never_make_an_attempt_record_too_large() -> anyh
     );
     Ok(())
 }
+
+/// A custom header (often the receiver's credential) is sealed at rest, in PostgreSQL
+/// and on `wa.config`, masked in every answer, and still sent; a tenant's endpoints are
+/// capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_headers_are_sealed_at_rest_and_endpoints_are_capped() -> anyhow::Result<()> {
+    let p = Pipeline::start(Options {
+        gateway_env: vec![("SWITCHBOARD_MAX_ENDPOINTS_PER_TENANT", "3".into())],
+        ..opts(vec![])
+    })
+    .await?;
+    let t = tenant_with_number(&p, "+15550071").await?;
+    let secret = format!("Bearer receiver-credential-{}", p.id);
+    let (ep, _) = p
+        .endpoint(&t, "auth", json!({"headers": {"Authorization": secret}}))
+        .await?;
+    let (_, got) = p
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints/{ep}"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(got["headers"]["Authorization"], "********", "{got}");
+    assert!(!got.to_string().contains(&secret));
+    assert_eq!(
+        p.pg_count(&format!(
+            "SELECT count(*) FROM endpoints WHERE config::text LIKE '%receiver-credential-{}%'",
+            p.id
+        ))
+        .await?,
+        0,
+        "not in PostgreSQL"
+    );
+    let n = p.topic_records("wa.config").await? as usize;
+    let records = p
+        .read_topic("wa.config", n, Duration::from_secs(20))
+        .await?;
+    assert!(records.len() >= n && n > 0, "{} of {n}", records.len());
+    assert!(
+        records
+            .iter()
+            .all(|(_, v)| !String::from_utf8_lossy(v).contains(&secret)),
+        "not on wa.config"
+    );
+    settle(&p, "+15550071", &["auth"]).await?;
+    let ts = chrono::Utc::now().timestamp();
+    p.post_meta_until_accepted(&switchboard_e2e::bsp::meta_status(
+        "+15550071",
+        "+919833333333",
+        "wamid.sealed",
+        "sent",
+        ts,
+    ))
+    .await?;
+    p.wait_delivered(&["auth"], 1, Duration::from_secs(30))
+        .await?;
+    let raw = p.endpoint_sim().raw("auth");
+    assert!(
+        !raw.is_empty() && raw.iter().all(|r| r.headers.authorization == secret),
+        "the receiver gets its header: {:?}",
+        raw.iter()
+            .map(|r| &r.headers.authorization)
+            .collect::<Vec<_>>()
+    );
+
+    p.endpoint(&t, "second", json!({})).await?;
+    p.endpoint(&t, "third", json!({})).await?;
+    let (s, v) = p
+        .call(
+            Method::POST,
+            "/v1/endpoints",
+            &t.key,
+            Some(json!({"url": "https://example.com/fourth"})),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "too_many_endpoints", "{v}");
+    let (_, list) = p
+        .call(Method::GET, "/v1/endpoints", &t.key, None, &[])
+        .await?;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}

@@ -24,6 +24,9 @@ pub struct Config {
     /// Connections open at once on the public port; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub http_max_connections: usize,
+    /// Endpoints one tenant may have (each event's delivery work grows with them).
+    #[serde(default = "default_max_endpoints")]
+    pub max_endpoints_per_tenant: u32,
     /// Failed admin-key attempts a peer address may make per minute; then it gets 429
     /// (right key or not) until the minute is over.
     #[serde(default = "default_admin_failures")]
@@ -140,6 +143,9 @@ fn default_body_timeout() -> Duration {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_max_endpoints() -> u32 {
+    100
 }
 fn default_admin_failures() -> u32 {
     10

@@ -157,6 +157,9 @@ pub struct RawHeaders {
     pub webhook_timestamp: String,
     #[serde(rename = "webhook-signature")]
     pub webhook_signature: String,
+    /// An endpoint's custom `authorization` header, if it has one.
+    #[serde(default)]
+    pub authorization: String,
 }
 
 /// A request verbatim (body as UTF-8, lossily), to verify independently.
@@ -450,6 +453,7 @@ impl Endpoint {
                     webhook_id: hv("webhook-id"),
                     webhook_timestamp: hv("webhook-timestamp"),
                     webhook_signature: hv("webhook-signature"),
+                    authorization: hv("authorization"),
                 },
                 body: String::from_utf8_lossy(req.body).into_owned(),
             });

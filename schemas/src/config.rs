@@ -115,8 +115,16 @@ pub struct Endpoint {
     pub rate_per_sec: Option<u32>,
     /// Requests in flight at once.
     pub max_in_flight: u32,
+    /// Custom headers in plain text: only endpoints stored before headers were sealed.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// The custom headers (a JSON object), sealed like the signing secrets with the
+    /// endpoint id + `/headers` as associated data: receivers often put credentials there.
+    #[serde(default)]
+    pub sealed_headers: Option<SealedSecret>,
+    /// Their names, for answers that must not show the values.
+    #[serde(default)]
+    pub header_names: Vec<String>,
     #[serde(default)]
     pub ordering: Ordering,
     #[serde(default)]
@@ -394,6 +402,8 @@ mod tests {
             headers: Default::default(),
             ordering: Ordering::Strict,
             disabled: false,
+            sealed_headers: None,
+            header_names: vec![],
             disabled_reason: None,
             secrets: vec![],
         };

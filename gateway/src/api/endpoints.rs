@@ -147,7 +147,16 @@ fn apply(app: &AppState, tenant: &str, ep: &mut Endpoint, f: EndpointFields) -> 
                 ));
             }
         }
-        ep.headers = h;
+        // Sealed at rest (PostgreSQL, wa.config) like the signing secrets; the plain
+        // map of older endpoints goes away with the first change.
+        ep.header_names = h.keys().cloned().collect();
+        ep.sealed_headers = if h.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_string(&h).unwrap_or_default();
+            Some(seal(app, &format!("{}/headers", ep.id), &json, None)?)
+        };
+        ep.headers = BTreeMap::new();
     }
     if let Some(o) = f.ordering {
         ep.ordering = o;
@@ -189,6 +198,15 @@ fn seal(
     })
 }
 
+/// Header names with their values masked: set once, never shown again (like secrets).
+fn masked_headers(ep: &Endpoint) -> BTreeMap<String, &'static str> {
+    ep.header_names
+        .iter()
+        .chain(ep.headers.keys())
+        .map(|k| (k.clone(), "********"))
+        .collect()
+}
+
 /// The client's view: no secret material.
 fn view(ep: &Endpoint, created_at: Option<chrono::DateTime<chrono::Utc>>) -> Value {
     let now = switchboard_runtime::now_ms();
@@ -196,7 +214,7 @@ fn view(ep: &Endpoint, created_at: Option<chrono::DateTime<chrono::Utc>>) -> Val
         "id": ep.id, "url": ep.url, "description": ep.description,
         "event_types": ep.event_types, "numbers": ep.numbers,
         "rate_per_sec": ep.rate_per_sec, "max_in_flight": ep.max_in_flight,
-        "headers": ep.headers, "ordering": ep.ordering,
+        "headers": masked_headers(ep), "ordering": ep.ordering,
         "disabled": ep.disabled, "disabled_reason": ep.disabled_reason,
         "signing_secrets": ep.secrets.iter().filter(|s| s.expires_at_ms.is_none_or(|e| e > now)).map(|s| json!({
             "expires_at": s.expires_at_ms.and_then(chrono::DateTime::from_timestamp_millis),
@@ -275,21 +293,46 @@ pub async fn create(
         headers: BTreeMap::new(),
         ordering: Ordering::Conversation,
         disabled: false,
+        sealed_headers: None,
+        header_names: vec![],
         disabled_reason: None,
         secrets: vec![],
     };
     apply(&app, &tenant.id, &mut ep, f)?;
     let secret = new_secret();
     ep.secrets = vec![seal(&app, &id, &secret, None)?];
+    // Count and insert under a per-tenant lock, so concurrent creates cannot pass the cap
+    // together.
+    let mut tx = app.db.begin().await.map_err(ApiError::db)?;
+    q("SELECT pg_advisory_xact_lock(hashtext('endpoints/' || $1))".into())
+        .bind(&tenant.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::db)?;
+    let count: i64 = q("SELECT count(*) FROM endpoints WHERE tenant_id = $1".into())
+        .bind(&tenant.id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ApiError::db)?
+        .get(0);
+    let cap = app.cfg.max_endpoints_per_tenant;
+    if count >= cap as i64 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_endpoints",
+            format!("a tenant may have at most {cap} endpoints; delete one first"),
+        ));
+    }
     let row = q(format!(
         "INSERT INTO endpoints (id, tenant_id, config) VALUES ($1, $2, $3) RETURNING created_at, {VERSION}"
     ))
     .bind(&id)
     .bind(&tenant.id)
     .bind(serde_json::to_value(&ep).unwrap_or_default())
-    .fetch_one(&app.db)
+    .fetch_one(&mut *tx)
     .await
     .map_err(ApiError::db)?;
+    tx.commit().await.map_err(ApiError::db)?;
     publish_config(
         &app,
         &[config::record(
@@ -469,8 +512,24 @@ pub async fn reseal_all(
         let Ok(mut ep) = serde_json::from_value::<Endpoint>(r.get("config")) else {
             continue;
         };
-        if ep.secrets.iter().all(|s| s.key_id == ring.active_id()) {
+        if ep
+            .secrets
+            .iter()
+            .chain(&ep.sealed_headers)
+            .all(|s| s.key_id == ring.active_id())
+        {
             continue;
+        }
+        if let Some(h) = &mut ep.sealed_headers {
+            let aad = format!("{}/headers", ep.id);
+            let plain = ring.open(&h.key_id, &h.ciphertext, &aad).map_err(|e| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "cannot_decrypt",
+                    format!("endpoint {} headers: {e}", ep.id),
+                )
+            })?;
+            (h.key_id, h.ciphertext) = ring.seal(&plain, &aad);
         }
         for s in &mut ep.secrets {
             let plain = ring.open(&s.key_id, &s.ciphertext, &ep.id).map_err(|e| {

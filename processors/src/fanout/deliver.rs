@@ -155,7 +155,7 @@ pub async fn attempt(
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature)
         .header("webhook-attempt", attempt.to_string());
-    for (k, v) in &ep.ep.headers {
+    for (k, v) in &ep.headers {
         req = req.header(k, v);
     }
     // The body is shared by every endpoint of the event: no copy per request.

@@ -67,6 +67,8 @@ pub struct EndpointRt {
     pub ep: Endpoint,
     pub version: i64,
     signers: Vec<(Webhook, Option<i64>)>,
+    /// The custom headers, opened.
+    pub headers: Vec<(String, String)>,
     pub in_flight: Arc<Semaphore>,
     pub limiter: Option<DefaultDirectRateLimiter>,
     pub health: Arc<Health>,
@@ -193,6 +195,19 @@ impl Registry {
             let w = Webhook::new(&secret).map_err(|e| format!("bad signing secret: {e:?}"))?;
             signers.push((w, s.expires_at_ms));
         }
+        let mut headers: Vec<(String, String)> = ep
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(h) = &ep.sealed_headers {
+            let plain = ring
+                .open(&h.key_id, &h.ciphertext, &format!("{}/headers", ep.id))
+                .map_err(|e| format!("cannot open the headers of {}: {e}", ep.id))?;
+            let map: std::collections::BTreeMap<String, String> = serde_json::from_slice(&plain)
+                .map_err(|e| format!("the headers of {} do not parse: {e}", ep.id))?;
+            headers.extend(map);
+        }
         let limiter = ep
             .rate_per_sec
             .and_then(NonZeroU32::new)
@@ -201,6 +216,7 @@ impl Registry {
             ep: ep.clone(),
             version,
             signers,
+            headers,
             in_flight: Arc::new(Semaphore::new(ep.max_in_flight.max(1) as usize)),
             limiter,
             health: self.health(&ep.id),
@@ -240,6 +256,8 @@ mod tests {
             headers: Default::default(),
             ordering: Ordering::Conversation,
             disabled: false,
+            sealed_headers: None,
+            header_names: vec![],
             disabled_reason: None,
             secrets: vec![
                 seal("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", None),
