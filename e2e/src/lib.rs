@@ -100,6 +100,28 @@ impl Proc {
         Ok(p)
     }
 
+    /// Another replica of this process, in the same consumer group: its own ops port,
+    /// static-membership id (if this one has one) and log (`{name}-{n}.log`).
+    pub fn replica(&self, n: usize) -> anyhow::Result<Self> {
+        let mut env = self.env.clone();
+        env.insert(
+            "SWITCHBOARD_OPS_ADDR".into(),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        if let Some(id) = env.get_mut("SWITCHBOARD_GROUP_INSTANCE_ID") {
+            id.push_str(&format!("-{n}"));
+        }
+        let log = self.log.with_file_name(format!("{}-{n}.log", self.name));
+        let mut p = Proc {
+            name: self.name,
+            env,
+            child: None,
+            log,
+        };
+        p.start()?;
+        Ok(p)
+    }
+
     pub fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
