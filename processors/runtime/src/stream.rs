@@ -193,6 +193,19 @@ impl StreamLoop {
                 break;
             }
             self.store(&batch);
+            let mut by_topic: Vec<(&str, u64)> = Vec::new();
+            for m in &batch {
+                match by_topic.iter_mut().find(|(t, _)| *t == m.topic()) {
+                    Some(e) => e.1 += 1,
+                    None => by_topic.push((m.topic(), 1)),
+                }
+            }
+            for (topic, n) in by_topic {
+                STREAM
+                    .records
+                    .with_label_values(&[group.as_str(), topic])
+                    .inc_by(n);
+            }
             STREAM
                 .batch_size
                 .with_label_values(&[&group])

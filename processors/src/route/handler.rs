@@ -198,16 +198,21 @@ impl Core {
         };
         // A number with a few seconds of sends waiting already: park this one rather than
         // hold a shared slot while it waits (one tenant's backlog must not starve others).
+        // Only a `queued` message parks: a redelivered one that a router (maybe a dead
+        // one) claimed must go on to the claim, which settles it.
         if let Some(after) = self
             .limiter
             .park(&number.number, number.tier_mps, self.cfg.rate_queue)
         {
-            self.durable("park", || async {
-                Ok(self.outbox.park(&req.message_id, after).await?)
-            })
-            .await?;
-            METRICS.parked.inc();
-            return Ok(());
+            let parked = self
+                .durable("park", || async {
+                    Ok(self.outbox.park(&req.message_id, after).await?)
+                })
+                .await?;
+            if parked {
+                METRICS.parked.inc();
+                return Ok(());
+            }
         }
         // A copy of a request this process is sending right now (republished): the
         // running task settles it.

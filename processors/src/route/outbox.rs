@@ -319,8 +319,10 @@ impl Outbox {
     /// queued → scheduled for `after` from now: the number's queue is full
     /// ([`super::limiter::SenderLimiter::park`]). Not an attempt; the scheduler
     /// republishes it when due.
-    pub async fn park(&self, message_id: &str, after: Duration) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    /// `false` when the message is not `queued` (a redelivery of one being sent, or
+    /// already settled): then it is not parked, and the caller goes on as usual.
+    pub async fn park(&self, message_id: &str, after: Duration) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(
             "UPDATE outbound_messages SET state = 'scheduled', due_at = now() + $2 * interval '1 millisecond',
                     updated_at = now()
               WHERE message_id = $1 AND state = 'queued'",
@@ -329,7 +331,7 @@ impl Outbox {
         .bind(after.as_millis() as i64)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     /// Due scheduled and retrying sends → queued (unpublished), returned for publishing.
