@@ -24,7 +24,10 @@ CACHE=${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}
 RUN=${SWITCHBOARD_RUN:-/tmp/switchboard}
 BIN=${SWITCHBOARD_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/debug}
 NISSHI_VERSION=0.8.1
-NISSHI=$CACHE/nisshi-$NISSHI_VERSION/bin/nisshi
+# With the postgres storage too: SCRAM users (the SASL tests) and a broker that survives a
+# restart live there; the local broker itself runs on memory storage.
+NISSHI_DIR=$CACHE/nisshi-$NISSHI_VERSION-pg
+NISSHI=$NISSHI_DIR/bin/nisshi
 PG_USER=switchboard PG_PASS=switchboard PG_DB=switchboard
 CH_DIR=$RUN/clickhouse
 TLS_DIR=$RUN/tls
@@ -103,7 +106,7 @@ install_nisshi() {
   log "building Nisshi $NISSHI_VERSION once into $CACHE (15-20 min on 2 cores)"
   mkdir -p "$CACHE"
   cargo install nisshi --locked --ignore-rust-version --version "$NISSHI_VERSION" \
-    --no-default-features --features dynostore --root "$CACHE/nisshi-$NISSHI_VERSION" >"$CACHE/nisshi-build.log" 2>&1 \
+    --no-default-features --features dynostore,postgres --root "$NISSHI_DIR" >"$CACHE/nisshi-build.log" 2>&1 \
     || { tail -30 "$CACHE/nisshi-build.log" >&2; return 1; }
 }
 

@@ -890,7 +890,8 @@ pub async fn ch_query(
     Ok(text)
 }
 
-fn replace_db(url: &str, db: &str) -> String {
+/// `url` with its database replaced by `db`.
+pub fn replace_db(url: &str, db: &str) -> String {
     match url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{db}"),
         None => url.to_string(),

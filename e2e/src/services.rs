@@ -184,6 +184,10 @@ pub struct PrivateBroker {
     tansu: bool,
     /// Certificate chain and key: the listener takes TLS only.
     tls: Option<(PathBuf, PathBuf)>,
+    /// Storage other than memory (a `postgres://` URL).
+    storage: Option<String>,
+    /// Clients must log in (SASL/SCRAM).
+    authentication: bool,
 }
 
 impl PrivateBroker {
@@ -201,6 +205,8 @@ impl PrivateBroker {
             child: None,
             tansu: true,
             tls: None,
+            storage: None,
+            authentication: false,
         };
         b.resume().await?;
         Ok(b)
@@ -213,7 +219,7 @@ impl PrivateBroker {
                 let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
                 let cache = std::env::var("SWITCHBOARD_CACHE")
                     .unwrap_or_else(|_| format!("{home}/.cache/switchboard"));
-                PathBuf::from(cache).join("nisshi-0.8.1/bin/nisshi")
+                PathBuf::from(cache).join("nisshi-0.8.1-pg/bin/nisshi")
             })
     }
 
@@ -223,6 +229,8 @@ impl PrivateBroker {
             child: None,
             tansu: false,
             tls: None,
+            storage: None,
+            authentication: false,
         };
         b.resume().await?;
         Ok(b)
@@ -235,6 +243,53 @@ impl PrivateBroker {
             child: None,
             tansu: false,
             tls: Some((cert, key)),
+            storage: None,
+            authentication: false,
+        };
+        b.resume().await?;
+        Ok(b)
+    }
+
+    /// A Nisshi broker on `storage` (postgres: SCRAM users live there) whose TLS-only
+    /// listener requires SASL/SCRAM. `users` (name, password, `scram256`|`scram512`) are
+    /// made first through a plaintext broker on the same storage, because Nisshi's CLI
+    /// can neither speak TLS nor log in.
+    pub async fn start_sasl(
+        cert: PathBuf,
+        key: PathBuf,
+        storage: &str,
+        users: &[(&str, &str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut setup = PrivateBroker {
+            port: free_port(),
+            child: None,
+            tansu: false,
+            tls: None,
+            storage: Some(storage.to_string()),
+            authentication: false,
+        };
+        setup.resume().await?;
+        for (name, password, mechanism) in users {
+            let out = Command::new(Self::binary())
+                .args(["user", "create", "--broker"])
+                .arg(format!("tcp://127.0.0.1:{}", setup.port))
+                .args(["--mechanism", mechanism, name, password])
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "nisshi user create {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        setup.crash().await;
+        let mut b = PrivateBroker {
+            port: free_port(),
+            child: None,
+            tansu: false,
+            tls: Some((cert, key)),
+            storage: Some(storage.to_string()),
+            authentication: true,
         };
         b.resume().await?;
         Ok(b)
@@ -255,7 +310,10 @@ impl PrivateBroker {
         let (bin, storage) = if self.tansu {
             (Self::tansu_binary(), "memory://tansu/")
         } else {
-            (Self::binary(), "memory://nisshi/")
+            (
+                Self::binary(),
+                self.storage.as_deref().unwrap_or("memory://nisshi/"),
+            )
         };
         let mut cmd = Command::new(&bin);
         cmd.args([
@@ -269,6 +327,9 @@ impl PrivateBroker {
         ]);
         if let Some((cert, key)) = &self.tls {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if self.authentication {
+            cmd.arg("--authentication");
         }
         let child = cmd
             .stdout(Stdio::null())

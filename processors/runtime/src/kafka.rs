@@ -259,6 +259,26 @@ fn settings_of(cfg: &KafkaConfig, t: &TopicSpec) -> anyhow::Result<BTreeMap<Stri
 /// write is one the broker takes), plus `kafka_topic_config`. Existing topics are left
 /// alone; how they differ from that (partitions, replicas, settings) is returned.
 pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::Result<Vec<Drift>> {
+    // Metadata first, with a deadline: librdkafka's admin requests keep retrying a broker
+    // that refuses the login or the certificate, where an operator wants the reason.
+    let meta = {
+        let c: rdkafka::consumer::BaseConsumer = base_client_config(cfg).create()?;
+        tokio::task::spawn_blocking(move || {
+            rdkafka::consumer::Consumer::fetch_metadata(
+                &c,
+                None,
+                Timeout::After(Duration::from_secs(15)),
+            )
+        })
+        .await?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the Kafka brokers at {} ({}): {e}",
+                cfg.kafka_brokers,
+                cfg.kafka_security_protocol
+            )
+        })?
+    };
     let admin: AdminClient<DefaultClientContext> = base_client_config(cfg)
         .create()
         .map_err(|e| anyhow::anyhow!("cannot create Kafka admin client: {e}"))?;
@@ -297,17 +317,6 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::R
         return Ok(Vec::new());
     }
     let mut drift = Vec::new();
-    let meta = {
-        let c: rdkafka::consumer::BaseConsumer = base_client_config(cfg).create()?;
-        tokio::task::spawn_blocking(move || {
-            rdkafka::consumer::Consumer::fetch_metadata(
-                &c,
-                None,
-                Timeout::After(Duration::from_secs(10)),
-            )
-        })
-        .await??
-    };
     for (t, want) in topics
         .iter()
         .zip(&wanted)
