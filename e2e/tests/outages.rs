@@ -218,3 +218,61 @@ async fn broker_down_means_503_with_retry_after_and_nothing_acknowledged_is_lost
     assert_eq!(raw.len(), 1, "the retried webhook is on the new broker");
     Ok(())
 }
+
+/// Sends refused because the broker is away are taken back: the 503 guarantees nothing
+/// was accepted, so a client that retries without an idempotency key sends once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_refused_for_a_broker_outage_leaves_nothing_behind() -> anyhow::Result<()> {
+    let mut broker = PrivateBroker::start().await?;
+    let mut p = Pipeline::start(Options {
+        brokers: Some(broker.addr()),
+        send_path: true,
+        gateway_env: vec![("SWITCHBOARD_PRODUCE_TIMEOUT", "2s".into())],
+        ..Options::default()
+    })
+    .await?;
+    p.services.brokers = broker.addr();
+    let t = p.tenant("outage").await?;
+    p.number(&t, "+15550091", "meta", "15550091", 1000, None)
+        .await?;
+    broker.crash().await;
+    let messages: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!({"from": "+15550091", "to": "+4915112345678", "type": "text", "text": {"body": format!("outage-{i}")}}))
+        .collect();
+    let (s, v) = p
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages/batch",
+            &t.key,
+            Some(serde_json::json!({ "messages": messages })),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["error"].get("accepted").is_none(), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nothing was accepted"),
+        "{v}"
+    );
+    let (s, v) = p
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages",
+            &t.key,
+            Some(serde_json::json!({"from": "+15550091", "to": "+4915112345678", "type": "text", "text": {"body": "outage-single"}})),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 503, "{v}");
+    assert!(v["error"].get("accepted").is_none(), "{v}");
+    assert_eq!(
+        p.pg_count("SELECT count(*) FROM outbound_messages").await?,
+        0,
+        "no row is left for the router's sweeper to send later"
+    );
+    broker.resume().await?;
+    Ok(())
+}

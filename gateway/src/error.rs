@@ -14,6 +14,9 @@ pub struct ApiError {
     pub retry_after_secs: Option<u32>,
     /// The request field at fault (API validation errors).
     pub field: Option<String>,
+    /// For a failed send request: the messages that were accepted nonetheless and will be
+    /// sent (`[{"index", "id"}]`); absent when none were.
+    pub accepted: Option<Vec<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -24,6 +27,7 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
             field: None,
+            accepted: None,
         }
     }
 
@@ -83,11 +87,35 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error as item `i` of a batch sees it when it was one request of its own (the
+    /// single-send batcher): only its own entry of `accepted`, at index 0.
+    pub fn for_item(&self, i: usize) -> ApiError {
+        let mine = self.accepted.as_ref().and_then(|a| {
+            a.iter()
+                .find(|x| x["index"] == json!(i))
+                .map(|x| vec![json!({"index": 0, "id": x["id"]})])
+        });
+        let mut e = self.clone();
+        if self.accepted.is_some() {
+            e.message = match &mine {
+                Some(_) => "the broker did not acknowledge in time, but the message was accepted and will be sent (error.accepted)".into(),
+                None => "the broker did not acknowledge; nothing was accepted, retry".into(),
+            };
+        }
+        e.accepted = mine;
+        e
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(f) = self.field {
             error["field"] = json!(f);
+        }
+        if let Some(a) = self.accepted {
+            error["accepted"] = json!(a);
         }
         let mut resp = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(s) = self.retry_after_secs {

@@ -72,8 +72,8 @@ pub async fn run(app: Arc<AppState>, mut rx: mpsc::Receiver<Job>) {
                         }
                     }
                     Err(e) => {
-                        for r in replies {
-                            let _ = r.send(Err(e.clone()));
+                        for (i, r) in replies.into_iter().enumerate() {
+                            let _ = r.send(Err(e.for_item(i)));
                         }
                     }
                 }

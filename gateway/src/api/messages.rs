@@ -407,22 +407,14 @@ pub async fn accept(app: &AppState, tenant: &Tenant, items: Vec<Valid>) -> ApiRe
     }
 
     if !to_publish.is_empty() {
-        let topic = &app.topics.send_requests;
-        let mut records = Vec::with_capacity(to_publish.len());
-        for r in &to_publish {
-            let payload = app
-                .codec
-                .encode(topic, SEND_REQUEST_SCHEMA, r)
-                .await
-                .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
-            records.push(OutRecord {
-                topic: topic.clone(),
-                key: r.sender_key(),
-                payload,
-                headers: vec![("request-id", r.request_id.clone())],
-            });
+        if let Err(e) = publish(app, &to_publish).await {
+            let fresh: Vec<String> = ids
+                .iter()
+                .filter(|id| inserted.contains(*id))
+                .cloned()
+                .collect();
+            return Err(withdraw(app, &ids, &fresh, e).await);
         }
-        produce_acked(app, &records).await?;
         // The send is durable on the topic now; the flag only spares the router's sweeper
         // a needless (harmless) republication, so the client does not wait for it.
         let published: Vec<String> = to_publish.into_iter().map(|r| r.message_id).collect();
@@ -435,6 +427,67 @@ pub async fn accept(app: &AppState, tenant: &Tenant, items: Vec<Valid>) -> ApiRe
         });
     }
     Ok(outcomes)
+}
+
+/// Put the requests on `wa.send.requests` and wait for the broker's acks.
+async fn publish(app: &AppState, to_publish: &[SendRequest]) -> Result<(), ApiError> {
+    let topic = &app.topics.send_requests;
+    let mut records = Vec::with_capacity(to_publish.len());
+    for r in to_publish {
+        let payload = app
+            .codec
+            .encode(topic, SEND_REQUEST_SCHEMA, r)
+            .await
+            .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
+        records.push(OutRecord {
+            topic: topic.clone(),
+            key: r.sender_key(),
+            payload,
+            headers: vec![("request-id", r.request_id.clone())],
+        });
+    }
+    produce_acked(app, &records).await
+}
+
+/// Publication failed after this request's rows (`fresh`) were inserted: take back what
+/// no router has claimed, so that a client retrying without a key cannot send twice. A
+/// row a router did claim (the broker had the record after all, its ack lost) stays and
+/// will be sent: the error names it, with its index in the request (`all`). If the rows
+/// cannot be deleted, all of them are named: the router's sweeper publishes them.
+async fn withdraw(app: &AppState, all: &[String], fresh: &[String], mut e: ApiError) -> ApiError {
+    let deleted = q("DELETE FROM outbound_messages
+                      WHERE message_id = ANY($1) AND state IN ('queued', 'scheduled') AND NOT published
+                  RETURNING message_id"
+        .into())
+    .bind(fresh)
+    .fetch_all(&app.db)
+    .await;
+    let kept: Vec<&String> = match &deleted {
+        Ok(rows) => {
+            let gone: std::collections::HashSet<String> =
+                rows.iter().map(|r| r.get::<String, _>(0)).collect();
+            fresh.iter().filter(|id| !gone.contains(*id)).collect()
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot withdraw unpublished sends; they will be published by the router's sweeper");
+            fresh.iter().collect()
+        }
+    };
+    if kept.is_empty() {
+        e.message = format!("{}; nothing was accepted, retry", e.message);
+    } else {
+        e.message = format!(
+            "{}; {} of the messages were accepted and will be sent (error.accepted), the others were not",
+            e.message,
+            kept.len()
+        );
+        e.accepted = Some(
+            kept.iter()
+                .map(|id| json!({"index": all.iter().position(|a| a == *id), "id": id}))
+                .collect(),
+        );
+    }
+    e
 }
 
 fn send_request(tenant: &Tenant, id: &str, v: &Valid, now: i64) -> SendRequest {
