@@ -10,7 +10,7 @@ cpu_of() { awk '{print ($14+$15)/100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_of() { awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 named_pids() { # the pipeline's processes plus the shared services'
   cat "$RUN/pids"
-  echo "broker $(pgrep -f 'nisshi broker' | head -1)"
+  echo "broker $(pgrep -f 'nisshi broker.*127.0.0.1:9092' | head -1)"
   echo "clickhouse $(pgrep -f clickhouse-server | head -1)"
 }
 pg_cpu() { # all PostgreSQL backends together

@@ -55,7 +55,7 @@ start_pipeline() { # id: a live pipeline of its own (topics, databases, groups)
 }
 
 shared_pids() {
-  echo "broker $(pgrep -f 'nisshi broker' | head -1)"
+  echo "broker $(pgrep -f 'nisshi broker.*127.0.0.1:9092' | head -1)"
   echo "clickhouse $(pgrep -f clickhouse-server | head -1)"
 }
 

@@ -66,7 +66,7 @@ now() { date +%s.%N; }
           SWITCHBOARD_DATABASE_URL="postgres://switchboard:switchboard@127.0.0.1:5432/$db"
       done
       pg_before=$(pg_cpu)
-      broker_pid=$(pgrep -f 'nisshi broker' | head -1)
+      broker_pid=$(pgrep -f 'nisshi broker.*127.0.0.1:9092' | head -1)
       broker_before=$(cpu_of "$broker_pid")
       first='' done_at=''
       deadline=$((SECONDS + 300))

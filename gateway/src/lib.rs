@@ -44,6 +44,8 @@ pub struct AppState {
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
     pub limiter: api::auth::TenantLimiter,
     pub admin_failures: api::auth::AuthFailures,
+    /// Tenants with a recover running (one at a time each).
+    pub recovers: api::deliveries::Recovers,
     /// The delivery log (ClickHouse), for the endpoints' attempts and stats.
     pub ch: clickhouse::Client,
     /// Single sends waiting to be accepted together (`api::batcher`).
@@ -152,6 +154,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         keyring,
         limiter: Default::default(),
         admin_failures: Default::default(),
+        recovers: Default::default(),
         ch: switchboard_sinks::ch::client(&cfg.clickhouse_url).with_validation(false),
         codec,
         topics,

@@ -356,6 +356,7 @@ pub async fn recover(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
     owned_endpoint(&app, &tenant.id, &id)?;
+    let _running = app.recovers.begin(&tenant.id)?;
     let r: Recover = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -389,16 +390,63 @@ pub async fn recover(
         .fetch_all()
         .await
         .map_err(ch_error)?;
-    let mut rows = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(1000) {
-        rows.extend(bodies(&app, &tenant.id, chunk).await?);
+    // Page by page: a page of bodies is read, scheduled and dropped before the next, so a
+    // recover of 100,000 events holds 1,000 bodies at a time, not all of them.
+    let mut scheduled = 0;
+    for page in ids.chunks(RECOVER_PAGE) {
+        let rows = bodies(&app, &tenant.id, page).await?;
+        let tasks: Vec<DeliveryTask> = rows
+            .iter()
+            .map(|r| task(&app, &tenant.id, &id, r, "recover"))
+            .collect();
+        if let Err(mut e) = enqueue(&app, &tasks).await {
+            e.message = format!(
+                "{}; {scheduled} of {} events were scheduled before this, recover again to schedule the rest",
+                e.message,
+                ids.len()
+            );
+            return Err(e);
+        }
+        scheduled += tasks.len();
     }
-    let tasks: Vec<DeliveryTask> = rows
-        .iter()
-        .map(|r| task(&app, &tenant.id, &id, r, "recover"))
-        .collect();
-    enqueue(&app, &tasks).await?;
-    Ok(Json(json!({"endpoint_id": id, "scheduled": tasks.len()})))
+    Ok(Json(json!({"endpoint_id": id, "scheduled": scheduled})))
+}
+
+const RECOVER_PAGE: usize = 1000;
+
+/// Tenants with a recover running: one at a time per tenant, so one tenant's recovers
+/// cannot take the gateway's memory, database and broker from the others.
+#[derive(Default)]
+pub struct Recovers(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// A running recover's place; dropping it (the request ended, however) frees it.
+pub struct Running<'a>(&'a Recovers, String);
+
+impl Recovers {
+    fn begin(&self, tenant: &str) -> ApiResult<Running<'_>> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(tenant.to_string()) {
+            return Err(ApiError {
+                retry_after_secs: Some(5),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "recover_in_progress",
+                    "a recover of this tenant is running; wait for it to finish",
+                )
+            });
+        }
+        Ok(Running(self, tenant.to_string()))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -455,4 +503,20 @@ pub async fn resend(
         StatusCode::ACCEPTED,
         Json(json!({"event_id": event_id, "endpoints": targets})),
     ))
+}
+
+#[cfg(test)]
+mod recover_tests {
+    use super::Recovers;
+
+    #[test]
+    fn one_recover_per_tenant_at_a_time() {
+        let r = Recovers::default();
+        let a = r.begin("a").expect("a's first");
+        let e = r.begin("a").err().expect("a's second waits");
+        assert_eq!((e.status.as_u16(), e.code), (429, "recover_in_progress"));
+        let _b = r.begin("b").expect("another tenant is not held up");
+        drop(a);
+        assert!(r.begin("a").is_ok(), "free again once the first ended");
+    }
 }
