@@ -101,7 +101,11 @@ impl Pipeline {
                     let body = crate::bsp::meta_status(
                         number,
                         &format!("+9198{c:08}"),
-                        &format!("wamid.{}.{c}.{m}", self.id),
+                        &format!(
+                            "wamid.{}.{}.{c}.{m}",
+                            self.id,
+                            number.trim_start_matches('+')
+                        ),
                         status,
                         ts + (m * 3 + i) as i64,
                     );

@@ -1046,3 +1046,80 @@ async fn custom_headers_are_sealed_at_rest_and_endpoints_are_capped() -> anyhow:
     assert_eq!(list["data"].as_array().map(Vec::len), Some(3));
     Ok(())
 }
+
+/// A strict endpoint that keeps failing holds at most SWITCHBOARD_STRICT_HOLD_MAX events
+/// in place (here 3, with 20 slots in the fan-out); its other failing events wait on the
+/// delay topics, so another tenant's deliveries go straight through and the strict
+/// endpoint's events are all tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_strict_endpoint_cannot_take_every_slot() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts(vec![
+        ("SWITCHBOARD_MAX_IN_FLIGHT", "20".into()),
+        ("SWITCHBOARD_STRICT_HOLD_MAX", "3".into()),
+        // Held events keep failing for 15 s before they are given up.
+        ("SWITCHBOARD_RETRY_SCHEDULE", "5s,5s,5s".into()),
+    ]))
+    .await?;
+    let noisy = tenant_with_number(&p, "+15550101").await?;
+    let quiet = tenant_with_number(&p, "+15550102").await?;
+    p.endpoint(&noisy, "failing-strict", json!({"ordering": "strict"}))
+        .await?;
+    p.endpoint(&quiet, "bystander", json!({})).await?;
+    settle(&p, "+15550101", &["failing-strict"]).await?;
+    // settle's probe id is per test: the second number gets a probe of its own.
+    p.post_meta_until_accepted(&switchboard_e2e::bsp::meta_status(
+        "+15550102",
+        "+919000000000",
+        &format!("wamid.probe2.{}", p.id),
+        "sent",
+        chrono::Utc::now().timestamp(),
+    ))
+    .await?;
+    p.wait_delivered(&["bystander"], 1, Duration::from_secs(30))
+        .await?;
+    p.endpoint_sim().clear("bystander");
+    p.endpoint_sim().set(
+        "failing-strict",
+        None,
+        Some(Behavior {
+            down: true,
+            ..Default::default()
+        }),
+    )?;
+    // 30 conversations' events to the failing strict endpoint, then the bystander's.
+    let held = p.post_statuses("+15550101", 30, 1).await?;
+    let n = p.post_statuses("+15550102", 5, 1).await? as u64;
+    p.wait_delivered(&["bystander"], n, Duration::from_secs(60))
+        .await?;
+    // The bystander did not wait for slots to free: none of the failing events had been
+    // given up yet (the first is given up 15 s after it failed).
+    let finals = p
+        .ch_count("SELECT count() FROM delivery_attempts WHERE is_final = 1 AND outcome = 'failed'")
+        .await?;
+    let fanout = &p.fanout_path.as_ref().unwrap().proc;
+    let overflow = fanout
+        .metric("switchboard_fanout_strict_overflow_total")
+        .await;
+    println!("bystander served with {finals} strict events given up; {overflow} of {held} sent to delay topics");
+    assert_eq!(
+        finals, 0,
+        "the bystander waited for the strict endpoint's slots"
+    );
+    assert!(overflow > 0.0, "the cap was reached");
+    // Nothing dropped: every failing event comes back for another attempt (or a skip
+    // while the endpoint's breaker is open), held in place or from a delay topic, except
+    // the later events of the 3 held conversations, which wait their turn (strict order).
+    wait_until(
+        "every strict event not behind a held one tried again",
+        Duration::from_secs(90),
+        || async {
+            Ok(p.ch_count(
+                "SELECT uniqExact(event_id) FROM delivery_attempts WHERE outcome != 'delivered' AND (attempt > 1 OR outcome = 'circuit_open')",
+            )
+            .await?
+                >= held as i64 - 2 * 3)
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -127,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
         turns: Default::default(),
         shutdown: shutdown.clone(),
         dead: dead.clone(),
+        held: Default::default(),
         cfg: cfg.clone(),
     });
 

@@ -37,6 +37,11 @@ pub struct Config {
     /// Events of `wa.events` handled at once (first attempts).
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// Failing events a strict endpoint holds in place at once; more wait on a delay
+    /// topic (their conversations then lose strict order), so one endpoint cannot hold
+    /// every slot.
+    #[serde(default = "default_strict_hold")]
+    pub strict_hold_max: usize,
     /// Tasks handled at once per delay topic. A task sleeping until due holds one, so a
     /// delay topic passes at most this many tasks per delay (20,000 per 5 s is 4,000/s).
     #[serde(default = "default_retry_in_flight")]
@@ -88,6 +93,9 @@ pub fn parse_schedule(spec: &str) -> anyhow::Result<Vec<Duration>> {
 
 fn default_retry_partitions() -> i32 {
     6
+}
+fn default_strict_hold() -> usize {
+    50
 }
 fn default_ops() -> String {
     "127.0.0.1:9105".into()

@@ -41,6 +41,7 @@ use super::Config;
 pub struct Metrics {
     pub attempts: IntCounterVec,
     pub event_to_delivery: HistogramVec,
+    pub strict_overflow: prometheus::IntCounter,
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
@@ -61,12 +62,19 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
         &["ordering"],
     )
     .expect("valid metric");
+    let strict_overflow = prometheus::IntCounter::new(
+        "switchboard_fanout_strict_overflow_total",
+        "Failing events of strict endpoints sent to a delay topic because the endpoint held SWITCHBOARD_STRICT_HOLD_MAX already",
+    )
+    .expect("valid metric");
     let r = prometheus::default_registry();
     let _ = r.register(Box::new(attempts.clone()));
     let _ = r.register(Box::new(event_to_delivery.clone()));
+    let _ = r.register(Box::new(strict_overflow.clone()));
     Metrics {
         attempts,
         event_to_delivery,
+        strict_overflow,
     }
 });
 
@@ -85,6 +93,39 @@ pub struct Core {
     pub shutdown: CancellationToken,
     /// `wa.fanout.dlq`, also for output the broker refuses for good.
     pub dead: DeadLetters,
+    /// Events each strict endpoint holds in place now.
+    pub held: HeldCounts,
+}
+
+/// Events held in place per strict endpoint.
+#[derive(Default)]
+pub struct HeldCounts(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One held event; dropping it (delivered, given up, interrupted) frees its place.
+struct Held<'a>(&'a HeldCounts, String);
+
+impl HeldCounts {
+    fn hold(&self, endpoint: &str, max: usize) -> Option<Held<'_>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(endpoint.to_string()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Held(self, endpoint.to_string()))
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// Counts a delivery waiting for an endpoint for as long as it waits.
@@ -299,11 +340,12 @@ impl Core {
         endpoint_id: &str,
         d: &Delivery,
         mut attempt: i32,
-        inline: bool,
+        mut inline: bool,
         mut log_body: bool,
         defer: bool,
     ) -> Option<Settled> {
         let mut settled = Settled::default();
+        let mut holding: Option<Held<'_>> = None;
         loop {
             let current = {
                 let ix = self.cache.read();
@@ -374,6 +416,16 @@ impl Core {
             if let Some((ep, _)) = &current {
                 if let Some(rt) = self.track_health(ep, &outcome).await {
                     settled.records.extend(rt.into_iter().flatten());
+                }
+            }
+            // A strict endpoint holds at most `strict_hold_max` events in place; beyond
+            // that an event waits on a delay topic like a conversation-ordered one, so one
+            // failing endpoint cannot take every slot of the fan-out.
+            if !is_final && inline && holding.is_none() {
+                holding = self.held.hold(endpoint_id, self.cfg.strict_hold_max);
+                if holding.is_none() {
+                    inline = false;
+                    METRICS.strict_overflow.inc();
                 }
             }
             if !is_final && inline {
