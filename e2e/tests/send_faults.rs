@@ -238,8 +238,11 @@ async fn killing_the_router_mid_stream_never_sends_a_message_twice() -> anyhow::
         "+15550000003",
         "+15550000004",
     ];
+    // 100 mps each: the 2,400 sends take about 6 s, so every round has calls to make
+    // (at 1,000 mps a quick router sent them all before the second kill), and the
+    // numbers' queues overflow, so parked sends are killed and resumed too.
     for (i, n) in numbers.iter().enumerate() {
-        p.number(&t, n, "meta", &format!("1555000000{}", i + 1), 1000, None)
+        p.number(&t, n, "meta", &format!("1555000000{}", i + 1), 100, None)
             .await?;
     }
     // A little BSP latency keeps calls in flight when the kill lands.
