@@ -343,9 +343,9 @@ mod tests {
             "{e}"
         );
 
-        let silent = bsp(|s| async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            drop(s)
+        // Never answers: holds the connection until the client gives up and closes it.
+        let silent = bsp(|mut s| async move {
+            let _ = s.read(&mut [0u8; 1]).await;
         })
         .await;
         let e = send_to(&silent).await.unwrap_err();
