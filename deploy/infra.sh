@@ -128,7 +128,7 @@ start_registry() {
   log "starting schema registry on 127.0.0.1:8081"
   # Memory-only broker, so a fresh broker starts with a fresh registry: ids must match
   # what is in the topics, and nothing is in the topics yet.
-  SWITCHBOARD_REGISTRY_ADDR=127.0.0.1:8081 SWITCHBOARD_REGISTRY_FILE="$RUN/schema-registry.json" \
+  SWITCHBOARD_REGISTRY_ADDR=127.0.0.1:8081 SWITCHBOARD_REGISTRY_STORE="$RUN/schema-registry.json" \
     nohup "$BIN/schema-registry" >"$RUN/registry.log" 2>&1 &
   echo $! >"$RUN/registry.pid"
   wait_for "schema registry" 15 curl -sf http://127.0.0.1:8081/subjects

@@ -27,13 +27,15 @@ use tokio::sync::Mutex;
 struct Config {
     #[serde(default = "default_addr")]
     registry_addr: String,
-    #[serde(default = "default_file")]
-    registry_file: PathBuf,
+    /// Where the schemas are kept across restarts. Not `registry_file`: a variable ending
+    /// in `_FILE` names a file holding a setting's value (`switchboard_runtime::config`).
+    #[serde(default = "default_store")]
+    registry_store: PathBuf,
 }
 fn default_addr() -> String {
     "127.0.0.1:8081".into()
 }
-fn default_file() -> PathBuf {
+fn default_store() -> PathBuf {
     PathBuf::from(".local/schema-registry.json")
 }
 
@@ -242,14 +244,14 @@ async fn version(
 async fn main() -> anyhow::Result<()> {
     switchboard_runtime::telemetry::init("schema-registry");
     let cfg: Config = switchboard_runtime::config::load()?;
-    let store = match tokio::fs::read(&cfg.registry_file).await {
+    let store = match tokio::fs::read(&cfg.registry_store).await {
         Ok(b) => serde_json::from_slice(&b)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Store::default(),
-        Err(e) => anyhow::bail!("cannot read {}: {e}", cfg.registry_file.display()),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", cfg.registry_store.display()),
     };
     let app = Arc::new(App {
         store: Mutex::new(store),
-        file: cfg.registry_file.clone(),
+        file: cfg.registry_store.clone(),
     });
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(|| Box::pin(async { Ok(()) }));
     let router = Router::new()

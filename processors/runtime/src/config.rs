@@ -275,10 +275,21 @@ pub mod defaults {
 
 /// The `SWITCHBOARD_*` variables a config struct reads: its serialized field names,
 /// upper-cased. Used to test the README's configuration table against the code.
+///
+/// Panics on a setting whose name ends in `_file`: its variable would be read as the
+/// file indirection of another setting (`SWITCHBOARD_X_FILE`), never as itself.
 pub fn variables_of<T: serde::Serialize>(cfg: &T) -> std::collections::BTreeSet<String> {
     match serde_json::to_value(cfg) {
         Ok(serde_json::Value::Object(m)) => m
             .keys()
+            .inspect(|k| {
+                assert!(
+                    !k.ends_with("_file"),
+                    "setting {k} cannot be set: {ENV_PREFIX}{}=... names a file holding `{}`",
+                    k.to_ascii_uppercase(),
+                    k.trim_end_matches("_file")
+                )
+            })
             .map(|k| format!("{ENV_PREFIX}{}", k.to_ascii_uppercase()))
             .collect(),
         _ => Default::default(),
