@@ -19,6 +19,7 @@ pub mod meta;
 pub mod send;
 pub mod twilio;
 pub mod waha;
+pub mod webhook_auth;
 
 pub use bsp::Bsp;
 pub use common::{verify_shared_token, ParseError, Parsed, SignatureError, WebhookRequest};
@@ -41,16 +42,13 @@ pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
     }
 }
 
-/// The key of the record on `wa.webhooks.raw`: BSP + business account, so retries of one
-/// webhook land in one partition and are deduplicated in order.
-pub fn routing_key(bsp: Bsp, req: &WebhookRequest<'_>) -> Result<String, ParseError> {
-    let account = match bsp {
-        Bsp::Meta | Bsp::Dialog360 => meta::inbound::account_id(req.body)?,
-        Bsp::Twilio => twilio::inbound::account_id(req.body)?,
-        Bsp::Gupshup => gupshup::inbound::account_id(req.body)?,
-        Bsp::Aisensy => aisensy::inbound::account_id(req.body)?,
-        Bsp::Karix => karix::inbound::account_id(req.body)?,
-        Bsp::Waha => waha::inbound::account_id(req.body)?,
-    };
-    Ok(format!("{}:{}", bsp.slug(), account))
+/// The key of the record on `wa.webhooks.raw`: BSP + business account (the first the body
+/// names, see [`webhook_auth::accounts`]), so retries of one webhook land in one
+/// partition and are deduplicated in order.
+pub fn routing_key(bsp: Bsp, accounts: &[String]) -> String {
+    format!(
+        "{}:{}",
+        bsp.slug(),
+        accounts.first().map(String::as_str).unwrap_or("-")
+    )
 }

@@ -370,3 +370,172 @@ async fn the_public_edge_sheds_slow_clients_guessers_and_keeps_ops_private() -> 
     assert_eq!(v["error"]["code"], "too_many_failed_attempts", "{v}");
     Ok(())
 }
+
+/// With webhook secrets per tenant, one tenant's token cannot vouch for another tenant's
+/// accounts, the global secret no longer speaks for a tenant with its own, and a body
+/// mixing tenants' accounts is refused; nothing refused reaches Kafka.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_webhook_secret_proves_its_own_accounts_and_no_others() -> anyhow::Result<()> {
+    let p = Pipeline::start(Options {
+        send_path: true,
+        ..Default::default()
+    })
+    .await?;
+    let (a, b, c) = (
+        p.tenant("a").await?,
+        p.tenant("b").await?,
+        p.tenant("c").await?,
+    );
+    p.number(&a, "+15550090001", "gupshup", "app-a", 80, None)
+        .await?;
+    p.number(&b, "+15550090002", "gupshup", "app-b", 80, None)
+        .await?;
+    p.number(&c, "+15550090003", "meta", "pnid-c", 80, None)
+        .await?;
+    let p = &p;
+    let creds = |t: &switchboard_e2e::send::TestTenant, bsp: &str, extra: serde_json::Value| {
+        let mut v = p.send_path().credentials(bsp);
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let path = format!("/admin/tenants/{}/credentials/{bsp}", t.id);
+        async move { p.admin(reqwest::Method::PUT, &path, Some(v)).await }
+    };
+    creds(&a, "gupshup", serde_json::json!({"webhook_token": "tok-a"})).await?;
+    creds(&b, "gupshup", serde_json::json!({"webhook_token": "tok-b"})).await?;
+    creds(&c, "meta", serde_json::json!({"app_secret": "meta-c"})).await?;
+
+    let gupshup = |app: &str, id: &str| {
+        serde_json::json!({"app": app, "timestamp": 1_750_263_775_456i64, "version": 2, "type": "message-event",
+            "payload": {"id": id, "type": "delivered", "destination": "919876543210", "payload": {"ts": 1_750_263_775}}})
+        .to_string()
+        .into_bytes()
+    };
+    let post = |path: &str, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let mut r = p
+            .http
+            .post(format!("{}{path}", p.gateway_url))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        async move {
+            let r = r.send().await?;
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            anyhow::Ok((
+                status,
+                v["error"]["code"].as_str().unwrap_or("").to_string(),
+            ))
+        }
+    };
+    let token = |t: &str| vec![("x-switchboard-token", t.to_string())];
+    let global = format!("gupshup-{}", p.id);
+    // The gateway learns secrets from wa.config: wait until B's own token proves B.
+    switchboard_e2e::wait_until(
+        "the gateway to know tenant b's token",
+        Duration::from_secs(30),
+        || async {
+            Ok(post(
+                "/webhooks/gupshup",
+                token("tok-b"),
+                gupshup("app-b", "gs-b1"),
+            )
+            .await?
+            .0 == 200)
+        },
+    )
+    .await?;
+    let accepted_before = p.topic_records("wa.webhooks.raw").await?;
+
+    // B's account with A's token, or with the global one: refused.
+    for (who, t) in [
+        ("a's token", "tok-a"),
+        ("the global token", global.as_str()),
+    ] {
+        let got = post("/webhooks/gupshup", token(t), gupshup("app-b", "gs-forged")).await?;
+        assert_eq!(got, (401, "bad_signature".into()), "b's account with {who}");
+    }
+    let got = post(
+        &format!("/webhooks/gupshup?token={global}"),
+        vec![],
+        gupshup("app-b", "gs-forged"),
+    )
+    .await?;
+    assert_eq!(got.0, 401, "the global token in the query string");
+    // A's own account with A's token, an account no tenant owns with the global token.
+    assert_eq!(
+        post(
+            "/webhooks/gupshup",
+            token("tok-a"),
+            gupshup("app-a", "gs-a1")
+        )
+        .await?
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            "/webhooks/gupshup",
+            token(&global),
+            gupshup("app-x", "gs-x1")
+        )
+        .await?
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            "/webhooks/gupshup",
+            token("tok-a"),
+            gupshup("app-x", "gs-x2")
+        )
+        .await?
+        .0,
+        401
+    );
+
+    // Meta: C's app secret proves C's number; the global app secret does not; a batch that
+    // names C's number and a number no tenant owns is refused whoever signed it.
+    let sign = switchboard_connectors::meta::signature::sign;
+    let meta = |pnids: &[&str]| {
+        let entries: Vec<serde_json::Value> = pnids
+            .iter()
+            .enumerate()
+            .map(|(i, pnid)| serde_json::json!({"id": "waba", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550090003", "phone_number_id": pnid},
+                "statuses": [{"id": format!("wamid.c{i}"), "status": "sent", "timestamp": "1750000000", "recipient_id": "16505550001"}]}}]}))
+            .collect();
+        serde_json::json!({"object": "whatsapp_business_account", "entry": entries})
+            .to_string()
+            .into_bytes()
+    };
+    let signed = |secret: &str, body: &[u8]| vec![("x-hub-signature-256", sign(secret, body))];
+    let own = meta(&["pnid-c"]);
+    assert_eq!(
+        post("/webhooks/meta", signed("meta-c", &own), own.clone())
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(
+        post("/webhooks/meta", signed(&p.meta_secret, &own), own.clone()).await?,
+        (401, "bad_signature".into())
+    );
+    let mixed = meta(&["pnid-c", "pnid-nobody"]);
+    for secret in ["meta-c", p.meta_secret.as_str()] {
+        assert_eq!(
+            post("/webhooks/meta", signed(secret, &mixed), mixed.clone()).await?,
+            (401, "accounts_of_several_tenants".into())
+        );
+    }
+
+    // Exactly the three accepted since (A's, the unowned account's, C's) reached Kafka.
+    assert_eq!(
+        p.topic_records("wa.webhooks.raw").await? - accepted_before,
+        3
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchboard_connectors::Bsp;
 use switchboard_runtime::config::KafkaConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -41,7 +42,11 @@ pub struct Config {
     /// stuck after an outage; see `producer.rs`).
     #[serde(default = "default_rebuild_after", with = "humantime_serde")]
     pub producer_rebuild_after: Duration,
-    /// Meta app secret (X-Hub-Signature-256).
+    /// Meta app secret (X-Hub-Signature-256). This and the other webhook secrets below
+    /// are the global ones: they prove webhooks of accounts no tenant owns, and of a
+    /// tenant whose credentials for that BSP carry no webhook secret of their own
+    /// (`app_secret`, `webhook_token`, ...: README, "Webhook secrets per tenant"). Leave
+    /// them empty in a multi-tenant deployment.
     #[serde(default)]
     pub meta_app_secret: String,
     /// Token Meta echoes in the subscription handshake.
@@ -118,6 +123,29 @@ impl Config {
             self.kafka.kafka_message_max_bytes
         );
         Ok(())
+    }
+}
+
+impl Config {
+    /// The global webhook secrets of `bsp`, under the credential field names a tenant's
+    /// own would have (see `switchboard_connectors::webhook_auth`).
+    pub fn webhook_secrets(&self, bsp: Bsp) -> serde_json::Map<String, serde_json::Value> {
+        let pairs: &[(&str, &str)] = match bsp {
+            Bsp::Meta => &[("app_secret", &self.meta_app_secret)],
+            Bsp::Dialog360 => &[("webhook_token", &self.dialog360_token)],
+            Bsp::Gupshup => &[("webhook_token", &self.gupshup_token)],
+            Bsp::Twilio => &[("auth_token", &self.twilio_auth_token)],
+            Bsp::Waha => &[("webhook_hmac_key", &self.waha_hmac_key)],
+            Bsp::Aisensy => &[
+                ("webhook_secret", &self.aisensy_webhook_secret),
+                ("webhook_token", &self.aisensy_token),
+            ],
+            Bsp::Karix => &[("webhook_token", &self.karix_token)],
+        };
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect()
     }
 }
 

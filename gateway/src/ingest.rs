@@ -2,8 +2,11 @@
 //!
 //! Order of checks (cheapest first, nothing written until all pass): known BSP (404),
 //! content type (415), size (413), signature (401), well-formed JSON (400), then produce
-//! and wait for the broker's ack (503 + Retry-After if it does not come).
+//! and wait for the broker's ack (503 + Retry-After if it does not come). The signature
+//! is checked with the secrets of the tenant owning the webhook's accounts, or the global
+//! ones (`webhook_secrets`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,13 +19,16 @@ use axum::{Extension, Json};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
-use switchboard_connectors::{Bsp, SignatureError, WebhookRequest};
+use switchboard_connectors::{webhook_auth, Bsp, WebhookRequest};
 use switchboard_runtime::kafka::{produce_all, OutRecord};
 use switchboard_schemas::{RawWebhook, RAW_WEBHOOK_SCHEMA};
 
 use crate::error::ApiError;
 use crate::metrics::METRICS;
 use crate::{AppState, RequestId};
+
+/// Webhook secrets by credential field name (`switchboard_connectors::webhook_auth`).
+pub type Secrets = serde_json::Map<String, serde_json::Value>;
 
 /// Headers kept on the raw record: what signature checks and debugging need.
 const KEPT_HEADERS: &[&str] = &[
@@ -173,11 +179,14 @@ async fn accept(
         body: &body,
         url,
     };
-    verify(app, bsp, &req)
+    let accounts = webhook_auth::accounts(bsp, &body);
+    let secrets = webhook_secrets(app, bsp, accounts.as_deref().ok())?;
+    webhook_auth::verify(bsp, &secrets, &app.cfg.public_url, &req)
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
 
-    let key = switchboard_connectors::routing_key(bsp, &req)
+    let accounts = accounts
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
+    let key = switchboard_connectors::routing_key(bsp, &accounts);
 
     // The shared token is a credential: it must not travel on to Kafka.
     kept.remove("x-switchboard-token");
@@ -290,23 +299,100 @@ async fn read_capped(
     }
 }
 
-fn verify(app: &AppState, bsp: Bsp, req: &WebhookRequest<'_>) -> Result<(), SignatureError> {
-    match bsp {
-        Bsp::Meta => switchboard_connectors::meta::signature::verify(&app.cfg.meta_app_secret, req),
-        Bsp::Dialog360 => {
-            switchboard_connectors::verify_shared_token(&app.cfg.dialog360_token, req)
+/// Whose secrets prove a webhook: the tenant owning every account the body names, when
+/// that tenant's credentials for the BSP carry a webhook secret; else the gateway's
+/// global ones (a single-tenant deployment, or accounts no tenant owns). So one tenant's
+/// token cannot vouch for another tenant's accounts, and once a tenant has its own
+/// secret, the global one no longer speaks for it.
+///
+/// A body whose accounts cannot be read is checked against the global secrets: it is
+/// refused as malformed only if it proves genuine, as before.
+fn webhook_secrets<'a>(
+    app: &'a AppState,
+    bsp: Bsp,
+    accounts: Option<&[String]>,
+) -> Result<Cow<'a, Secrets>, ApiError> {
+    let global = || Cow::Borrowed(&app.webhook_secrets[&bsp]);
+    let Some(accounts) = accounts else {
+        return Ok(global());
+    };
+    let owners: std::collections::BTreeSet<Option<String>> = {
+        let ix = app.config.read();
+        accounts
+            .iter()
+            .map(|a| {
+                ix.numbers_by_account
+                    .get(&(bsp.slug().to_string(), a.to_string()))
+                    .and_then(|n| ix.numbers.get(n))
+                    .map(|n| n.tenant_id.clone())
+            })
+            .collect()
+    };
+    // Each owner speaks with its own secrets if it has them, else with the global ones.
+    let mut speakers: Vec<(Option<String>, Cow<'a, Secrets>)> = Vec::new();
+    for owner in owners {
+        let own = match &owner {
+            Some(t) => tenant_webhook_secrets(app, t, bsp)?,
+            None => None,
+        };
+        let speaker = match own {
+            Some(s) => (owner, Cow::Owned(s)),
+            None => (None, global()),
+        };
+        if !speakers.iter().any(|(t, _)| *t == speaker.0) {
+            speakers.push(speaker);
         }
-        Bsp::Gupshup => switchboard_connectors::verify_shared_token(&app.cfg.gupshup_token, req),
-        Bsp::Twilio => switchboard_connectors::twilio::signature::verify(
-            &app.cfg.twilio_auth_token,
-            &app.cfg.public_url,
-            req,
-        ),
-        Bsp::Waha => switchboard_connectors::waha::signature::verify(&app.cfg.waha_hmac_key, req),
-        Bsp::Aisensy if !app.cfg.aisensy_webhook_secret.is_empty() => {
-            switchboard_connectors::aisensy::signature::verify(&app.cfg.aisensy_webhook_secret, req)
-        }
-        Bsp::Aisensy => switchboard_connectors::verify_shared_token(&app.cfg.aisensy_token, req),
-        Bsp::Karix => switchboard_connectors::verify_shared_token(&app.cfg.karix_token, req),
     }
+    match speakers.len() {
+        0 => Ok(global()),
+        1 => Ok(speakers.remove(0).1),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "accounts_of_several_tenants",
+            format!(
+                "the webhook names accounts ({}) whose webhooks are proved by different tenants' secrets; each must come on its own",
+                accounts.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The webhook secrets in `tenant`'s credentials for `bsp`, if they hold any.
+fn tenant_webhook_secrets(
+    app: &AppState,
+    tenant: &str,
+    bsp: Bsp,
+) -> Result<Option<Secrets>, ApiError> {
+    let Some(cred) = app
+        .config
+        .read()
+        .credentials
+        .get(&(tenant.to_string(), bsp.slug().to_string()))
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    // The tenant may have a secret we cannot read: refusing with a 5xx makes the BSP
+    // retry once the keyring is fixed; the global secret must not stand in for it.
+    let unavailable = |why: String| {
+        tracing::error!(
+            tenant,
+            bsp = bsp.slug(),
+            "tenant webhook secrets unreadable: {why}"
+        );
+        ApiError::unavailable(
+            "credentials_unavailable",
+            "the tenant's webhook secret cannot be read now",
+        )
+    };
+    let ring = app
+        .keyring
+        .as_ref()
+        .ok_or_else(|| unavailable("no credentials keyring".into()))?;
+    let plain = ring
+        .open(&cred.key_id, &cred.ciphertext, &format!("{tenant}/{bsp}"))
+        .map_err(|e| unavailable(e.to_string()))?;
+    let secrets: Secrets =
+        serde_json::from_slice(&plain).map_err(|e| unavailable(e.to_string()))?;
+    Ok(webhook_auth::has_secret(bsp, &secrets).then_some(secrets))
 }

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod producer;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub db_ready: std::sync::atomic::AtomicBool,
     pub config: switchboard_runtime::config_cache::ConfigCache,
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
+    /// The global webhook secrets of every BSP (`Config::webhook_secrets`).
+    pub webhook_secrets: HashMap<switchboard_connectors::Bsp, ingest::Secrets>,
     pub limiter: api::auth::TenantLimiter,
     pub admin_failures: api::auth::AuthFailures,
     /// Tenants with a recover running (one at a time each).
@@ -152,6 +155,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             shutdown.clone(),
         )?,
         keyring,
+        webhook_secrets: switchboard_connectors::Bsp::ALL
+            .into_iter()
+            .map(|b| (b, cfg.webhook_secrets(b)))
+            .collect(),
         limiter: Default::default(),
         admin_failures: Default::default(),
         recovers: Default::default(),

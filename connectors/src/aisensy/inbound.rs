@@ -29,6 +29,17 @@ pub fn account_id(body: &[u8]) -> Result<String, ParseError> {
     Ok(s(&v, "project_id").unwrap_or("-").to_string())
 }
 
+/// Every account the payload names: its phone number ids in Meta's format, else its
+/// project.
+pub fn account_ids(body: &[u8]) -> Result<Vec<String>, ParseError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ParseError::new("malformed_json", e.to_string()))?;
+    if is_meta(&v) {
+        return crate::meta::inbound::account_ids(body);
+    }
+    Ok(vec![s(&v, "project_id").unwrap_or("-").to_string()])
+}
+
 fn map_status(w: &str) -> Option<Status> {
     Some(match w.to_ascii_lowercase().as_str() {
         "queued" | "submitted" | "pending" => Status::Accepted,

@@ -47,6 +47,15 @@ struct Metadata {
 
 /// Only what routing needs: the first `phone_number_id` in the payload.
 pub fn account_id(body: &[u8]) -> Result<String, ParseError> {
+    Ok(account_ids(body)?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "-".into()))
+}
+
+/// Every `phone_number_id` in the payload, in order (one webhook may batch several
+/// entries); empty when none names one (template or account updates).
+pub fn account_ids(body: &[u8]) -> Result<Vec<String>, ParseError> {
     #[derive(Deserialize)]
     struct E {
         #[serde(default)]
@@ -71,8 +80,7 @@ pub fn account_id(body: &[u8]) -> Result<String, ParseError> {
         .iter()
         .flat_map(|en| en.changes.iter())
         .filter_map(|c| c.value.as_ref()?.metadata.as_ref()?.phone_number_id.clone())
-        .next()
-        .unwrap_or_else(|| "-".into()))
+        .collect())
 }
 
 pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
