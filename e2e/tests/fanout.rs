@@ -1123,3 +1123,102 @@ async fn a_failing_strict_endpoint_cannot_take_every_slot() -> anyhow::Result<()
     .await?;
     Ok(())
 }
+
+/// A tenant whose many strict endpoints all fail cannot take the fan-out's slots: each
+/// endpoint may hold 50 events (more than the 20 slots), but once half the slots are
+/// taken the tenant, at its SWITCHBOARD_TENANT_MAX_IN_FLIGHT of 4, has further events
+/// deferred, and another tenant's deliveries go straight through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_failing_strict_endpoints_cannot_take_another_tenants_slots() -> anyhow::Result<()>
+{
+    let p = Pipeline::start(opts(vec![
+        ("SWITCHBOARD_MAX_IN_FLIGHT", "20".into()),
+        ("SWITCHBOARD_TENANT_MAX_IN_FLIGHT", "4".into()),
+        // Held events keep failing for 15 s before they are given up.
+        ("SWITCHBOARD_RETRY_SCHEDULE", "5s,5s,5s".into()),
+    ]))
+    .await?;
+    let noisy = p.tenant("noisy").await?;
+    let numbers: Vec<String> = (0..5).map(|i| format!("+1555011{i}")).collect();
+    for (i, n) in numbers.iter().enumerate() {
+        p.number(&noisy, n, "meta", &format!("pnid-{n}"), 1000, None)
+            .await?;
+        p.endpoint(
+            &noisy,
+            &format!("strict-{i}"),
+            json!({"ordering": "strict", "numbers": [n]}),
+        )
+        .await?;
+    }
+    let quiet = tenant_with_number(&p, "+15550120").await?;
+    p.endpoint(&quiet, "bystander", json!({})).await?;
+    settle(&p, "+15550120", &["bystander"]).await?;
+    for (i, number) in numbers.iter().enumerate() {
+        // Reached (so the fan-out knows it) before it starts failing.
+        p.post_meta_until_accepted(&switchboard_e2e::bsp::meta_status(
+            number,
+            "+919000000000",
+            &format!("wamid.probe.{}.{i}", p.id),
+            "sent",
+            chrono::Utc::now().timestamp(),
+        ))
+        .await?;
+        p.wait_delivered(&[&format!("strict-{i}")], 1, Duration::from_secs(30))
+            .await?;
+        p.endpoint_sim().set(
+            &format!("strict-{i}"),
+            None,
+            Some(Behavior {
+                down: true,
+                ..Default::default()
+            }),
+        )?;
+    }
+    // 6 conversations on each of the 5 numbers: 30 failing strict events, 6 per endpoint.
+    let mut held = 0;
+    for n in &numbers {
+        held += p.post_statuses(n, 6, 1).await?;
+    }
+    let n = p.post_statuses("+15550120", 5, 1).await? as u64;
+    p.wait_delivered(&["bystander"], n, Duration::from_secs(60))
+        .await?;
+    let finals = p
+        .ch_count("SELECT count() FROM delivery_attempts WHERE is_final = 1 AND outcome = 'failed'")
+        .await?;
+    let fanout = &p.fanout_path.as_ref().unwrap().proc;
+    let overflow = fanout
+        .metric("switchboard_fanout_tenant_overflow_total")
+        .await;
+    println!("bystander served with {finals} strict events given up; {overflow} of {held} events deferred whole");
+    assert_eq!(
+        finals, 0,
+        "the bystander waited for the noisy tenant's slots"
+    );
+    assert!(overflow > 0.0, "the tenant's cap was reached");
+    // Nothing dropped: a deferred event is attempted later (the breaker may skip it:
+    // `circuit_open`), and so is at least the first event of each of the 30
+    // conversations, held in place or deferred (later ones of a held conversation wait
+    // their turn).
+    let tried = format!(
+        "SELECT uniqExact(event_id) FROM delivery_attempts WHERE tenant_id = '{}' AND outcome IN ('failed', 'circuit_open')",
+        noisy.id
+    );
+    wait_until(
+        "the noisy tenant's events attempted again",
+        Duration::from_secs(90),
+        || async { Ok(p.ch_count(&tried).await? >= 30) },
+    )
+    .await?;
+    let deferred_then_tried = format!(
+        "SELECT count() FROM (SELECT event_id FROM delivery_attempts WHERE tenant_id = '{}' GROUP BY event_id, endpoint_id
+           HAVING countIf(outcome = 'deferred') > 0 AND countIf(outcome IN ('failed', 'circuit_open')) > 0)",
+        noisy.id
+    );
+    wait_until(
+        "deferred events attempted from the delay topic",
+        Duration::from_secs(90),
+        || async { Ok(p.ch_count(&deferred_then_tried).await? > 0) },
+    )
+    .await?;
+    Ok(())
+}

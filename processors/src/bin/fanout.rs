@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_processors::fanout::admit::Admission;
 use switchboard_processors::fanout::endpoints::Registry;
 use switchboard_processors::fanout::handler::{Core, FirstAttempts, Retries};
 use switchboard_processors::fanout::store::Store;
@@ -128,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         dead: dead.clone(),
         held: Default::default(),
+        admission: Admission::new(cfg.max_in_flight, cfg.tenant_max_in_flight),
         cfg: cfg.clone(),
     });
 

@@ -42,6 +42,10 @@ pub struct Config {
     /// every slot.
     #[serde(default = "default_strict_hold")]
     pub strict_hold_max: usize,
+    /// Events one tenant may have in flight once half of `max_in_flight` is taken; its
+    /// further events wait on a delay topic (see `fanout::admit`).
+    #[serde(default = "default_tenant_in_flight")]
+    pub tenant_max_in_flight: usize,
     /// Tasks handled at once per delay topic. A task sleeping until due holds one, so a
     /// delay topic passes at most this many tasks per delay (20,000 per 5 s is 4,000/s).
     #[serde(default = "default_retry_in_flight")]
@@ -112,6 +116,9 @@ fn default_max_response() -> usize {
 /// conversations and for a hanging endpoint's first second before it is deferred.
 fn default_in_flight() -> usize {
     1000
+}
+fn default_tenant_in_flight() -> usize {
+    100
 }
 fn default_retry_in_flight() -> usize {
     20_000

@@ -31,6 +31,7 @@ use switchboard_schemas::{
     CONFIG_RECORD_SCHEMA, DELIVERY_ATTEMPTS_SCHEMA, DELIVERY_TASK_SCHEMA, EVENT_SCHEMA,
 };
 
+use super::admit::{Admission, Held, StrictHolds, Waiting};
 use super::deliver::{self, Kind, Outcome};
 use super::endpoints::{EndpointRt, Registry};
 use super::order::{Ticket, Turns};
@@ -42,6 +43,7 @@ pub struct Metrics {
     pub attempts: IntCounterVec,
     pub event_to_delivery: HistogramVec,
     pub strict_overflow: prometheus::IntCounter,
+    pub tenant_overflow: prometheus::IntCounter,
 }
 
 pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
@@ -67,7 +69,13 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
         "Failing events of strict endpoints sent to a delay topic because the endpoint held SWITCHBOARD_STRICT_HOLD_MAX already",
     )
     .expect("valid metric");
+    let tenant_overflow = prometheus::IntCounter::new(
+        "switchboard_fanout_tenant_overflow_total",
+        "Events deferred whole to a delay topic because their tenant held SWITCHBOARD_TENANT_MAX_IN_FLIGHT of a busy fan-out's slots",
+    )
+    .expect("valid metric");
     let r = prometheus::default_registry();
+    let _ = r.register(Box::new(tenant_overflow.clone()));
     let _ = r.register(Box::new(attempts.clone()));
     let _ = r.register(Box::new(event_to_delivery.clone()));
     let _ = r.register(Box::new(strict_overflow.clone()));
@@ -75,6 +83,7 @@ pub static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| {
         attempts,
         event_to_delivery,
         strict_overflow,
+        tenant_overflow,
     }
 });
 
@@ -94,47 +103,9 @@ pub struct Core {
     /// `wa.fanout.dlq`, also for output the broker refuses for good.
     pub dead: DeadLetters,
     /// Events each strict endpoint holds in place now.
-    pub held: HeldCounts,
-}
-
-/// Events held in place per strict endpoint.
-#[derive(Default)]
-pub struct HeldCounts(std::sync::Mutex<std::collections::HashMap<String, usize>>);
-
-/// One held event; dropping it (delivered, given up, interrupted) frees its place.
-struct Held<'a>(&'a HeldCounts, String);
-
-impl HeldCounts {
-    fn hold(&self, endpoint: &str, max: usize) -> Option<Held<'_>> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(endpoint.to_string()).or_default();
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Held(self, endpoint.to_string()))
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
-    }
-}
-
-/// Counts a delivery waiting for an endpoint for as long as it waits.
-struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
+    pub held: StrictHolds,
+    /// Events each tenant has in flight now.
+    pub admission: Arc<Admission>,
 }
 
 /// What settling deliveries asks to produce.
@@ -244,7 +215,16 @@ impl Core {
             .filter(|e| e.wants(&ty, number))
             .cloned()
             .collect();
-        let ids: Vec<String> = targets.iter().map(|e| e.id.clone()).collect();
+        // A tenant over its share of a busy fan-out has the whole event deferred; it then
+        // takes no turn in its conversations (deferred deliveries lose their order).
+        let slot = self.admission.admit(&tenant);
+        if slot.is_none() && !targets.is_empty() {
+            METRICS.tenant_overflow.inc();
+        }
+        let ids: Vec<String> = match slot {
+            Some(_) => targets.iter().map(|e| e.id.clone()).collect(),
+            None => Vec::new(),
+        };
         ticket.register(&ids).await;
         let d = Delivery {
             event_id: ev.event_id.clone(),
@@ -261,9 +241,12 @@ impl Core {
             trigger: "first".into(),
             received_at_ms: Some(ev.received_at_ms),
         };
-        let (ticket, d, me) = (&ticket, &d, &self);
+        let (ticket, d, me, admitted) = (&ticket, &d, &self, slot.is_some());
         let done = join_all(targets.iter().enumerate().map(|(i, ep)| async move {
             let strict = ep.ordering == Ordering::Strict;
+            if !admitted {
+                return me.deliver(&ep.id, d, 1, false, i == 0, true).await;
+            }
             let defer = if strict {
                 ticket.turn(&ep.id).await;
                 false
@@ -275,6 +258,7 @@ impl Core {
             settled
         }))
         .await;
+        drop(slot);
         // One produce for the whole event: its attempts in one log record, plus any retry
         // tasks, before the event counts as done.
         let mut all = Settled::default();
@@ -523,8 +507,7 @@ impl Core {
         if futures::poll!(turn.as_mut()).is_ready() {
             return Some(false);
         }
-        rt.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let _counted = Waiting(&rt.waiting);
+        let _counted = Waiting::new(&rt.waiting);
         loop {
             let recheck = rt.recheck.notified();
             tokio::pin!(recheck);
@@ -550,7 +533,6 @@ impl Core {
         attempt: i32,
         may_defer: bool,
     ) -> Option<Outcome> {
-        use std::sync::atomic::Ordering::SeqCst;
         let permit = match rt.in_flight.clone().try_acquire_owned() {
             Ok(p) if rt.limiter.as_ref().is_none_or(|l| l.check().is_ok()) => Some(p),
             Ok(p) => {
@@ -562,8 +544,7 @@ impl Core {
         let _permit = match permit {
             Some(p) => p,
             None => {
-                rt.waiting.fetch_add(1, SeqCst);
-                let _counted = Waiting(&rt.waiting);
+                let _counted = Waiting::new(&rt.waiting);
                 if may_defer && rt.should_defer() {
                     return Some(skipped(Kind::Deferred, "the endpoint cannot keep up"));
                 }

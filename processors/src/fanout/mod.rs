@@ -3,12 +3,14 @@
 //! `wa.deliveries.dlq`, and every attempt in `wa.deliveries.attempts`.
 //!
 //! - [`payload`]: the webhook body of each event type;
+//! - [`admit`]: whether a delivery may take capacity now (per tenant, strict endpoint);
 //! - [`endpoints`]: per-endpoint secrets, limits and health;
 //! - [`order`]: per-conversation order per endpoint with many events in flight;
 //! - [`deliver`]: one HTTP attempt and what its answer means;
 //! - [`handler`]: first attempts, retries, the delivery log, auto-disable;
 //! - [`store`]: the few PostgreSQL writes (failing-since, disable).
 
+pub mod admit;
 mod config;
 pub mod deliver;
 pub mod endpoints;
