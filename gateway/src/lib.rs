@@ -146,7 +146,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         db: sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy(&cfg.database_url)?,
+            .connect_lazy_with(switchboard_runtime::pg::options(
+                &cfg.database_url,
+                "gateway",
+            )?),
         db_ready: std::sync::atomic::AtomicBool::new(false),
         config: switchboard_runtime::config_cache::ConfigCache::start(
             &cfg.kafka,
@@ -206,7 +209,7 @@ async fn prepare_database(app: Arc<AppState>, shutdown: CancellationToken) {
         "send-path database",
         &shutdown,
         switchboard_runtime::retry::is_transient_migrate_error,
-        || api::store::migrate(&app.db),
+        || switchboard_processors::db::migrate(&app.db),
     )
     .await;
     match migrated {

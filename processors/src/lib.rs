@@ -8,8 +8,11 @@
 //! - [`fanout`]: `wa.events` → client webhook endpoints (+ retry topics, DLQ, delivery log);
 //! - [`replay`]: any topic over a range into a stage's own code (backfill, repair,
 //!   re-drive), and dead letters for operators; the `switchboard` CLI, the `replayer`
-//!   and the gateway's admin API all call it.
+//!   and the gateway's admin API all call it;
+//! - [`db`]: the send path's PostgreSQL schema, and the owners of its shared tables
+//!   (`outbound_messages`, `endpoints`), which the gateway uses too.
 
+pub mod db;
 pub mod dedupe;
 pub mod fanout;
 pub mod normalize;

@@ -14,7 +14,6 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sqlx::Row;
 use switchboard_runtime::netguard::{check_url, AllowList};
 use switchboard_schemas::config::{
     self, valid_type_filter, Endpoint, Ordering, SealedSecret, ENDPOINT,
@@ -24,13 +23,12 @@ use super::admin::{bad, json_body};
 use super::auth::TenantAuth;
 use super::ordered_id;
 use super::publish::publish_config;
-use super::store::q;
 use crate::error::ApiError;
 use crate::AppState;
+use switchboard_processors::db::endpoints::{BookError, Created, EndpointBook};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-const VERSION: &str = "(extract(epoch from updated_at) * 1000000)::bigint AS version";
 const MAX_HEADERS: usize = 20;
 /// Headers the fan-out sets itself; an endpoint cannot override them.
 const RESERVED: [&str; 6] = [
@@ -228,45 +226,34 @@ async fn load(
     tenant: &str,
     id: &str,
 ) -> ApiResult<(Endpoint, chrono::DateTime<chrono::Utc>)> {
-    let row = q("SELECT config, created_at FROM endpoints WHERE id = $1 AND tenant_id = $2".into())
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&app.db)
+    book(app)
+        .get(tenant, id)
         .await
-        .map_err(ApiError::db)?
-        .ok_or_else(|| ApiError::not_found("endpoint"))?;
-    let ep: Endpoint = serde_json::from_value(row.get("config")).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "corrupt_endpoint",
-            e.to_string(),
-        )
-    })?;
-    Ok((ep, row.get("created_at")))
+        .map_err(|e| match e {
+            BookError::Db(e) => ApiError::db(e),
+            corrupt => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt_endpoint",
+                corrupt.to_string(),
+            ),
+        })?
+        .ok_or_else(|| ApiError::not_found("endpoint"))
+}
+
+fn book(app: &AppState) -> EndpointBook {
+    EndpointBook::new(app.db.clone())
 }
 
 /// Store `ep` (the row must exist) and publish it.
 async fn save(app: &AppState, ep: &Endpoint, clear_failing: bool) -> ApiResult<()> {
-    let row = q(format!(
-        "UPDATE endpoints SET config = $3, updated_at = clock_timestamp(){} WHERE id = $1 AND tenant_id = $2 RETURNING {VERSION}",
-        if clear_failing { ", failing_since = NULL" } else { "" }
-    ))
-    .bind(&ep.id)
-    .bind(&ep.tenant_id)
-    .bind(serde_json::to_value(ep).unwrap_or_default())
-    .fetch_optional(&app.db)
-    .await
-    .map_err(ApiError::db)?
-    .ok_or_else(|| ApiError::not_found("endpoint"))?;
+    let version = book(app)
+        .update(ep, clear_failing)
+        .await
+        .map_err(ApiError::db)?
+        .ok_or_else(|| ApiError::not_found("endpoint"))?;
     publish_config(
         app,
-        &[config::record(
-            ENDPOINT,
-            &ep.id,
-            &ep.tenant_id,
-            ep,
-            row.get("version"),
-        )],
+        &[config::record(ENDPOINT, &ep.id, &ep.tenant_id, ep, version)],
     )
     .await
 }
@@ -301,50 +288,26 @@ pub async fn create(
     apply(&app, &tenant.id, &mut ep, f)?;
     let secret = new_secret();
     ep.secrets = vec![seal(&app, &id, &secret, None)?];
-    // Count and insert under a per-tenant lock, so concurrent creates cannot pass the cap
-    // together.
-    let mut tx = app.db.begin().await.map_err(ApiError::db)?;
-    q("SELECT pg_advisory_xact_lock(hashtext('endpoints/' || $1))".into())
-        .bind(&tenant.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(ApiError::db)?;
-    let count: i64 = q("SELECT count(*) FROM endpoints WHERE tenant_id = $1".into())
-        .bind(&tenant.id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(ApiError::db)?
-        .get(0);
     let cap = app.cfg.max_endpoints_per_tenant;
-    if count >= cap as i64 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "too_many_endpoints",
-            format!("a tenant may have at most {cap} endpoints; delete one first"),
-        ));
-    }
-    let row = q(format!(
-        "INSERT INTO endpoints (id, tenant_id, config) VALUES ($1, $2, $3) RETURNING created_at, {VERSION}"
-    ))
-    .bind(&id)
-    .bind(&tenant.id)
-    .bind(serde_json::to_value(&ep).unwrap_or_default())
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(ApiError::db)?;
-    tx.commit().await.map_err(ApiError::db)?;
+    let (created_at, version) = match book(&app).create(&ep, cap).await.map_err(ApiError::db)? {
+        Created::Stored {
+            created_at,
+            version,
+        } => (created_at, version),
+        Created::TooMany => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_endpoints",
+                format!("a tenant may have at most {cap} endpoints; delete one first"),
+            ))
+        }
+    };
     publish_config(
         &app,
-        &[config::record(
-            ENDPOINT,
-            &id,
-            &tenant.id,
-            &ep,
-            row.get("version"),
-        )],
+        &[config::record(ENDPOINT, &id, &tenant.id, &ep, version)],
     )
     .await?;
-    let mut v = view(&ep, Some(row.get("created_at")));
+    let mut v = view(&ep, Some(created_at));
     v["secret"] = json!(secret);
     Ok((StatusCode::CREATED, Json(v)))
 }
@@ -353,17 +316,12 @@ pub async fn list(
     TenantAuth(tenant): TenantAuth,
     State(app): State<Arc<AppState>>,
 ) -> ApiResult<Json<Value>> {
-    let rows = q("SELECT config, created_at FROM endpoints WHERE tenant_id = $1 ORDER BY created_at, id LIMIT 1000".into())
-        .bind(&tenant.id)
-        .fetch_all(&app.db)
+    let data: Vec<Value> = book(&app)
+        .list(&tenant.id, 1000)
         .await
-        .map_err(ApiError::db)?;
-    let data: Vec<Value> = rows
+        .map_err(ApiError::db)?
         .iter()
-        .filter_map(|r| {
-            let ep: Endpoint = serde_json::from_value(r.get("config")).ok()?;
-            Some(view(&ep, Some(r.get("created_at"))))
-        })
+        .map(|(ep, created)| view(ep, Some(*created)))
         .collect();
     Ok(Json(json!({ "data": data })))
 }
@@ -396,21 +354,14 @@ pub async fn delete(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let row = q("DELETE FROM endpoints WHERE id = $1 AND tenant_id = $2 RETURNING (extract(epoch from clock_timestamp()) * 1000000)::bigint AS version".into())
-        .bind(&id)
-        .bind(&tenant.id)
-        .fetch_optional(&app.db)
+    let version = book(&app)
+        .delete(&tenant.id, &id)
         .await
         .map_err(ApiError::db)?
         .ok_or_else(|| ApiError::not_found("endpoint"))?;
     publish_config(
         &app,
-        &[config::deletion(
-            ENDPOINT,
-            &id,
-            &tenant.id,
-            row.get("version"),
-        )],
+        &[config::deletion(ENDPOINT, &id, &tenant.id, version)],
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -476,25 +427,7 @@ pub async fn rotate_secret(
 pub async fn snapshot(
     db: &sqlx::PgPool,
 ) -> Result<Vec<switchboard_schemas::ConfigRecord>, sqlx::Error> {
-    let rows = q(format!(
-        "SELECT id, tenant_id, config::text AS config, {VERSION} FROM endpoints"
-    ))
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let mut rec = config::record(
-                ENDPOINT,
-                r.get::<&str, _>("id"),
-                r.get::<&str, _>("tenant_id"),
-                &(),
-                r.get("version"),
-            );
-            rec.body = r.get("config");
-            rec
-        })
-        .collect())
+    EndpointBook::new(db.clone()).snapshot().await
 }
 
 /// Re-seal every endpoint signing secret not sealed with the keyring's active key (the
@@ -503,15 +436,9 @@ pub async fn reseal_all(
     app: &AppState,
     ring: &switchboard_runtime::secrets::Keyring,
 ) -> ApiResult<Vec<switchboard_schemas::ConfigRecord>> {
-    let rows = q("SELECT config FROM endpoints".into())
-        .fetch_all(&app.db)
-        .await
-        .map_err(ApiError::db)?;
+    let all = book(app).all().await.map_err(ApiError::db)?;
     let mut out = Vec::new();
-    for r in rows {
-        let Ok(mut ep) = serde_json::from_value::<Endpoint>(r.get("config")) else {
-            continue;
-        };
+    for mut ep in all {
         if ep
             .secrets
             .iter()
@@ -543,21 +470,14 @@ pub async fn reseal_all(
             s.key_id = kid;
             s.ciphertext = sealed;
         }
-        let row = q(format!(
-            "UPDATE endpoints SET config = $2, updated_at = clock_timestamp() WHERE id = $1 RETURNING {VERSION}"
-        ))
-        .bind(&ep.id)
-        .bind(serde_json::to_value(&ep).unwrap_or_default())
-        .fetch_optional(&app.db)
-        .await
-        .map_err(ApiError::db)?;
-        if let Some(row) = row {
+        let version = book(app).replace(&ep).await.map_err(ApiError::db)?;
+        if let Some(version) = version {
             out.push(config::record(
                 ENDPOINT,
                 &ep.id,
                 &ep.tenant_id,
                 &ep,
-                row.get("version"),
+                version,
             ));
         }
     }

@@ -31,6 +31,9 @@ use super::publish::produce_acked;
 use super::store::q;
 use crate::error::ApiError;
 use crate::{AppState, RequestId};
+use switchboard_processors::db::outbox::{
+    Cancelled, Earlier, MessageFilter, MessageRow, NewSend, Requests,
+};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -306,63 +309,48 @@ pub async fn accept(app: &AppState, tenant: &Tenant, items: Vec<Valid>) -> ApiRe
         .zip(&ids)
         .map(|(v, id)| accepted_body(id, v, now))
         .collect();
-    let col = |f: &dyn Fn(&Valid) -> Option<String>| items.iter().map(f).collect::<Vec<_>>();
-    let inserted = q("INSERT INTO outbound_messages (message_id, tenant_id, idempotency_key, request_hash, response,
-            from_number, to_id, message_type, message, metadata, request_id, state, scheduled_at, due_at)
-         SELECT t.id, $1, t.key, t.hash, t.resp::jsonb, t.from_n, t.to_n, t.mtype, t.msg::jsonb, t.meta::jsonb, t.rid,
-                CASE WHEN t.sched IS NULL THEN 'queued' ELSE 'scheduled' END,
-                to_timestamp(t.sched / 1000.0), to_timestamp(t.sched / 1000.0)
-         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[], $2::text[])
-           AS t(id, key, hash, resp, from_n, to_n, mtype, msg, meta, sched, rid)
-         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-         RETURNING message_id".into())
-        .bind(&tenant.id)
-        .bind(col(&|v| Some(v.request_id.clone())))
-        .bind(&ids)
-        .bind(col(&|v| v.idempotency_key.clone()))
-        .bind(col(&|v| Some(v.hash.clone())))
-        .bind(responses.iter().map(|r| r.to_string()).collect::<Vec<_>>())
-        .bind(col(&|v| Some(v.from.clone())))
-        .bind(col(&|v| Some(v.to.clone())))
-        .bind(col(&|v| Some(v.message_type.clone())))
-        .bind(col(&|v| Some(v.message.to_string())))
-        .bind(col(&|v| v.metadata.as_ref().map(Value::to_string)))
-        .bind(items.iter().map(|v| v.scheduled_at_ms).collect::<Vec<_>>())
-        .fetch_all(&app.db)
+    let sends: Vec<NewSend> = items
+        .iter()
+        .zip(&ids)
+        .zip(&responses)
+        .map(|((v, id), resp)| NewSend {
+            message_id: id.clone(),
+            idempotency_key: v.idempotency_key.clone(),
+            request_hash: v.hash.clone(),
+            response: resp.clone(),
+            from: v.from.clone(),
+            to: v.to.clone(),
+            message_type: v.message_type.clone(),
+            message: v.message.clone(),
+            metadata: v.metadata.clone(),
+            scheduled_at_ms: v.scheduled_at_ms,
+            request_id: v.request_id.clone(),
+        })
+        .collect();
+    let requests = Requests::new(app.db.clone());
+    let inserted = requests
+        .insert(&tenant.id, &sends)
         .await
         .map_err(ApiError::db)?;
-    let inserted: std::collections::HashSet<String> =
-        inserted.into_iter().map(|r| r.get(0)).collect();
 
     // Items whose key was seen before: the earlier request decides.
-    let mut earlier: HashMap<String, (String, String, Value, bool, Value)> = HashMap::new();
     let repeated: Vec<String> = items
         .iter()
         .zip(&ids)
         .filter(|(_, id)| !inserted.contains(*id))
         .filter_map(|(v, _)| v.idempotency_key.clone())
         .collect();
-    if !repeated.is_empty() {
-        for r in q("SELECT idempotency_key, message_id, request_hash, response, published, message, metadata,
-                    from_number, to_id, message_type, (extract(epoch from scheduled_at) * 1000)::int8 AS sched
-                  FROM outbound_messages WHERE tenant_id = $1 AND idempotency_key = ANY($2)".into())
-            .bind(&tenant.id)
-            .bind(&repeated)
-            .fetch_all(&app.db)
+    let earlier: HashMap<String, Earlier> = if repeated.is_empty() {
+        HashMap::new()
+    } else {
+        requests
+            .earlier(&tenant.id, &repeated)
             .await
             .map_err(ApiError::db)?
-        {
-            let stored = json!({
-                "message": r.get::<Value, _>("message"), "metadata": r.get::<Option<Value>, _>("metadata"),
-                "from": r.get::<String, _>("from_number"), "to": r.get::<String, _>("to_id"),
-                "type": r.get::<String, _>("message_type"), "sched": r.get::<Option<i64>, _>("sched"),
-            });
-            earlier.insert(
-                r.get("idempotency_key"),
-                (r.get("message_id"), r.get("request_hash"), r.get("response"), r.get("published"), stored),
-            );
-        }
-    }
+            .into_iter()
+            .map(|e| (e.idempotency_key.clone(), e))
+            .collect()
+    };
 
     // What to publish: new rows, and earlier rows never acknowledged by the broker.
     let mut to_publish: Vec<SendRequest> = Vec::new();
@@ -375,27 +363,27 @@ pub async fn accept(app: &AppState, tenant: &Tenant, items: Vec<Valid>) -> ApiRe
         }
         let key = v.idempotency_key.clone().unwrap_or_default();
         match earlier.get(&key) {
-            Some((_, hash, _, _, _)) if *hash != v.hash => outcomes.push(Err(invalid(
+            Some(e) if e.request_hash != v.hash => outcomes.push(Err(invalid(
                 "idempotency_key_reused",
                 "Idempotency-Key",
                 "this key was used with a different request body",
             ))),
-            Some((mid, _, resp, published, stored)) => {
-                if !published && !to_publish.iter().any(|r| r.message_id == *mid) {
+            Some(e) => {
+                if !e.published && !to_publish.iter().any(|r| r.message_id == e.message_id) {
                     let v2 = Valid {
-                        to: stored["to"].as_str().unwrap_or_default().into(),
-                        from: stored["from"].as_str().unwrap_or_default().into(),
-                        message_type: stored["type"].as_str().unwrap_or_default().into(),
-                        message: stored["message"].clone(),
-                        metadata: stored.get("metadata").filter(|m| !m.is_null()).cloned(),
-                        scheduled_at_ms: stored["sched"].as_i64(),
+                        to: e.to.clone(),
+                        from: e.from.clone(),
+                        message_type: e.message_type.clone(),
+                        message: e.message.clone(),
+                        metadata: e.metadata.clone().filter(|m| !m.is_null()),
+                        scheduled_at_ms: e.scheduled_at_ms,
                         idempotency_key: Some(key.clone()),
                         hash: v.hash.clone(),
                         request_id: v.request_id.clone(),
                     };
-                    to_publish.push(send_request(tenant, mid, &v2, now));
+                    to_publish.push(send_request(tenant, &e.message_id, &v2, now));
                 }
-                outcomes.push(Ok((resp.clone(), true)));
+                outcomes.push(Ok((e.response.clone(), true)));
             }
             // Two items of one batch with the same key: the first one inserted it.
             None => outcomes.push(Err(invalid(
@@ -420,7 +408,7 @@ pub async fn accept(app: &AppState, tenant: &Tenant, items: Vec<Valid>) -> ApiRe
         let published: Vec<String> = to_publish.into_iter().map(|r| r.message_id).collect();
         let db = app.db.clone();
         tokio::spawn(async move {
-            let r = switchboard_processors::route::outbox::mark_published(&db, &published).await;
+            let r = switchboard_processors::db::outbox::mark_published(&db, &published).await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "cannot mark sends published; the router's sweeper will republish them");
             }
@@ -455,19 +443,9 @@ async fn publish(app: &AppState, to_publish: &[SendRequest]) -> Result<(), ApiEr
 /// will be sent: the error names it, with its index in the request (`all`). If the rows
 /// cannot be deleted, all of them are named: the router's sweeper publishes them.
 async fn withdraw(app: &AppState, all: &[String], fresh: &[String], mut e: ApiError) -> ApiError {
-    let deleted = q("DELETE FROM outbound_messages
-                      WHERE message_id = ANY($1) AND state IN ('queued', 'scheduled') AND NOT published
-                  RETURNING message_id"
-        .into())
-    .bind(fresh)
-    .fetch_all(&app.db)
-    .await;
+    let deleted = Requests::new(app.db.clone()).withdraw(fresh).await;
     let kept: Vec<&String> = match &deleted {
-        Ok(rows) => {
-            let gone: std::collections::HashSet<String> =
-                rows.iter().map(|r| r.get::<String, _>(0)).collect();
-            fresh.iter().filter(|id| !gone.contains(*id)).collect()
-        }
+        Ok(gone) => fresh.iter().filter(|id| !gone.contains(*id)).collect(),
         Err(err) => {
             tracing::warn!(error = %err, "cannot withdraw unpublished sends; they will be published by the router's sweeper");
             fresh.iter().collect()
@@ -632,36 +610,24 @@ fn item_error(index: usize, e: ApiError) -> Value {
         "error": {"code": e.code, "message": e.message, "field": e.field}})
 }
 
-const MESSAGE_COLUMNS: &str = "o.message_id, o.state, o.from_number, o.to_id, o.message_type, o.metadata, o.bsp, o.wamid,
-    o.error_code, o.error_detail, o.attempts, o.scheduled_at, o.created_at, o.updated_at,
-    m.status AS delivery_status, m.status_at, m.error_code AS status_error_code, m.error_title AS status_error_title,
-    COALESCE(m.status, o.state) AS current_status";
-
-const MESSAGE_JOIN: &str = "FROM outbound_messages o
-    LEFT JOIN messages m ON m.bsp = o.bsp AND m.wamid = COALESCE(o.wamid, o.message_id)";
-
 type Ts = chrono::DateTime<chrono::Utc>;
 
-fn message_json(r: &sqlx::postgres::PgRow) -> Value {
-    let error_code: Option<String> = r
-        .get::<Option<String>, _>("status_error_code")
-        .or(r.get("error_code"));
+fn message_json(m: &MessageRow) -> Value {
     json!({
-        "id": r.get::<String, _>("message_id"),
-        "status": r.get::<String, _>("current_status"),
-        "send_state": r.get::<String, _>("state"),
-        "from": r.get::<String, _>("from_number"),
-        "to": r.get::<String, _>("to_id"),
-        "type": r.get::<String, _>("message_type"),
-        "metadata": r.get::<Option<Value>, _>("metadata"),
-        "bsp": r.get::<Option<String>, _>("bsp"),
-        "wamid": r.get::<Option<String>, _>("wamid"),
-        "attempts": r.get::<i32, _>("attempts"),
-        "error": error_code.map(|c| json!({"code": c,
-            "detail": r.get::<Option<String>, _>("status_error_title").or(r.get("error_detail"))})),
-        "scheduled_at": r.get::<Option<Ts>, _>("scheduled_at"),
-        "created_at": r.get::<Ts, _>("created_at"),
-        "updated_at": r.get::<Ts, _>("updated_at"),
+        "id": m.message_id,
+        "status": m.current_status,
+        "send_state": m.state,
+        "from": m.from,
+        "to": m.to,
+        "type": m.message_type,
+        "metadata": m.metadata,
+        "bsp": m.bsp,
+        "wamid": m.wamid,
+        "attempts": m.attempts,
+        "error": m.error_code.as_ref().map(|c| json!({"code": c, "detail": m.error_detail})),
+        "scheduled_at": m.scheduled_at,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
     })
 }
 
@@ -670,21 +636,15 @@ pub async fn get_one(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let row = q(format!(
-        "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOIN} WHERE o.message_id = $1 AND o.tenant_id = $2"
-    ))
-    .bind(&id)
-    .bind(&tenant.id)
-    .fetch_optional(&app.db)
-    .await
-    .map_err(ApiError::db)?
-    // Another tenant's id is indistinguishable from an unknown one.
-    .ok_or_else(|| ApiError::not_found("message"))?;
+    let row = Requests::new(app.db.clone())
+        .find(&tenant.id, &id)
+        .await
+        .map_err(ApiError::db)?
+        // Another tenant's id is indistinguishable from an unknown one.
+        .ok_or_else(|| ApiError::not_found("message"))?;
     let mut body = message_json(&row);
-    let bsp: Option<String> = row.get("bsp");
-    let wamid: String = row
-        .get::<Option<String>, _>("wamid")
-        .unwrap_or_else(|| id.clone());
+    let bsp = row.bsp.clone();
+    let wamid = row.wamid.clone().unwrap_or_else(|| id.clone());
     // In the order Switchboard learnt them: BSPs' own times are often whole seconds,
     // which would put a webhook before the send it reports on.
     let history = q(
@@ -781,39 +741,26 @@ pub async fn list(
             ))
         }
     };
-    let rows = q(format!(
-        "SELECT {MESSAGE_COLUMNS} {MESSAGE_JOIN}
-         WHERE o.tenant_id = $1
-           AND ($2::text IS NULL OR COALESCE(m.status, o.state) = $2)
-           AND ($3::text IS NULL OR o.to_id = $3)
-           AND ($4::text IS NULL OR o.from_number = $4)
-           AND ($5::timestamptz IS NULL OR o.created_at >= $5)
-           AND ($6::timestamptz IS NULL OR o.created_at < $6)
-           AND ($7::timestamptz IS NULL OR (o.created_at, o.message_id) < ($7, $8))
-         ORDER BY o.created_at DESC, o.message_id DESC
-         LIMIT $9"
-    ))
-    .bind(&tenant.id)
-    .bind(&qp.status)
-    .bind(&qp.to)
-    .bind(&qp.from)
-    .bind(since)
-    .bind(until)
-    .bind(cursor.as_ref().map(|c| c.0))
-    .bind(cursor.as_ref().map(|c| c.1.clone()).unwrap_or_default())
-    .bind(limit + 1)
-    .fetch_all(&app.db)
-    .await
-    .map_err(ApiError::db)?;
+    let filter = MessageFilter {
+        status: qp.status,
+        to: qp.to,
+        from: qp.from,
+        since,
+        until,
+        after: cursor,
+    };
+    let rows = Requests::new(app.db.clone())
+        .list(&tenant.id, &filter, limit + 1)
+        .await
+        .map_err(ApiError::db)?;
     let more = rows.len() as i64 > limit;
     let page: Vec<_> = rows.iter().take(limit as usize).collect();
     let next = if more {
         page.last().map(|r| {
-            let t: Ts = r.get("created_at");
             B64.encode(format!(
                 "{}|{}",
-                t.timestamp_micros(),
-                r.get::<String, _>("message_id")
+                r.created_at.timestamp_micros(),
+                r.message_id
             ))
         })
     } else {
@@ -830,28 +777,14 @@ pub async fn cancel(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let done = q("UPDATE outbound_messages SET state = 'cancelled', updated_at = now()
-                  WHERE message_id = $1 AND tenant_id = $2 AND state IN ('queued', 'scheduled', 'retrying')
-                  RETURNING message_id".into())
-        .bind(&id)
-        .bind(&tenant.id)
-        .fetch_optional(&app.db)
+    match Requests::new(app.db.clone())
+        .cancel(&tenant.id, &id)
         .await
-        .map_err(ApiError::db)?;
-    if done.is_some() {
-        return Ok(Json(json!({"id": id, "status": "cancelled"})));
-    }
-    let state: Option<String> =
-        q("SELECT state FROM outbound_messages WHERE message_id = $1 AND tenant_id = $2".into())
-            .bind(&id)
-            .bind(&tenant.id)
-            .fetch_optional(&app.db)
-            .await
-            .map_err(ApiError::db)?
-            .map(|r| r.get(0));
-    match state {
-        None => Err(ApiError::not_found("message")),
-        Some(s) => Err(ApiError::new(
+        .map_err(ApiError::db)?
+    {
+        Cancelled::Done => Ok(Json(json!({"id": id, "status": "cancelled"}))),
+        Cancelled::Missing => Err(ApiError::not_found("message")),
+        Cancelled::Too(s) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_cancellable",
             format!(

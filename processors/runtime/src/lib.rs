@@ -10,7 +10,8 @@
 //! - [`failure`]: transient or permanent, decided once for every loop;
 //! - [`deadletter`]: records a stage gives up on, with reason and source position;
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token;
-//! - [`retry`]: waiting for a dependency at start-up;
+//! - [`retry`]: waiting for a dependency (at start-up, or in a stage);
+//! - `pg`: PostgreSQL connection options (connections named after their binary);
 //! - [`config_cache`]: the live copy of the `wa.config` topic every process keeps;
 //! - [`secrets`]: AES-256-GCM encryption at rest with a rotatable keyring;
 //! - [`netguard`]: which addresses client endpoints may point at.
@@ -26,6 +27,8 @@ pub mod kafka;
 pub mod lanes;
 pub mod netguard;
 pub mod ops;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod retry;
 pub mod secrets;
 pub mod shutdown;

@@ -12,19 +12,41 @@ pub async fn wait_for<F, Fut, T, E>(
     what: &str,
     stop: &CancellationToken,
     is_transient: impl Fn(&E) -> bool,
-    mut f: F,
+    f: F,
 ) -> anyhow::Result<Option<T>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let mut delay = Duration::from_millis(200);
+    until(what, stop, Duration::from_millis(200), is_transient, f)
+        .await
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))
+}
+
+/// The one retry loop of the stages: run `f` until it succeeds (`Ok(Some(v))`), `stop`
+/// fires (`Ok(None)`: the caller gives its input back, to be done again), or it fails with
+/// an error `is_transient` rejects (`Err(e)`, unchanged, for the caller to dead-letter or
+/// report). Transient failures are logged with `what`; the pause doubles from `first` to
+/// 5 s, so a long outage costs few attempts and a blip little time.
+pub async fn until<F, Fut, T, E>(
+    what: &str,
+    stop: &CancellationToken,
+    first: Duration,
+    is_transient: impl Fn(&E) -> bool,
+    mut f: F,
+) -> Result<Option<T>, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = first;
     loop {
         match f().await {
             Ok(v) => return Ok(Some(v)),
-            Err(e) if is_transient(&e) => tracing::warn!(error = %e, "{what} not ready; retrying"),
-            Err(e) => anyhow::bail!("{what}: {e}"),
+            Err(e) if is_transient(&e) => tracing::warn!(error = %e, "{what} failed; retrying"),
+            Err(e) => return Err(e),
         }
         tokio::select! {
             _ = stop.cancelled() => return Ok(None),

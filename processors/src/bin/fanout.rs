@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_processors::db;
+use switchboard_processors::db::endpoints::EndpointBook;
 use switchboard_processors::fanout::admit::Admission;
+use switchboard_processors::fanout::dispatch::{Dispatcher, FirstAttempts, Retries};
 use switchboard_processors::fanout::endpoints::Registry;
-use switchboard_processors::fanout::handler::{Core, FirstAttempts, Retries};
-use switchboard_processors::fanout::store::Store;
+use switchboard_processors::fanout::record::Recorder;
 use switchboard_processors::fanout::{deliver, Config};
-use switchboard_processors::route::outbox;
 use switchboard_runtime::config_cache::ConfigCache;
 use switchboard_runtime::kafka::{delay_name, ensure_topics, TopicSpec, Topics};
 use switchboard_runtime::lanes::LaneLoop;
@@ -30,20 +31,24 @@ async fn main() -> anyhow::Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&cfg.database_url)?;
-    // The endpoints table is the gateway's; its migrations are shared with the router.
+        .connect_lazy_with(switchboard_runtime::pg::options(
+            &cfg.database_url,
+            "fanout",
+        )?);
+    // The send path's schema: whichever of gateway, router and fan-out starts first
+    // migrates it.
     if switchboard_runtime::retry::wait_for(
         "endpoints database",
         &shutdown,
         switchboard_runtime::retry::is_transient_migrate_error,
-        || outbox::migrate(&pool),
+        || db::migrate(&pool),
     )
     .await?
     .is_none()
     {
         return Ok(());
     }
-    let store = Store::new(pool);
+    let store = EndpointBook::new(pool);
     let keyring = match cfg.credentials_keys.as_str() {
         "" => {
             tracing::warn!("SWITCHBOARD_CREDENTIALS_KEYS is empty: no endpoint can be signed for");
@@ -115,29 +120,33 @@ async fn main() -> anyhow::Result<()> {
         codec.clone(),
         &cfg.kafka,
     );
-    let core = Arc::new(Core {
+    let dispatcher = Arc::new(Dispatcher {
         http: deliver::client(&allow, cfg.delivery_timeout)?,
         allow,
         cache,
         registry,
-        codec,
-        producer: producer.clone(),
-        topics: topics.clone(),
         schedule,
         store,
         turns: Default::default(),
         shutdown: shutdown.clone(),
-        dead: dead.clone(),
         held: Default::default(),
         admission: Admission::new(cfg.max_in_flight, cfg.tenant_max_in_flight),
+        out: Recorder {
+            codec,
+            producer: producer.clone(),
+            topics: topics.clone(),
+            dead: dead.clone(),
+            message_max_bytes: cfg.kafka.kafka_message_max_bytes,
+            shutdown: shutdown.clone(),
+        },
         cfg: cfg.clone(),
     });
 
-    let ready_core = core.clone();
+    let ready_dispatcher = dispatcher.clone();
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
-        let c = ready_core.clone();
+        let c = ready_dispatcher.clone();
         Box::pin(async move {
-            switchboard_runtime::kafka::broker_reachable(&c.producer, Duration::from_secs(2))
+            switchboard_runtime::kafka::broker_reachable(&c.out.producer, Duration::from_secs(2))
                 .await?;
             c.store.ping().await
         })
@@ -150,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let watch = {
-        let (c, stop) = (core.clone(), shutdown.clone());
+        let (c, stop) = (dispatcher.clone(), shutdown.clone());
         tokio::spawn(async move { c.registry.watch(stop).await })
     };
     let group = cfg
@@ -174,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
             dead.clone(),
         )?;
         loops.push(tokio::spawn(lane.run(
-            Retries(core.clone()),
+            Retries(dispatcher.clone()),
             shutdown.clone(),
             drain,
         )));
@@ -187,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
         cfg.max_in_flight,
         dead,
     )?
-    .run(FirstAttempts(core), shutdown, drain)
+    .run(FirstAttempts(dispatcher), shutdown, drain)
     .await?;
     for l in loops {
         l.await??;

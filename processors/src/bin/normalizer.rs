@@ -18,7 +18,10 @@ async fn main() -> anyhow::Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&cfg.database_url)?;
+        .connect_lazy_with(switchboard_runtime::pg::options(
+            &cfg.database_url,
+            "normalizer",
+        )?);
     let dedupe = DedupeStore::new(pool);
     if switchboard_runtime::retry::wait_for(
         "dedupe store",

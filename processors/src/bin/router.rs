@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use switchboard_processors::db::{self, outbox::Outbox};
 use switchboard_processors::route::breaker::Breakers;
-use switchboard_processors::route::handler::{Core, Router};
+use switchboard_processors::route::dispatch::{Router, SendRouter};
 use switchboard_processors::route::limiter::SenderLimiter;
-use switchboard_processors::route::outbox::{self, Outbox};
 use switchboard_processors::route::{scheduler, Config};
 use switchboard_runtime::config_cache::ConfigCache;
 use switchboard_runtime::deadletter::DeadLetters;
@@ -25,12 +25,15 @@ async fn main() -> anyhow::Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&cfg.database_url)?;
+        .connect_lazy_with(switchboard_runtime::pg::options(
+            &cfg.database_url,
+            "router",
+        )?);
     if switchboard_runtime::retry::wait_for(
         "send-path database",
         &shutdown,
         switchboard_runtime::retry::is_transient_migrate_error,
-        || outbox::migrate(&pool),
+        || db::migrate(&pool),
     )
     .await?
     .is_none()
@@ -62,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         codec.clone(),
         &cfg.kafka,
     );
-    let core = Arc::new(Core {
+    let core = Arc::new(SendRouter {
         dead: dead.clone(),
         outbox: Outbox::new(pool),
         cache,

@@ -22,6 +22,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
+use switchboard_runtime::CancellationToken;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::endpoints::EndpointRt;
+use super::order::Ticket;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -131,6 +137,94 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// What admission decided for one delivery at one endpoint.
+pub enum Admit {
+    /// Go ahead (with the endpoint's slot, when one was taken).
+    Go(Option<OwnedSemaphorePermit>),
+    /// The endpoint cannot keep up: the delivery waits on a delay topic.
+    Defer,
+}
+
+/// Wait for this event's turn at the endpoint (conversation order). Waiting counts as
+/// waiting for the endpoint: when it cannot keep up (`EndpointRt::should_defer`), the
+/// event stops waiting and its delivery is deferred; like a failed first attempt, it is
+/// then delivered on its own. `None` on shutdown.
+pub async fn turn(
+    ticket: &Ticket,
+    endpoint_id: &str,
+    rt: Option<&EndpointRt>,
+    shutdown: &CancellationToken,
+) -> Option<Admit> {
+    let turn = ticket.turn(endpoint_id);
+    tokio::pin!(turn);
+    let Some(rt) = rt else {
+        turn.await;
+        return Some(Admit::Go(None));
+    };
+    // Most turns are immediate: only count and look when there is a wait.
+    if futures::poll!(turn.as_mut()).is_ready() {
+        return Some(Admit::Go(None));
+    }
+    let _counted = Waiting::new(&rt.waiting);
+    loop {
+        let recheck = rt.recheck.notified();
+        tokio::pin!(recheck);
+        recheck.as_mut().enable();
+        if rt.should_defer() {
+            return Some(Admit::Defer);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = &mut turn => return Some(Admit::Go(None)),
+            _ = recheck => {}
+        }
+    }
+}
+
+/// One of the endpoint's `max_in_flight` slots and, if it is rate-limited, a token.
+/// `may_defer`: when the endpoint cannot keep up, answer [`Admit::Defer`] rather than
+/// hold the event (strict endpoints wait). `None` on shutdown.
+pub async fn endpoint_slot(
+    rt: &EndpointRt,
+    may_defer: bool,
+    shutdown: &CancellationToken,
+) -> Option<Admit> {
+    let quick = match rt.in_flight.clone().try_acquire_owned() {
+        Ok(p) if rt.limiter.as_ref().is_none_or(|l| l.check().is_ok()) => Some(p),
+        _ => None,
+    };
+    if let Some(p) = quick {
+        return Some(Admit::Go(Some(p)));
+    }
+    let _counted = Waiting::new(&rt.waiting);
+    if may_defer && rt.should_defer() {
+        return Some(Admit::Defer);
+    }
+    let waited = async {
+        let p = rt.in_flight.clone().acquire_owned().await.ok()?;
+        if let Some(l) = &rt.limiter {
+            l.until_ready().await;
+        }
+        Some(p)
+    };
+    tokio::pin!(waited);
+    // An endpoint can turn slow while this one waits (a hanging endpoint is only known
+    // after a second): the registry's watch wakes waiters to look again.
+    loop {
+        let recheck = rt.recheck.notified();
+        tokio::pin!(recheck);
+        recheck.as_mut().enable();
+        if may_defer && rt.should_defer() {
+            return Some(Admit::Defer);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            p = &mut waited => return Some(Admit::Go(Some(p?))),
+            _ = recheck => {}
+        }
     }
 }
 

@@ -70,6 +70,47 @@ pub struct Outcome {
     pub snippet: Option<String>,
 }
 
+impl Outcome {
+    /// An outcome without an HTTP request.
+    pub fn skipped(kind: Kind, why: &str) -> Self {
+        Outcome {
+            kind,
+            status: None,
+            latency_ms: 0,
+            error: Some(why.to_string()),
+            snippet: None,
+        }
+    }
+}
+
+/// One attempt through the endpoint's circuit breaker, its answer fed back to the
+/// endpoint's health (latency for `slow`, success or failure for the breaker). The
+/// caller holds the endpoint's slot.
+#[allow(clippy::too_many_arguments)]
+pub async fn attempt_guarded(
+    http: &reqwest::Client,
+    allow: &AllowList,
+    rt: &EndpointRt,
+    event_id: &str,
+    attempt_no: i32,
+    body: &bytes::Bytes,
+    max_bytes: usize,
+) -> Outcome {
+    if !rt.health.permits() {
+        return Outcome::skipped(Kind::CircuitOpen, "the endpoint's circuit breaker is open");
+    }
+    let o = attempt(http, allow, rt, event_id, attempt_no, body, max_bytes).await;
+    if o.status.is_some() || o.kind == Kind::Failed {
+        rt.health.observe(o.latency_ms);
+    }
+    match o.kind {
+        Kind::Delivered | Kind::Aborted => rt.health.record(true),
+        Kind::Failed => rt.health.record(false),
+        _ => {}
+    }
+    o
+}
+
 /// A resolver that drops addresses the allow-list forbids, so a name that resolves to a
 /// private address (now, or after a DNS change) is never connected to.
 struct GuardedResolver(AllowList);

@@ -2,21 +2,30 @@
 //! Standard Webhooks spec, with retries through `wa.deliveries.retry.<delay>` and
 //! `wa.deliveries.dlq`, and every attempt in `wa.deliveries.attempts`.
 //!
-//! - [`payload`]: the webhook body of each event type;
-//! - [`admit`]: whether a delivery may take capacity now (per tenant, strict endpoint);
-//! - [`endpoints`]: per-endpoint secrets, limits and health;
-//! - [`order`]: per-conversation order per endpoint with many events in flight;
-//! - [`deliver`]: one HTTP attempt and what its answer means;
-//! - [`handler`]: first attempts, retries, the delivery log, auto-disable;
-//! - [`store`]: the few PostgreSQL writes (failing-since, disable).
+//! One delivery goes through the stages in this order:
+//!
+//! - [`dispatch`]: the two consumers (first attempts, retries) and a delivery's way
+//!   through the stages below;
+//! - [`admit`]: whether a delivery may take capacity now (the tenant's share, its turn in
+//!   the conversation via [`order`], the endpoint's slot) or waits on a delay topic;
+//! - [`deliver`]: one HTTP attempt through the endpoint's breaker, and what the answer
+//!   means;
+//! - [`record`]: the delivery log line, the next step (again in place, a delay topic, the
+//!   dead-letter topic), and producing both;
+//! - [`health`]: failing-since and auto-disable.
+//!
+//! Beside them: [`payload`] (the webhook body of each event type) and [`endpoints`]
+//! (per-endpoint secrets, limits and health). Its writes to the `endpoints` table go
+//! through that table's owner, `crate::db::endpoints`.
 
 pub mod admit;
 mod config;
 pub mod deliver;
+pub mod dispatch;
 pub mod endpoints;
-pub mod handler;
+mod health;
 pub mod order;
 pub mod payload;
-pub mod store;
+pub mod record;
 
 pub use config::{parse_schedule, Config};

@@ -54,7 +54,10 @@ impl Env {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy(&cfg.database_url)?;
+            .connect_lazy_with(switchboard_runtime::pg::options(
+                &cfg.database_url,
+                "replay",
+            )?);
         Ok(Self {
             codec: Codec::new(&cfg.kafka.schema_registry_url),
             producer: switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?,

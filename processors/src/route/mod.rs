@@ -1,18 +1,26 @@
 //! The router: `wa.send.requests` → a BSP's send API → `send accepted` / `send failed`
 //! on `wa.events` (+ `wa.send.dlq`).
 //!
-//! - [`limiter`]: per-sender-number throughput at its tier;
-//! - [`breaker`]: per-BSP circuit breakers;
-//! - [`outbox`]: the per-message state machine in PostgreSQL (intent before the call,
-//!   outcome after it);
-//! - [`handler`]: one request end to end, with retries, failover and the DLQ;
-//! - [`scheduler`]: scheduled sends and retries back into the stream when due.
+//! One request goes through the stages in this order:
+//!
+//! - [`dispatch`]: the consumer, and a request's way through the stages below;
+//! - [`admit`]: due or not, whose number, a rate token or a parked place, the claim;
+//! - [`call`]: the BSP (or its failover) through its breaker, with the tenant's
+//!   credentials;
+//! - [`settle`]: the outcome in the outbox, its event, a dead letter, or a retry later.
+//!
+//! Beside them: [`limiter`] (per-sender-number throughput at its tier), [`breaker`]
+//! (per-BSP circuit breakers), [`scheduler`] (scheduled sends and retries back into the
+//! stream when due), and the per-message state machine in PostgreSQL (intent before the
+//! call, outcome after it), which lives with its table in `crate::db::outbox`.
 
+pub mod admit;
 pub mod breaker;
+pub mod call;
 mod config;
-pub mod handler;
+pub mod dispatch;
 pub mod limiter;
-pub mod outbox;
 pub mod scheduler;
+pub mod settle;
 
 pub use config::Config;

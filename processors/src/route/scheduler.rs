@@ -9,11 +9,11 @@ use switchboard_runtime::kafka::{produce_all, OutRecord};
 use switchboard_runtime::CancellationToken;
 use switchboard_schemas::{SendRequest, SEND_REQUEST_SCHEMA};
 
-use super::handler::Core;
+use super::dispatch::SendRouter;
 
 const BATCH: i64 = 1000;
 
-pub async fn run(core: std::sync::Arc<Core>, stop: CancellationToken) {
+pub async fn run(core: std::sync::Arc<SendRouter>, stop: CancellationToken) {
     let mut last_sweep = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -64,7 +64,7 @@ pub async fn run(core: std::sync::Arc<Core>, stop: CancellationToken) {
     }
 }
 
-async fn publish(core: &Core, reqs: &[SendRequest]) -> anyhow::Result<()> {
+async fn publish(core: &SendRouter, reqs: &[SendRequest]) -> anyhow::Result<()> {
     let topic = &core.topics.send_requests;
     let mut out = Vec::with_capacity(reqs.len());
     for r in reqs {

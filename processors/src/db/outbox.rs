@@ -1,6 +1,8 @@
-//! The router's side of `outbound_messages`: the per-message send state machine
-//! (see the gateway's migration for the states). Every transition is one conditional
-//! UPDATE, so two routers (or one record delivered twice) can never both send.
+//! `outbound_messages` and its one owner: the per-message send state (see the migration
+//! for the states). The send API's side inserts requests (idempotent on the tenant's key),
+//! takes back what was never published, reads and cancels; the router's side moves a
+//! message through the state machine. Every transition is one conditional UPDATE, so two
+//! routers (or one record delivered twice) can never both send.
 //!
 //! The two transitions every send makes (claim, accepted) go through micro-batches: the
 //! requests of the last millisecond become one `UPDATE ... FROM UNNEST`, so the database
@@ -11,20 +13,12 @@
 
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Row};
 use switchboard_schemas::SendRequest;
 use tokio::sync::{mpsc, oneshot};
 
-// The gateway owns these migrations; the router runs them too (same history table), so
-// either may start first.
-static MIGRATOR: Migrator = sqlx::migrate!("../gateway/migrations");
-
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    let mut m = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
-    m.dangerous_set_table_name("_sqlx_migrations_send");
-    m.run(pool).await
-}
+mod requests;
+pub use requests::{Cancelled, Earlier, MessageFilter, MessageRow, NewSend, Requests};
 
 /// What the state machine says about a message the router is about to send.
 #[derive(Debug, Clone, PartialEq)]
