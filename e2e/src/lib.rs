@@ -51,11 +51,14 @@ impl Services {
 
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf()
+    let dir = exe.parent().expect("target dir");
+    // A test runs from target/<profile>/deps/<test>, a harness binary (chaos) from
+    // target/<profile>/<bin>: both want target/<profile>.
+    if dir.join("gateway").exists() {
+        dir.to_path_buf()
+    } else {
+        dir.parent().expect("target dir").to_path_buf()
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -143,6 +146,17 @@ impl Proc {
     pub async fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill().await;
+        }
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`): frozen mid-work, as in a long pause of the
+    /// machine, with its connections and locks held.
+    pub fn freeze(&self, on: bool) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            let _ = std::process::Command::new("kill")
+                .arg(if on { "-STOP" } else { "-CONT" })
+                .arg(pid.to_string())
+                .status();
         }
     }
 

@@ -236,6 +236,21 @@ impl PrivateBroker {
         Ok(b)
     }
 
+    /// A Nisshi broker keeping its log, offsets and groups in `storage` (a `postgres://`
+    /// URL): unlike memory storage, it remembers everything across a restart.
+    pub async fn start_durable(storage: &str) -> anyhow::Result<Self> {
+        let mut b = PrivateBroker {
+            port: free_port(),
+            child: None,
+            tansu: false,
+            tls: None,
+            storage: Some(storage.to_string()),
+            authentication: false,
+        };
+        b.resume().await?;
+        Ok(b)
+    }
+
     /// A Nisshi broker whose listener takes TLS only, with this certificate and key.
     pub async fn start_tls(cert: PathBuf, key: PathBuf) -> anyhow::Result<Self> {
         let mut b = PrivateBroker {
