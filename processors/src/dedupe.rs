@@ -84,10 +84,6 @@ impl DedupeStore {
     }
 
     pub async fn ping(&self) -> Result<(), String> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("postgres: {e}"))
+        switchboard_runtime::pg::ping(&self.pool).await
     }
 }

@@ -11,7 +11,7 @@
 //! - [`deadletter`]: records a stage gives up on, with reason and source position;
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token;
 //! - [`retry`]: waiting for a dependency (at start-up, or in a stage);
-//! - `pg`: PostgreSQL connection options (connections named after their binary);
+//! - `pg`: PostgreSQL connection options (named after their binary) and the ping;
 //! - [`config_cache`]: the live copy of the `wa.config` topic every process keeps;
 //! - [`secrets`]: AES-256-GCM encryption at rest with a rotatable keyring;
 //! - [`netguard`]: which addresses client endpoints may point at.

@@ -1,6 +1,7 @@
-//! PostgreSQL connection options every binary uses.
+//! PostgreSQL plumbing every binary uses: connection options and the readiness ping.
 
 use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
 
 /// The options of `url`, with the connections named after `binary` in
 /// `pg_stat_activity` unless the URL names them (`application_name=`): an operator (or a
@@ -12,6 +13,15 @@ pub fn options(url: &str, binary: &str) -> Result<PgConnectOptions, sqlx::Error>
     } else {
         opts.application_name(&format!("switchboard-{binary}"))
     })
+}
+
+/// A readiness probe: one round trip, its error as `/readyz` shows it.
+pub async fn ping(pool: &PgPool) -> Result<(), String> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("postgres: {e}"))
 }
 
 #[cfg(test)]

@@ -186,11 +186,7 @@ impl EndpointBook {
     }
 
     pub async fn ping(&self) -> Result<(), String> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("postgres: {e}"))
+        switchboard_runtime::pg::ping(&self.pool).await
     }
 
     /// Endpoints failing now, with the time they started (Unix ms).

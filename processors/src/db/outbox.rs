@@ -59,6 +59,12 @@ struct ClaimReq {
     reply: Reply<Option<(i32, i64)>>,
 }
 
+struct ParkReq {
+    id: String,
+    after_ms: i64,
+    reply: Reply<bool>,
+}
+
 struct AcceptReq {
     id: String,
     bsp: String,
@@ -71,6 +77,7 @@ pub struct Outbox {
     pub pool: PgPool,
     claims: mpsc::Sender<ClaimReq>,
     accepts: mpsc::Sender<AcceptReq>,
+    parks: mpsc::Sender<ParkReq>,
 }
 
 const MAX_BATCH: usize = 500;
@@ -88,6 +95,61 @@ async fn next_batch<T>(rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
         }
     }
     Some(batch)
+}
+
+/// Answer every request of a batch from the statement's rows by message id (a request
+/// whose row was not touched gets `missing`), or with the statement's error.
+fn answer<R, T: Clone>(
+    batch: Vec<R>,
+    parts: impl Fn(R) -> (String, Reply<T>),
+    got: Result<std::collections::HashMap<String, T>, sqlx::Error>,
+    missing: T,
+) {
+    match got {
+        Ok(mut got) => {
+            for req in batch {
+                let (id, reply) = parts(req);
+                let _ = reply.send(Ok(got.remove(&id).unwrap_or_else(|| missing.clone())));
+            }
+        }
+        Err(e) => {
+            for req in batch {
+                let _ = parts(req).1.send(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Parks of the last millisecond in one statement: a backlog parks thousands of sends in
+/// a few seconds, and one connection each would starve the router's pool (and so every
+/// other tenant's claims).
+async fn park_worker(pool: PgPool, mut rx: mpsc::Receiver<ParkReq>) {
+    while let Some(batch) = next_batch(&mut rx).await {
+        let ids: Vec<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+        let afters: Vec<i64> = batch.iter().map(|r| r.after_ms).collect();
+        let res = sqlx::query(
+            "WITH t AS (SELECT * FROM UNNEST($1::text[], $2::int8[]) AS t(id, after_ms)),
+                  l AS (SELECT message_id FROM outbound_messages
+                         WHERE message_id = ANY($1) AND state = 'queued'
+                         ORDER BY message_id FOR UPDATE)
+             UPDATE outbound_messages o
+                SET state = 'scheduled', due_at = now() + t.after_ms * interval '1 millisecond',
+                    updated_at = now()
+               FROM t JOIN l ON l.message_id = t.id
+              WHERE o.message_id = t.id AND o.state = 'queued'
+          RETURNING o.message_id",
+        )
+        .bind(&ids)
+        .bind(&afters)
+        .fetch_all(&pool)
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|r| (r.get::<String, _>("message_id"), true))
+                .collect()
+        });
+        answer(batch, |r| (r.id, r.reply), res, false);
+    }
 }
 
 async fn claim_worker(pool: PgPool, mut rx: mpsc::Receiver<ClaimReq>) {
@@ -110,31 +172,19 @@ async fn claim_worker(pool: PgPool, mut rx: mpsc::Receiver<ClaimReq>) {
         .bind(&ids)
         .bind(&bsps)
         .fetch_all(&pool)
-        .await;
-        match res {
-            Ok(rows) => {
-                let mut got: std::collections::HashMap<String, (i32, i64)> = rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.get::<String, _>("message_id"),
-                            (
-                                r.get("attempts"),
-                                r.get::<Option<i64>, _>("since_ms").unwrap_or(0),
-                            ),
-                        )
-                    })
-                    .collect();
-                for req in batch {
-                    let _ = req.reply.send(Ok(got.remove(&req.id)));
-                }
-            }
-            Err(e) => {
-                for req in batch {
-                    let _ = req.reply.send(Err(e.to_string()));
-                }
-            }
-        }
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let since: Option<i64> = r.get("since_ms");
+                    (
+                        r.get::<String, _>("message_id"),
+                        Some((r.get("attempts"), since.unwrap_or(0))),
+                    )
+                })
+                .collect()
+        });
+        answer(batch, |r| (r.id, r.reply), res, None);
     }
 }
 
@@ -157,23 +207,13 @@ async fn accept_worker(pool: PgPool, mut rx: mpsc::Receiver<AcceptReq>) {
         .bind(col(|r| &r.bsp))
         .bind(col(|r| &r.wamid))
         .fetch_all(&pool)
-        .await;
-        match res {
-            Ok(rows) => {
-                let mut got: std::collections::HashMap<String, i64> = rows
-                    .iter()
-                    .map(|r| (r.get::<String, _>("message_id"), r.get::<i64, _>("at_ms")))
-                    .collect();
-                for req in batch {
-                    let _ = req.reply.send(Ok(got.remove(&req.id)));
-                }
-            }
-            Err(e) => {
-                for req in batch {
-                    let _ = req.reply.send(Err(e.to_string()));
-                }
-            }
-        }
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|r| (r.get::<String, _>("message_id"), Some(r.get::<i64, _>("at_ms"))))
+                .collect()
+        });
+        answer(batch, |r| (r.id, r.reply), res, None);
     }
 }
 
@@ -182,12 +222,15 @@ impl Outbox {
     pub fn new(pool: PgPool) -> Self {
         let (claims, crx) = mpsc::channel(10_000);
         let (accepts, arx) = mpsc::channel(10_000);
+        let (parks, prx) = mpsc::channel(10_000);
+        tokio::spawn(park_worker(pool.clone(), prx));
         tokio::spawn(claim_worker(pool.clone(), crx));
         tokio::spawn(accept_worker(pool.clone(), arx));
         Outbox {
             pool,
             claims,
             accepts,
+            parks,
         }
     }
 
@@ -315,17 +358,20 @@ impl Outbox {
     /// republishes it when due.
     /// `false` when the message is not `queued` (a redelivery of one being sent, or
     /// already settled): then it is not parked, and the caller goes on as usual.
-    pub async fn park(&self, message_id: &str, after: Duration) -> Result<bool, sqlx::Error> {
-        let r = sqlx::query(
-            "UPDATE outbound_messages SET state = 'scheduled', due_at = now() + $2 * interval '1 millisecond',
-                    updated_at = now()
-              WHERE message_id = $1 AND state = 'queued'",
-        )
-        .bind(message_id)
-        .bind(after.as_millis() as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+    pub async fn park(&self, message_id: &str, after: Duration) -> anyhow::Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || anyhow::anyhow!("park batcher stopped");
+        self.parks
+            .send(ParkReq {
+                id: message_id.to_string(),
+                after_ms: after.as_millis() as i64,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await
+            .map_err(|_| stopped())?
+            .map_err(|e| anyhow::anyhow!("park: {e}"))
     }
 
     /// Due scheduled and retrying sends → queued (unpublished), returned for publishing.
@@ -369,11 +415,7 @@ impl Outbox {
     }
 
     pub async fn ping(&self) -> Result<(), String> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("postgres: {e}"))
+        switchboard_runtime::pg::ping(&self.pool).await
     }
 }
 

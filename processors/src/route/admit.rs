@@ -75,7 +75,7 @@ impl SendRouter {
         {
             let parked = self
                 .durable("park", || async {
-                    Ok(self.outbox.park(&req.message_id, after).await?)
+                    self.outbox.park(&req.message_id, after).await
                 })
                 .await?;
             if parked {
