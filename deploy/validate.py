@@ -63,7 +63,7 @@ def problem(msg):
 # ------------------------------------------------------------------------------ metrics
 
 REGISTRATION = re.compile(
-    r'(?:register_(?P<macro>\w+)!\s*\(|(?P<opts>Histogram)?Opts::new\()\s*"(?P<name>switchboard_[a-z0-9_]+)"'
+    r'(?:register_(?P<macro>\w+)!\s*\(|(?P<opts>Histogram)?Opts::new\(|(?:Int)?(?:Counter|Gauge)::new\()\s*"(?P<name>switchboard_[a-z0-9_]+)"'
 )
 
 
