@@ -101,6 +101,13 @@ pub struct Config {
     /// AES-256-GCM keyring for BSP credentials, `kid:base64key[,...]`, first key encrypts.
     #[serde(default)]
     pub credentials_keys: String,
+    /// Records of `wa.events` one `GET /v1/events` may read at most (the topic holds every
+    /// tenant's events; a poll that finds fewer than it asked for says `done: false`).
+    #[serde(default = "default_events_scan_records")]
+    pub events_scan_records: usize,
+    /// Time one `GET /v1/events` may spend reading at most.
+    #[serde(default = "default_events_scan_time", with = "humantime_serde")]
+    pub events_scan_time: Duration,
     /// Largest body of `POST /v1/messages/batch` (single sends use `max_body_bytes`).
     #[serde(default = "default_max_batch_body")]
     pub max_batch_body_bytes: usize,
@@ -147,6 +154,13 @@ impl Config {
             .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
             .collect()
     }
+}
+
+fn default_events_scan_records() -> usize {
+    20_000
+}
+fn default_events_scan_time() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_max_batch_body() -> usize {

@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod event_log;
 pub mod ingest;
 pub mod metrics;
 pub mod producer;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub db_ready: std::sync::atomic::AtomicBool,
     pub config: switchboard_runtime::config_cache::ConfigCache,
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
+    /// The tenants' events read back from `wa.events` (`GET /v1/events`).
+    pub events: event_log::EventLog,
     /// The global webhook secrets of every BSP (`Config::webhook_secrets`).
     pub webhook_secrets: HashMap<switchboard_connectors::Bsp, ingest::Secrets>,
     pub limiter: api::auth::TenantLimiter,
@@ -158,6 +161,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             shutdown.clone(),
         )?,
         keyring,
+        events: event_log::EventLog {
+            kafka: cfg.kafka.clone(),
+            topic: topics.events.clone(),
+            codec: codec.clone(),
+            scan_budget: cfg.events_scan_records,
+            scan_time: cfg.events_scan_time,
+        },
         webhook_secrets: switchboard_connectors::Bsp::ALL
             .into_iter()
             .map(|b| (b, cfg.webhook_secrets(b)))

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod batcher;
 pub mod deliveries;
 pub mod endpoints;
+pub mod events;
 pub mod messages;
 pub mod publish;
 pub mod replays;
@@ -52,6 +53,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/endpoints/{id}/attempts", get(deliveries::attempts))
         .route("/v1/endpoints/{id}/stats", get(deliveries::stats))
         .route("/v1/endpoints/{id}/recover", post(deliveries::recover))
+        .route("/v1/events", get(events::poll))
         .route("/v1/events/{id}/resend", post(deliveries::resend))
         .route(
             "/admin/tenants",

@@ -37,6 +37,12 @@ fn embedded(s: &Option<String>) -> Value {
 
 /// Render an event. Returns (webhook type, body).
 pub fn render(e: &Event) -> (String, String) {
+    let (ty, body) = envelope(e);
+    (ty, body.to_string())
+}
+
+/// The webhook type and body of an event, as JSON (the polling API adds to it).
+pub fn envelope(e: &Event) -> (String, Value) {
     let ty = webhook_type(e);
     let data = if e.event_type.starts_with("message.") {
         let error = e
@@ -89,7 +95,7 @@ pub fn render(e: &Event) -> (String, String) {
         Value::Object(d)
     };
     let body = json!({"type": ty, "timestamp": rfc3339(e.occurred_at_ms), "data": data});
-    (ty, body.to_string())
+    (ty, body)
 }
 
 #[cfg(test)]
