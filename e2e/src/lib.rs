@@ -668,6 +668,14 @@ impl Pipeline {
         }
     }
 
+    /// A client for long-lived responses (event streams): no overall timeout.
+    pub fn http_stream(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a plain client builds")
+    }
+
     pub async fn pg_count(&self, sql: &str) -> anyhow::Result<i64> {
         let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
             .fetch_one(&self.pg)

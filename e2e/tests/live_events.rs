@@ -242,3 +242,361 @@ async fn polling_pages_through_a_tenants_events_once_in_order_across_a_restart(
     assert_eq!(s, 401);
     Ok(())
 }
+
+/// One Server-Sent Events connection, read event by event.
+struct SseClient {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+#[derive(Debug, Clone)]
+struct SseEvent {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+impl SseClient {
+    async fn connect(
+        p: &Pipeline,
+        t: &TestTenant,
+        last_id: Option<&str>,
+    ) -> anyhow::Result<Result<Self, (u16, Value)>> {
+        let mut req = p
+            .http_stream()
+            .get(format!("{}/v1/events/stream", p.gateway_url))
+            .bearer_auth(&t.key);
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id);
+        }
+        let r = req.send().await?;
+        if r.status() != 200 {
+            let s = r.status().as_u16();
+            return Ok(Err((s, r.json().await.unwrap_or_default())));
+        }
+        anyhow::ensure!(
+            r.headers()["content-type"] == "text/event-stream"
+                && r.headers()["x-accel-buffering"] == "no",
+            "{:?}",
+            r.headers()
+        );
+        Ok(Ok(SseClient {
+            body: Box::pin(r.bytes_stream()),
+            buf: String::new(),
+        }))
+    }
+
+    /// The next event (comments skipped); `None` when the stream ended.
+    async fn next(&mut self, within: Duration) -> anyhow::Result<Option<SseEvent>> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Ok(Some(SseEvent {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data)?,
+                }));
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => anyhow::bail!("no event within {within:?}"),
+                Ok(None) => return Ok(None),
+                Ok(Some(chunk)) => {
+                    let chunk: bytes::Bytes = chunk?;
+                    self.buf.push_str(&String::from_utf8_lossy(&chunk[..]));
+                }
+            }
+        }
+    }
+
+    /// Events until `n` of them satisfy `counts` (others are returned too).
+    async fn until(
+        &mut self,
+        n: usize,
+        counts: impl Fn(&SseEvent) -> bool,
+    ) -> anyhow::Result<Vec<SseEvent>> {
+        let mut got = Vec::new();
+        while got.iter().filter(|e| counts(e)).count() < n {
+            match self.next(Duration::from_secs(60)).await? {
+                Some(e) => got.push(e),
+                None => anyhow::bail!("the stream ended after {} events", got.len()),
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// A `sent` status of A's number.
+async fn post(p: &Pipeline, wamid: String) -> anyhow::Result<()> {
+    let body = switchboard_e2e::bsp::meta_status(
+        "+15550311",
+        "+919000000007",
+        &wamid,
+        "sent",
+        chrono::Utc::now().timestamp(),
+    );
+    p.post_meta_until_accepted(&body).await
+}
+
+fn wamid_of(e: &SseEvent) -> String {
+    e.data["data"]["wamid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_live_resumes_without_gaps_or_repeats_and_sheds_slow_clients(
+) -> anyhow::Result<()> {
+    let mut p = Pipeline::start(Options {
+        send_path: true,
+        gateway_env: vec![
+            ("SWITCHBOARD_STREAM_MAX_PER_TENANT", "3".into()),
+            ("SWITCHBOARD_STREAM_BUFFER", "300".into()),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    let a = p.tenant("a").await?;
+    let b = p.tenant("b").await?;
+    p.number(&a, "+15550311", "meta", "pnid-311", 80, None)
+        .await?;
+    p.number(&b, "+15550312", "meta", "pnid-312", 80, None)
+        .await?;
+    let mut client = SseClient::connect(&p, &a, None)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    // Live once a probe of A's comes through (the normalizer learns the number, the feed
+    // starts reading): probes until one arrives.
+    let mut live = false;
+    for i in 0..60 {
+        post(&p, format!("wamid.{}.probe.{i}", p.id)).await?;
+        if let Ok(Some(_)) = client.next(Duration::from_secs(2)).await {
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "the stream never delivered a probe");
+
+    // B's events and A's: the client gets A's only, in order per conversation.
+    p.post_statuses("+15550312", 5, 1).await?;
+    let na = p.post_statuses("+15550311", 10, 1).await?;
+    let prefix = format!("wamid.{}.15550311.", p.id);
+    let got = client
+        .until(na, |e| wamid_of(e).starts_with(&prefix))
+        .await?;
+    assert!(
+        got.iter()
+            .all(|e| e.data["data"]["tenant_id"] == a.id.as_str()),
+        "only A's"
+    );
+    let mut per_conv: HashMap<String, Vec<String>> = HashMap::new();
+    for e in got.iter().filter(|e| wamid_of(e).starts_with(&prefix)) {
+        assert_eq!(e.event, e.data["type"].as_str().unwrap_or_default());
+        per_conv
+            .entry(
+                e.data["data"]["conversation"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+            )
+            .or_default()
+            .push(e.event.clone());
+    }
+    for types in per_conv.values() {
+        assert_eq!(
+            types,
+            &[
+                "message.status.sent",
+                "message.status.delivered",
+                "message.status.read"
+            ]
+        );
+    }
+    let seen: HashSet<String> = got.iter().map(wamid_of).collect();
+    let last_id = got
+        .last()
+        .and_then(|e| e.id.clone())
+        .expect("events carry ids");
+
+    // Disconnected: events keep coming; resuming gives exactly the missed ones.
+    drop(client);
+    for i in 0..6 {
+        post(&p, format!("wamid.{}.missed.{i}", p.id)).await?;
+    }
+    let mut client = SseClient::connect(&p, &a, Some(&last_id))
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    post(&p, format!("wamid.{}.marker.1", p.id)).await?;
+    let marker = format!("wamid.{}.marker.1", p.id);
+    let resumed = client.until(1, |e| wamid_of(e) == marker).await?;
+    let wamids: Vec<String> = resumed.iter().map(wamid_of).collect();
+    assert_eq!(
+        wamids.len(),
+        7,
+        "6 missed and the marker, nothing else: {wamids:?}"
+    );
+    assert!(wamids.iter().all(|w| !seen.contains(w)), "no repeats");
+    assert_eq!(
+        wamids.iter().filter(|w| w.contains(".missed.")).count(),
+        6,
+        "every missed one"
+    );
+
+    // The per-tenant cap (3 here): this stream, a slow one and a third; a fourth is 429.
+    let slow = slow_reader(&p, &a).await?;
+    let third = SseClient::connect(&p, &a, None)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    match SseClient::connect(&p, &a, None).await? {
+        Ok(_) => anyhow::bail!("a fourth stream was accepted"),
+        Err((s, v)) => {
+            assert_eq!(
+                (s, v["error"]["code"].as_str()),
+                (429, Some("too_many_streams")),
+                "{v}"
+            )
+        }
+    }
+    drop(third);
+
+    // The slow one reads nothing: once the sockets' and the server's write buffers and
+    // its 300 waiting events are full it is ended, while this one keeps up with every
+    // event.
+    let burst = 1500;
+    let posting = async {
+        use futures::StreamExt;
+        let p = &p;
+        let posted: Vec<anyhow::Result<()>> = futures::stream::iter(0..burst)
+            .map(|i| post(p, format!("wamid.{}.burst.{i}", p.id)))
+            .buffer_unordered(20)
+            .collect()
+            .await;
+        posted.into_iter().collect::<anyhow::Result<Vec<()>>>()
+    };
+    let reading = client.until(burst, |e| wamid_of(e).contains(".burst."));
+    let (posted, got) = tokio::join!(posting, reading);
+    posted?;
+    let got = got?;
+    assert_eq!(
+        got.iter()
+            .filter(|e| wamid_of(e).contains(".burst."))
+            .count(),
+        burst
+    );
+    let slow_closed = || async {
+        let text = p
+            .http
+            .get(format!("{}/metrics", p.gateway_ops_url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok::<bool, anyhow::Error>(text.lines().any(|l| {
+            l.starts_with("switchboard_gateway_streams_closed_total{reason=\"slow\"}")
+                && !l.ends_with(" 0")
+        }))
+    };
+    wait_until(
+        "the slow stream ended",
+        Duration::from_secs(30),
+        slow_closed,
+    )
+    .await?;
+    drop(slow);
+    let last_id = got.last().and_then(|e| e.id.clone()).expect("ids");
+
+    // A gateway restart ends the stream; resuming afterwards loses nothing.
+    p.gateway.stop().await?;
+    let ended = client.next(Duration::from_secs(30)).await?;
+    assert!(
+        ended
+            .as_ref()
+            .is_none_or(|e| e.event == "end" && e.data["reason"] == "shutdown"),
+        "{ended:?}"
+    );
+    p.gateway.start()?;
+    p.wait_send_path_ready().await?;
+    for i in 0..3 {
+        post(&p, format!("wamid.{}.after.{i}", p.id)).await?;
+    }
+    let mut client = SseClient::connect(&p, &a, Some(&last_id))
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let marker = format!("wamid.{}.marker.2", p.id);
+    post(&p, marker.clone()).await?;
+    let after: Vec<String> = client
+        .until(1, |e| wamid_of(e) == marker)
+        .await?
+        .iter()
+        .map(wamid_of)
+        .collect();
+    assert_eq!(
+        after.len(),
+        4,
+        "the 3 posted while away and the marker: {after:?}"
+    );
+    assert_eq!(after.iter().filter(|w| w.contains(".after.")).count(), 3);
+
+    // Bad requests.
+    let (s, v) = p
+        .call(
+            Method::GET,
+            "/v1/events/stream?cursor=v1.nope!",
+            &a.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("cursor")),
+        "{v}"
+    );
+    let (s, _) = p
+        .call(Method::GET, "/v1/events/stream", "sb_not_a_key", None, &[])
+        .await?;
+    assert_eq!(s, 401);
+    Ok(())
+}
+
+/// A stream connection that never reads, with a small receive buffer, so the gateway's
+/// writes back up quickly.
+async fn slow_reader(p: &Pipeline, t: &TestTenant) -> anyhow::Result<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = p.gateway_url.trim_start_matches("http://").parse()?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut s = socket.connect(addr).await?;
+    s.write_all(
+        format!(
+            "GET /v1/events/stream HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            t.key
+        )
+        .as_bytes(),
+    )
+    .await?;
+    // Read the head only (to know it was accepted), then never again.
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).await?;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    Ok(s)
+}

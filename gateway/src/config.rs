@@ -22,6 +22,10 @@ pub struct Config {
     /// Longest pause between two pieces of a request body.
     #[serde(default = "default_body_timeout", with = "humantime_serde")]
     pub http_body_timeout: Duration,
+    /// Kernel send buffer of each public connection (0: the system's): what a client that
+    /// stops reading can pin, and how soon an event stream notices it.
+    #[serde(default = "default_send_buffer")]
+    pub http_send_buffer_bytes: usize,
     /// Connections open at once on the public port; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub http_max_connections: usize,
@@ -108,6 +112,12 @@ pub struct Config {
     /// Time one `GET /v1/events` may spend reading at most.
     #[serde(default = "default_events_scan_time", with = "humantime_serde")]
     pub events_scan_time: Duration,
+    /// Event streams (`GET /v1/events/stream`) one tenant may have open on one gateway.
+    #[serde(default = "default_stream_max_per_tenant")]
+    pub stream_max_per_tenant: usize,
+    /// Events a stream may have waiting for its client before it is closed as too slow.
+    #[serde(default = "default_stream_buffer")]
+    pub stream_buffer: usize,
     /// Largest body of `POST /v1/messages/batch` (single sends use `max_body_bytes`).
     #[serde(default = "default_max_batch_body")]
     pub max_batch_body_bytes: usize,
@@ -163,6 +173,13 @@ fn default_events_scan_time() -> Duration {
     Duration::from_secs(2)
 }
 
+fn default_stream_max_per_tenant() -> usize {
+    20
+}
+fn default_stream_buffer() -> usize {
+    1000
+}
+
 fn default_max_batch_body() -> usize {
     16 * 1024 * 1024
 }
@@ -182,6 +199,9 @@ fn default_header_timeout() -> Duration {
 }
 fn default_body_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_send_buffer() -> usize {
+    256 * 1024
 }
 fn default_max_connections() -> usize {
     10_000

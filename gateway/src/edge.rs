@@ -31,6 +31,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub max_connections: usize,
     pub drain: Duration,
+    /// Kernel send buffer per connection (0: the system's, which autotunes up to MBs):
+    /// bounds what a client that stops reading pins, and lets an event stream notice it.
+    pub send_buffer: usize,
 }
 
 /// Request heads (request line and headers) larger than this are refused.
@@ -69,6 +72,13 @@ pub async fn serve(
                         }
                     },
                 };
+                if limits.send_buffer > 0 {
+                    if let Err(e) =
+                        socket2::SockRef::from(&stream).set_send_buffer_size(limits.send_buffer)
+                    {
+                        tracing::debug!(error = %e, "cannot size the send buffer");
+                    }
+                }
                 let svc = router
                     .clone()
                     .map_request(move |mut req: axum::extract::Request| {

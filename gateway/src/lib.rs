@@ -13,6 +13,7 @@ pub mod edge;
 pub mod error;
 pub mod event_log;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod producer;
 
@@ -46,6 +47,10 @@ pub struct AppState {
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
     /// The tenants' events read back from `wa.events` (`GET /v1/events`).
     pub events: event_log::EventLog,
+    /// Live events for the stream connections (`GET /v1/events/stream`).
+    pub live: Arc<live::LiveFeed>,
+    /// Stopping: open streams end.
+    pub shutdown: CancellationToken,
     /// The global webhook secrets of every BSP (`Config::webhook_secrets`).
     pub webhook_secrets: HashMap<switchboard_connectors::Bsp, ingest::Secrets>,
     pub limiter: api::auth::TenantLimiter,
@@ -168,6 +173,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             scan_budget: cfg.events_scan_records,
             scan_time: cfg.events_scan_time,
         },
+        live: live::LiveFeed::new(cfg.stream_max_per_tenant, cfg.stream_buffer),
+        shutdown: shutdown.clone(),
         webhook_secrets: switchboard_connectors::Bsp::ALL
             .into_iter()
             .map(|b| (b, cfg.webhook_secrets(b)))
@@ -191,6 +198,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     tokio::spawn(api::batcher::run(state.clone(), accept_rx));
     // Webhook ingest must not wait for PostgreSQL: the API comes up when it is there.
     tokio::spawn(prepare_database(state.clone(), shutdown.clone()));
+    tokio::spawn(state.live.clone().run(
+        state.cfg.kafka.clone(),
+        state.topics.events.clone(),
+        state.codec.clone(),
+        shutdown.clone(),
+    ));
     let ops =
         switchboard_runtime::ops::serve(&cfg.ops_addr, ops_router(state.clone()), shutdown.clone())
             .await?;
@@ -199,6 +212,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         body_timeout: cfg.http_body_timeout,
         max_connections: cfg.http_max_connections,
         drain: cfg.produce_timeout + Duration::from_secs(10),
+        send_buffer: cfg.http_send_buffer_bytes,
     };
     let server = edge::serve(&cfg.http_addr, router(state.clone()), limits, shutdown).await?;
     server.await?;

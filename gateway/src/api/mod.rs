@@ -13,6 +13,7 @@ pub mod messages;
 pub mod publish;
 pub mod replays;
 pub mod store;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -54,6 +55,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/endpoints/{id}/stats", get(deliveries::stats))
         .route("/v1/endpoints/{id}/recover", post(deliveries::recover))
         .route("/v1/events", get(events::poll))
+        .route("/v1/events/stream", get(stream::stream))
         .route("/v1/events/{id}/resend", post(deliveries::resend))
         .route(
             "/admin/tenants",

@@ -1,0 +1,266 @@
+//! Live events: one reader of `wa.events` per gateway, fanned out in memory to the
+//! tenants' stream connections (`GET /v1/events/stream`, see `api::stream`).
+//!
+//! The feed reads every partition by plain assignment (no consumer group: each gateway
+//! reads the whole topic for its own connections) from where the topic stood when the
+//! gateway started. Each event goes to the subscriptions of its tenant as it arrives,
+//! with the feed's position after it. A subscription's buffer is bounded: a connection
+//! that cannot keep up loses its subscription (the stream ends with the reason) rather
+//! than hold memory or slow the feed for everyone; the client resumes from its last
+//! cursor, which the polling reader serves from the topic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use switchboard_runtime::config::KafkaConfig;
+use switchboard_runtime::CancellationToken;
+use switchboard_schemas::{Codec, Event};
+use tokio::sync::mpsc;
+
+pub struct Metrics {
+    pub open: IntGauge,
+    pub closed: IntCounterVec,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    open: register_int_gauge!(
+        "switchboard_gateway_streams_open",
+        "Event stream connections open on this gateway"
+    )
+    .expect("metric registers once"),
+    closed: register_int_counter_vec!(
+        "switchboard_gateway_streams_closed_total",
+        "Event stream connections ended, by reason (client, slow, shutdown)",
+        &["reason"]
+    )
+    .expect("metric registers once"),
+});
+
+/// One event as the feed read it.
+pub struct LiveEvent {
+    pub partition: i32,
+    pub offset: i64,
+    /// The feed's next offset of every partition once this event was read.
+    pub feed_position: BTreeMap<i32, i64>,
+    pub event: Event,
+}
+
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Arc<LiveEvent>>,
+}
+
+/// The gateway's one reader of `wa.events` and its subscriptions.
+pub struct LiveFeed {
+    subscribers: Mutex<HashMap<String, Vec<Subscriber>>>,
+    next_id: AtomicU64,
+    /// Connections one tenant may have open on this gateway.
+    pub max_per_tenant: usize,
+    /// Events a subscription may have waiting before it is closed as slow.
+    pub buffer: usize,
+}
+
+/// A tenant's subscription; dropping it unsubscribes.
+pub struct Subscription {
+    feed: Arc<LiveFeed>,
+    tenant: String,
+    id: u64,
+    pub events: mpsc::Receiver<Arc<LiveEvent>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut subs = lock(&self.feed.subscribers);
+        if let Some(list) = subs.get_mut(&self.tenant) {
+            list.retain(|s| s.id != self.id);
+            if list.is_empty() {
+                subs.remove(&self.tenant);
+            }
+        }
+        METRICS.open.dec();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LiveFeed {
+    pub fn new(max_per_tenant: usize, buffer: usize) -> Arc<Self> {
+        Arc::new(Self {
+            subscribers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            max_per_tenant,
+            buffer: buffer.max(1),
+        })
+    }
+
+    /// Subscribe `tenant`, or `None` when it has `max_per_tenant` connections open here.
+    pub fn subscribe(self: &Arc<Self>, tenant: &str) -> Option<Subscription> {
+        let mut subs = lock(&self.subscribers);
+        let list = subs.entry(tenant.to_string()).or_default();
+        if list.len() >= self.max_per_tenant {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        list.push(Subscriber { id, tx });
+        METRICS.open.inc();
+        Some(Subscription {
+            feed: self.clone(),
+            tenant: tenant.to_string(),
+            id,
+            events: rx,
+        })
+    }
+
+    /// Hand `ev` to its tenant's subscriptions; one whose buffer is full is closed (its
+    /// receiver sees the end of the channel).
+    fn dispatch(&self, ev: LiveEvent) {
+        let Some(tenant) = ev.event.tenant_id.clone() else {
+            return;
+        };
+        let mut subs = lock(&self.subscribers);
+        let Some(list) = subs.get_mut(&tenant) else {
+            return;
+        };
+        let ev = Arc::new(ev);
+        list.retain(|s| match s.tx.try_send(ev.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                METRICS.closed.with_label_values(&["slow"]).inc();
+                tracing::info!(%tenant, "event stream closed: the client does not keep up");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// Read `topic` from its end as it stands now, for ever (until `shutdown`).
+    pub async fn run(
+        self: Arc<Self>,
+        kafka: KafkaConfig,
+        topic: String,
+        codec: Codec,
+        shutdown: CancellationToken,
+    ) {
+        let consumer = loop {
+            match open(&kafka, &topic).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live events: cannot open wa.events yet; retrying")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        let (consumer, mut position) = consumer;
+        loop {
+            let m = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = consumer.recv() => m,
+            };
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live events: read error");
+                    continue;
+                }
+            };
+            let (partition, offset) = (m.partition(), m.offset());
+            position.insert(partition, offset + 1);
+            let Ok(event) = codec.decode::<Event>(m.payload().unwrap_or_default()).await else {
+                continue;
+            };
+            self.dispatch(LiveEvent {
+                partition,
+                offset,
+                feed_position: position.clone(),
+                event,
+            });
+        }
+    }
+}
+
+/// A consumer assigned to every partition at its end, and those positions.
+async fn open(
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> anyhow::Result<(StreamConsumer, BTreeMap<i32, i64>)> {
+    let consumer: StreamConsumer = switchboard_runtime::kafka::consumer_config(kafka)
+        // Required by the client; nothing is ever committed under it.
+        .set("group.id", "switchboard-gateway-live")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "20")
+        .create()?;
+    let (c, topic_name) = (consumer, topic.to_string());
+    let (consumer, position) = tokio::task::spawn_blocking(move || {
+        let md = c.fetch_metadata(Some(&topic_name), Duration::from_secs(5))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        let mut position = BTreeMap::new();
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (_, high) = c.fetch_watermarks(&topic_name, p.id(), Duration::from_secs(5))?;
+                tpl.add_partition_offset(&topic_name, p.id(), rdkafka::Offset::Offset(high))?;
+                position.insert(p.id(), high);
+            }
+        }
+        anyhow::ensure!(!position.is_empty(), "{topic_name} has no partitions");
+        c.assign(&tpl)?;
+        anyhow::Ok((c, position))
+    })
+    .await??;
+    Ok((consumer, position))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(tenant: &str, offset: i64) -> LiveEvent {
+        LiveEvent {
+            partition: 0,
+            offset,
+            feed_position: BTreeMap::from([(0, offset + 1)]),
+            event: Event {
+                tenant_id: Some(tenant.into()),
+                ..Event::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_tenant_gets_its_own_events_and_a_slow_subscription_is_closed() {
+        let feed = LiveFeed::new(2, 2);
+        let mut a = feed.subscribe("a").unwrap();
+        let _a2 = feed.subscribe("a").unwrap();
+        assert!(feed.subscribe("a").is_none(), "two per tenant");
+        let mut b = feed.subscribe("b").unwrap();
+        feed.dispatch(ev("a", 0));
+        feed.dispatch(ev("b", 1));
+        assert_eq!(a.events.try_recv().unwrap().offset, 0);
+        assert!(a.events.try_recv().is_err(), "not b's");
+        assert_eq!(b.events.try_recv().unwrap().offset, 1);
+        // b reads nothing more: its third event finds the buffer of 2 full.
+        for o in 2..5 {
+            feed.dispatch(ev("b", o));
+        }
+        let mut got = Vec::new();
+        while let Ok(e) = b.events.try_recv() {
+            got.push(e.offset);
+        }
+        assert_eq!(got, vec![2, 3]);
+        assert!(b.events.is_closed(), "closed as slow");
+        // A place frees when a subscription ends.
+        drop(a);
+        assert!(feed.subscribe("a").is_some());
+    }
+}
