@@ -9,6 +9,8 @@
 #                    use is registered in the Rust sources
 #   docker-compose.yml  docker compose config -q, health checks and scrape targets
 #   YAML style       yamllint
+#   ClickHouse DDL   every migration and the analytics query shapes on a current
+#                    ClickHouse (chdb, in-process; the local server is 18.16)
 #
 # usage: deploy/validate.sh
 # Needs root for apt-get on the first run (kubectl, prometheus for promtool,
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 CACHE=${SWITCHBOARD_CACHE:-$HOME/.cache/switchboard}
 VENV=$CACHE/venv
-PY_REQUIREMENTS="kubernetes-validate==1.37.0 yamllint==1.38.0"
+PY_REQUIREMENTS="kubernetes-validate==1.37.0 yamllint==1.38.0 chdb==4.4.0"
 # Oldest and newest Kubernetes the manifests are checked against (kubernetes-validate
 # 1.37.0 knows 1.25 to 1.37).
 K8S_VERSIONS=(1.30.0 1.36.0)
@@ -137,6 +139,7 @@ step -v "manifest wiring (deploy/validate.py manifests)" "$VENV/bin/python" depl
 step "promtool check rules deploy/prometheus/alerts.yml" promtool check rules deploy/prometheus/alerts.yml
 step "promtool test rules deploy/prometheus/alerts.test.yml" promtool test rules deploy/prometheus/alerts.test.yml
 step "promtool check config deploy/prometheus/prometheus.yml" promtool check config deploy/prometheus/prometheus.yml
+step -v "ClickHouse migrations on a current release (chdb)" "$VENV/bin/python" deploy/clickhouse_current.py
 step "json deploy/grafana/switchboard.json" python3 -m json.tool deploy/grafana/switchboard.json
 step -v "metric names, labels and dashboard queries (promtool)" dashboard_queries
 step "docker compose config -q" compose -f docker-compose.yml config -q

@@ -52,6 +52,8 @@ fn statuses_map_to_canonical_fields() {
     assert_eq!(e.conversation_category.as_deref(), Some("marketing"));
     assert_eq!(e.pricing_category.as_deref(), Some("marketing"));
     assert_eq!(e.billable, Some(true));
+    assert_eq!(e.pricing_model.as_deref(), Some("PMP"));
+    assert_eq!(e.pricing_type.as_deref(), Some("regular"));
     assert_eq!(e.event_id, status_event_id("meta", &e.wamid, Status::Sent));
     assert_eq!(e.conversation_key(), "+15550783881:+16505551234");
 

@@ -118,9 +118,28 @@ pub struct Config {
     /// Events a stream may have waiting for its client before it is closed as too slow.
     #[serde(default = "default_stream_buffer")]
     pub stream_buffer: usize,
+    /// Longest `from`..`to` an analytics request may cover.
+    #[serde(default = "default_analytics_max_range", with = "humantime_serde")]
+    pub analytics_max_range: Duration,
+    /// Most groups (distinct `group_by` values) and most rows (groups × periods) one
+    /// analytics answer may have; more is a 400 asking for a narrower question.
+    #[serde(default = "default_analytics_max_groups")]
+    pub analytics_max_groups: usize,
+    #[serde(default = "default_analytics_max_rows")]
+    pub analytics_max_rows: usize,
     /// Largest body of `POST /v1/messages/batch` (single sends use `max_body_bytes`).
     #[serde(default = "default_max_batch_body")]
     pub max_batch_body_bytes: usize,
+}
+
+fn default_analytics_max_range() -> Duration {
+    Duration::from_secs(366 * 86_400)
+}
+fn default_analytics_max_groups() -> usize {
+    1_000
+}
+fn default_analytics_max_rows() -> usize {
+    10_000
 }
 
 /// What a raw webhook record adds to its body: request id, BSP, kept headers, Avro and

@@ -53,6 +53,10 @@ pub struct Event {
     pub request_id: String,
     pub message_id: Option<String>,
     pub metadata: Option<String>,
+    #[serde(default)]
+    pub pricing_model: Option<String>,
+    #[serde(default)]
+    pub pricing_type: Option<String>,
 }
 
 impl Event {
@@ -63,6 +67,44 @@ impl Event {
 
     pub fn status(&self) -> Option<Status> {
         self.status.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    /// The template (name, language code) of a template send through the API: its
+    /// content is the Cloud API message object.
+    pub fn template(&self) -> Option<(String, String)> {
+        if self.message_type.as_deref() != Some("template") {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(self.content.as_deref()?).ok()?;
+        let t = v.get("template")?;
+        let name = t.get("name")?.as_str()?.to_string();
+        let lang = t
+            .pointer("/language/code")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Some((name, lang))
+    }
+
+    /// The `campaign` tag of the sender's metadata, if it set one.
+    pub fn campaign(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(self.metadata.as_deref()?).ok()?;
+        match v.get("campaign")? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Whether the message is charged. Meta deprecates `billable` in favour of the
+    /// pricing type (`regular` is charged, `free_*` are not), so the type decides and
+    /// `billable` only speaks for payloads without one.
+    pub fn is_billable(&self) -> bool {
+        match self.pricing_type.as_deref() {
+            Some("regular") => true,
+            Some(_) => false,
+            None => self.billable == Some(true),
+        }
     }
 }
 

@@ -194,6 +194,8 @@ fn status_event(o: &Origin<'_>, s: &Value) -> Result<Event, ParseError> {
     }
     if let Some(p) = s.get("pricing") {
         ev.pricing_category = str_field(p, "category").map(str::to_string);
+        ev.pricing_model = str_field(p, "pricing_model").map(str::to_string);
+        ev.pricing_type = str_field(p, "type").map(str::to_string);
         ev.billable = p.get("billable").and_then(Value::as_bool);
     }
     if let Some(err) = s

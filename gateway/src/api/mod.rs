@@ -4,6 +4,7 @@
 //! the copy it authenticates and routes with.
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod batcher;
 pub mod deliveries;
@@ -54,6 +55,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/endpoints/{id}/attempts", get(deliveries::attempts))
         .route("/v1/endpoints/{id}/stats", get(deliveries::stats))
         .route("/v1/endpoints/{id}/recover", post(deliveries::recover))
+        .route("/v1/analytics/{report}", get(analytics::tenant_report))
         .route("/v1/events", get(events::poll))
         .route("/v1/events/stream", get(stream::stream))
         .route("/v1/events/{id}/resend", post(deliveries::resend))
@@ -76,6 +78,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(admin::put_credentials),
         )
         .route("/admin/credentials/rotate", post(admin::rotate_credentials))
+        .route("/admin/analytics/{report}", get(analytics::operator_report))
         .route("/admin/replays", post(replays::create).get(replays::list))
         .route(
             "/admin/replays/{id}",

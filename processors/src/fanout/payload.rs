@@ -52,12 +52,15 @@ pub fn envelope(e: &Event) -> (String, Value) {
         let pricing = (e.conversation_id.is_some()
             || e.conversation_category.is_some()
             || e.pricing_category.is_some()
+            || e.pricing_type.is_some()
             || e.billable.is_some())
         .then(|| {
             json!({
                 "conversation_id": e.conversation_id,
                 "conversation_category": e.conversation_category,
                 "category": e.pricing_category,
+                "pricing_model": e.pricing_model,
+                "type": e.pricing_type,
                 "billable": e.billable,
             })
         });

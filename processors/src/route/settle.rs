@@ -308,5 +308,7 @@ pub fn outcome_event(
         request_id: req.request_id.clone(),
         message_id: Some(req.message_id.clone()),
         metadata: req.metadata.clone(),
+        pricing_model: None,
+        pricing_type: None,
     }
 }

@@ -9,6 +9,8 @@
 //! `wa.events`, so one sink instance handles any given id and the check does not race.
 
 mod attempts;
+pub mod country;
+pub mod credit;
 pub mod failure;
 mod lookup;
 mod writer;

@@ -7,10 +7,16 @@ use serde::Serialize;
 use switchboard_runtime::failure::Permanent;
 use switchboard_schemas::Event;
 
+use super::credit::{self, MessageState};
 use super::failure::classified;
 
-const DDL: &str = include_str!("../../migrations/clickhouse/001_events.sql");
-const DELIVERIES_DDL: &str = include_str!("../../migrations/clickhouse/002_deliveries.sql");
+/// In order; every statement is idempotent (`IF NOT EXISTS`, or an `ADD COLUMN` skipped
+/// when the column is there), so each start runs them all.
+const MIGRATIONS: [&str; 3] = [
+    include_str!("../../migrations/clickhouse/001_events.sql"),
+    include_str!("../../migrations/clickhouse/002_deliveries.sql"),
+    include_str!("../../migrations/clickhouse/003_analytics.sql"),
+];
 
 /// A row of `events`, field for field in table order (RowBinary has no names).
 #[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
@@ -34,9 +40,40 @@ pub struct EventRow {
     pub latency_ms: Option<u32>,
     /// When the sink wrote the row (accept → stored latency).
     pub stored_at_ms: u64,
+    pub pricing_model: String,
+    pub pricing_type: String,
+    pub billable: u8,
+    /// The message's, for every event of it (inherited from its send).
+    pub template_name: String,
+    pub template_language: String,
+    pub country: String,
+    pub error_title: String,
+    pub campaign: String,
+    /// The funnel stages the event stands for, and those it is first to reach
+    /// ([`credit`]).
+    pub stages: u8,
+    pub credits: u8,
+    /// The message's send time as known at this event (0: unknown).
+    pub sent_at_ms: u64,
+    pub read_latency_ms: Option<u32>,
 }
 
 impl EventRow {
+    /// The row of `e`, given its message's state before it (updated).
+    pub fn new(e: &Event, state: &mut MessageState) -> Self {
+        let (credits, delivered_ms, read_ms) = credit::credit(state, e);
+        let mut row = Self::from_event(e, delivered_ms);
+        row.stages = credit::implied(e);
+        row.credits = credits;
+        row.read_latency_ms = read_ms;
+        row.sent_at_ms = state.sent_at_ms.unwrap_or(0);
+        row.template_name = state.template_name.clone();
+        row.template_language = state.template_language.clone();
+        row.campaign = state.campaign.clone();
+        row
+    }
+
+    /// The row of `e` alone: no funnel credits, nothing inherited.
     pub fn from_event(e: &Event, latency_ms: Option<u32>) -> Self {
         let secs = |ms: i64| (ms.max(0) / 1000).min(u32::MAX as i64) as u32;
         EventRow {
@@ -58,6 +95,18 @@ impl EventRow {
             received_at_ms: e.received_at_ms.max(0) as u64,
             latency_ms,
             stored_at_ms: switchboard_runtime::now_ms().max(0) as u64,
+            pricing_model: e.pricing_model.clone().unwrap_or_default(),
+            pricing_type: e.pricing_type.clone().unwrap_or_default(),
+            billable: u8::from(e.is_billable()),
+            template_name: String::new(),
+            template_language: String::new(),
+            country: super::country::of(&e.customer_id),
+            error_title: e.error_title.clone().unwrap_or_default(),
+            campaign: e.campaign().unwrap_or_default(),
+            stages: 0,
+            credits: 0,
+            sent_at_ms: 0,
+            read_latency_ms: None,
         }
     }
 }
@@ -113,15 +162,31 @@ impl ChWriter {
             .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
             .execute()
             .await?;
-        for stmt in statements(DDL)
-            .into_iter()
-            .chain(statements(DELIVERIES_DDL))
-        {
+        for stmt in MIGRATIONS.iter().flat_map(|m| statements(m)) {
+            if let Some((table, column)) = added_column(&stmt) {
+                if self.has_column(table, column).await? {
+                    continue;
+                }
+            }
             let sql = stmt.replace("{db}", &self.database);
             // `?` is the crate's bind placeholder; DDL has none, so send it raw.
             self.client.query_raw(&sql).execute().await?;
         }
         self.sweep_lookups().await
+    }
+
+    async fn has_column(
+        &self,
+        table: &str,
+        column: &str,
+    ) -> Result<bool, clickhouse::error::Error> {
+        let sql = format!(
+            "SELECT count() FROM system.columns WHERE database = {} AND table = {} AND name = {}",
+            lit(&self.database),
+            lit(table),
+            lit(column)
+        );
+        Ok(self.client.query_raw(&sql).fetch_one::<u64>().await? > 0)
     }
 
     pub async fn ping(&self) -> Result<(), String> {
@@ -187,51 +252,35 @@ impl ChWriter {
             return Ok(0);
         }
 
-        // Delivery latency: time since the message's `sent` (or `accepted`), from this
-        // batch or from what is stored.
-        let mut sent_at: HashMap<(String, String), u64> = HashMap::new();
-        for e in &todo {
-            if matches!(e.status.as_deref(), Some("sent") | Some("accepted")) {
-                let at = e.occurred_at_ms.max(0) as u64;
-                sent_at
-                    .entry((e.bsp.clone(), e.wamid.clone()))
-                    .and_modify(|v| *v = (*v).min(at))
-                    .or_insert(at);
-            }
-        }
-        let delivered: Vec<&&Event> = todo
-            .iter()
-            .filter(|e| e.status.as_deref() == Some("delivered"))
-            .collect();
-        let missing: Vec<&str> = delivered
-            .iter()
-            .filter(|e| !sent_at.contains_key(&(e.bsp.clone(), e.wamid.clone())))
-            .map(|e| e.wamid.as_str())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            // Keyed by wamid alone in the query; the bsp is checked below.
-            let sql = format!(
-                "SELECT bsp, wamid, min(sent_at_ms) FROM {}.message_sent_at WHERE wamid IN {{ids}} GROUP BY bsp, wamid",
-                self.database
-            );
-            for (bsp, wamid, at) in self.lookup::<(String, String, u64)>(&sql, &missing).await? {
-                sent_at.insert((bsp, wamid), at);
-            }
+        // What each message reached before this batch; then the batch, in order.
+        let mut keys: Vec<&str> = todo.iter().map(|e| e.wamid.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let sql = format!(
+            "SELECT wamid, bsp, groupBitOrMerge(reached), minIfMerge(sent_at_ms), \
+             anyIfMerge(template_name), anyIfMerge(template_language), anyIfMerge(campaign) \
+             FROM {}.message_state WHERE wamid IN {{ids}} GROUP BY wamid, bsp",
+            self.database
+        );
+        type Known = (String, String, u8, u64, String, String, String);
+        let mut states: HashMap<(String, String), MessageState> = HashMap::new();
+        for (wamid, bsp, reached, sent, name, lang, campaign) in
+            self.lookup::<Known>(&sql, &keys).await?
+        {
+            let state = MessageState {
+                reached,
+                sent_at_ms: (sent > 0).then_some(sent),
+                template_name: name,
+                template_language: lang,
+                campaign,
+            };
+            states.insert((bsp, wamid), state);
         }
 
         let mut insert = self.db_client.insert::<EventRow>("events").await?;
         for e in &todo {
-            let latency = (e.status.as_deref() == Some("delivered"))
-                .then(|| sent_at.get(&(e.bsp.clone(), e.wamid.clone())))
-                .flatten()
-                .map(|sent| {
-                    (e.occurred_at_ms.max(0) as u64)
-                        .saturating_sub(*sent)
-                        .min(u32::MAX as u64) as u32
-                });
-            insert.write(&EventRow::from_event(e, latency)).await?;
+            let state = states.entry((e.bsp.clone(), e.wamid.clone())).or_default();
+            insert.write(&EventRow::new(e, state)).await?;
         }
         insert.end().await?;
         Ok(todo.len())
@@ -240,6 +289,14 @@ impl ChWriter {
 
 fn fits_datetime(ms: i64) -> bool {
     (0..=u32::MAX as i64 * 1000).contains(&ms)
+}
+
+/// `(table, column)` of an `ALTER TABLE {db}.table ADD COLUMN column ...` statement.
+fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let rest = stmt.strip_prefix("ALTER TABLE {db}.")?;
+    let (table, rest) = rest.split_once(' ')?;
+    let rest = rest.trim_start().strip_prefix("ADD COLUMN ")?;
+    Some((table, rest.split_whitespace().next()?))
 }
 
 /// Split a DDL file into statements: `;` at the end of a line ends one; `--` lines are
@@ -276,8 +333,25 @@ mod tests {
 
     #[test]
     fn ddl_splits_into_statements() {
-        let s = statements(DDL);
+        let s = statements(MIGRATIONS[0]);
         assert!(s.len() >= 10, "{}", s.len());
         assert!(s.iter().all(|st| st.starts_with("CREATE")), "{s:#?}");
+    }
+
+    #[test]
+    fn every_alter_is_a_guarded_column_addition() {
+        let alters: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|m| statements(m))
+            .filter(|s| !s.starts_with("CREATE"))
+            .collect();
+        assert!(!alters.is_empty());
+        for a in &alters {
+            assert!(added_column(a).is_some(), "unguarded: {a}");
+        }
+        assert_eq!(
+            added_column("ALTER TABLE {db}.events ADD COLUMN country String DEFAULT ''"),
+            Some(("events", "country"))
+        );
     }
 }
