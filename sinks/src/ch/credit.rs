@@ -46,13 +46,19 @@ pub fn implied(e: &Event) -> u8 {
     stage | priced
 }
 
+/// When `e` says its message was sent: `accepted` or `sent` (Unix ms).
+pub fn send_time(e: &Event) -> Option<u64> {
+    let implied = implied(e);
+    (implied & SENT != 0 && implied & DELIVERED == 0).then_some(e.occurred_at_ms.max(0) as u64)
+}
+
 /// What `e` earns, given its message's state so far; updates the state. Returns the
 /// credits and the send → delivered and send → read latencies it earned (ms).
 pub fn credit(state: &mut MessageState, e: &Event) -> (u8, Option<u32>, Option<u32>) {
     let at = e.occurred_at_ms.max(0) as u64;
     let implied = implied(e);
-    if implied & SENT != 0 && implied & DELIVERED == 0 {
-        state.sent_at_ms = Some(state.sent_at_ms.map_or(at, |s| s.min(at)));
+    if let Some(sent) = send_time(e) {
+        state.sent_at_ms = Some(state.sent_at_ms.map_or(sent, |s| s.min(sent)));
     }
     if let Some((name, lang)) = e.template() {
         state.template_name = name;

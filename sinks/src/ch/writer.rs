@@ -277,6 +277,18 @@ impl ChWriter {
             states.insert((bsp, wamid), state);
         }
 
+        // A batch holds many partitions' records; a send time anywhere in it counts for
+        // the whole batch, so a `sent` just behind its `delivered` still gives a latency.
+        for e in &todo {
+            if let Some(sent) = credit::send_time(e) {
+                let s = &mut states
+                    .entry((e.bsp.clone(), e.wamid.clone()))
+                    .or_default()
+                    .sent_at_ms;
+                *s = Some(s.map_or(sent, |v| v.min(sent)));
+            }
+        }
+
         let mut insert = self.db_client.insert::<EventRow>("events").await?;
         for e in &todo {
             let state = states.entry((e.bsp.clone(), e.wamid.clone())).or_default();
