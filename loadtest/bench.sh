@@ -7,7 +7,8 @@
 #
 # usage: loadtest/bench.sh [MESSAGES_PER_RUN] [CONCURRENCY] [RUNS]   (defaults 25000, 64, 3)
 # env:   SWITCHBOARD_KAFKA_LINGER (producer linger, default 5ms) and any other
-#        SWITCHBOARD_* setting is passed to the pipeline.
+#        SWITCHBOARD_* setting is passed to the pipeline; CH_SINK_ENV="K=V ..." goes to
+#        the ch-sink only (e.g. CH_SINK_ENV="SWITCHBOARD_BATCH_LINGER=1s").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
@@ -40,7 +41,8 @@ start_pipeline() { # id
   start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:$GW_PORT SWITCHBOARD_OPS_ADDR=127.0.0.1:19100
   start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:19101 SWITCHBOARD_GROUP_ID=$id-n
   start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19102 SWITCHBOARD_GROUP_ID=$id-p
-  start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$id-c
+  # shellcheck disable=SC2086 # CH_SINK_ENV is a list of K=V words
+  start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$id-c ${CH_SINK_ENV:-}
   for port in 19100 19101 19102 19103; do
     for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
   done
@@ -49,7 +51,7 @@ start_pipeline() { # id
 {
   # The runs happen in this subshell (it feeds tee): stop its pipeline however it ends.
   trap stop_pipeline EXIT
-  echo "# loadtest/bench.sh $N $C $RUNS   ($(date -u +%FT%TZ), $(nproc) cores, linger ${SWITCHBOARD_KAFKA_LINGER:-5ms})"
+  echo "# loadtest/bench.sh $N $C $RUNS   ($(date -u +%FT%TZ), $(nproc) cores, linger ${SWITCHBOARD_KAFKA_LINGER:-5ms}, ch-sink: ${CH_SINK_ENV:-defaults})"
   for run in $(seq 1 "$RUNS"); do
     id=bench$(date +%s)r$run
     start_pipeline "$id"
@@ -64,6 +66,11 @@ start_pipeline() { # id
     dcount=$(echo "$m" | awk '/^switchboard_normalizer_dedupe_seconds_count/ {print $2}')
     events=$(echo "$m" | awk '/^switchboard_normalizer_events_total/ {s += $2} END {print s}')
     echo "dedupe: ${dsum:-0} s over ${dcount:-0} batches and ${events:-0} events = $(awk -v s="${dsum:-0}" -v n="${events:-1}" 'BEGIN {printf "%.1f", s * 1e6 / n}') us/event, $(awk -v s="${dsum:-0}" -v n="${dcount:-1}" 'BEGIN {printf "%.1f", s * 1e3 / n}') ms/batch"
+    # The ch-sink's inserts: ClickHouse's cost is mostly per insert, not per row.
+    cm=$(curl -s http://127.0.0.1:19103/metrics)
+    cb=$(echo "$cm" | awk '/^switchboard_stream_batch_size_count/ {s += $2} END {print s + 0}')
+    cr=$(echo "$cm" | awk '/^switchboard_stream_batch_size_sum/ {s += $2} END {print s + 0}')
+    echo "ch-sink batches: $cb, $(awk -v r="$cr" -v b="$cb" 'BEGIN {printf "%.0f", b ? r / b : 0}') records each on average"
     while read -r name pid; do
       echo "cpu_seconds $name $(awk -v a="$(cpu_of "$pid")" -v b="${before[$name]:-0}" 'BEGIN {printf "%.2f", a - b}') peak_rss $(rss_of "$pid")"
     done < <(named_pids)

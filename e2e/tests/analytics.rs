@@ -630,6 +630,109 @@ async fn analytics_answers_equal_brute_force_counts_of_what_was_sent() -> anyhow
     assert_eq!(ops.get(&a.id), Some(&total_a), "{op}");
     assert_eq!(ops.get(&b.id), want_b.get(""), "{op}");
 
+    // Drill-down: the failed events behind the failures report, page by page, in both
+    // orders, each once, with its code; none of them for B's key.
+    let failed: HashMap<String, u32> = posts
+        .iter()
+        .filter(|q| q.status == "failed" && msgs[q.msg].tenant == 0)
+        .map(|q| (msgs[q.msg].wamid.clone(), msgs[q.msg].error))
+        .collect();
+    anyhow::ensure!(
+        failed.len() > 3,
+        "the scenario has failures to page through"
+    );
+    let mut pages = HashMap::new();
+    for order in ["asc", "desc"] {
+        let mut rows: Vec<Value> = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (s, page) = get(
+                &p,
+                &a.key,
+                &format!(
+                    "/v1/analytics/messages?{range}&status=failed&limit=3&order={order}{cursor}"
+                ),
+            )
+            .await?;
+            assert_eq!(s, 200, "{page}");
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            assert!(data.len() <= 3);
+            rows.extend(data);
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        let got: HashMap<String, u32> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["wamid"].as_str().unwrap_or_default().to_string(),
+                    r["error_code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .parse()
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), rows.len(), "each event once ({order})");
+        assert_eq!(got, failed, "{order}");
+        assert!(rows
+            .iter()
+            .all(|r| r["status"] == "failed" && r["occurred_at"].is_string()));
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r["event_id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        pages.insert(order, ids);
+    }
+    let mut reversed = pages["desc"].clone();
+    reversed.reverse();
+    assert_eq!(pages["asc"], reversed, "desc is asc backwards");
+    let code = *failed.values().next().expect("a failure");
+    let (_, one_code) = get(
+        &p,
+        &a.key,
+        &format!("/v1/analytics/messages?{range}&status=failed&error_code={code}&limit=500"),
+    )
+    .await?;
+    assert_eq!(
+        one_code["data"].as_array().map(Vec::len),
+        Some(failed.values().filter(|c| **c == code).count()),
+        "{one_code}"
+    );
+    let (_, of_b) = get(
+        &p,
+        &b.key,
+        &format!("/v1/analytics/messages?{range}&status=failed&limit=500"),
+    )
+    .await?;
+    let b_rows = of_b["data"].as_array().cloned().unwrap_or_default();
+    assert!(
+        b_rows.iter().all(
+            |r| !failed.contains_key(r["wamid"].as_str().unwrap_or_default())
+                && r["business_number"] == B_HOOKS
+        ),
+        "{of_b}"
+    );
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("order=sideways", "order"),
+        ("cursor=m1.nope", "cursor"),
+        ("colour=red", "colour"),
+        ("from=yesterday", "from"),
+        ("from=2020-01-01T00:00:00Z", "from"),
+    ] {
+        let (s, v) = get(&p, &a.key, &format!("/v1/analytics/messages?{query}")).await?;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{query}: {v}"
+        );
+    }
+
     // Bad questions: 400 naming the field, nothing else answered.
     for (query, field) in [
         ("group_by=colour", "group_by"),

@@ -367,6 +367,7 @@ async fn the_stream_is_live_resumes_without_gaps_or_repeats_and_sheds_slow_clien
         gateway_env: vec![
             ("SWITCHBOARD_STREAM_MAX_PER_TENANT", "3".into()),
             ("SWITCHBOARD_STREAM_BUFFER", "300".into()),
+            ("SWITCHBOARD_STREAM_STALL_TIMEOUT", "2s".into()),
         ],
         ..Default::default()
     })
@@ -474,9 +475,9 @@ async fn the_stream_is_live_resumes_without_gaps_or_repeats_and_sheds_slow_clien
     }
     drop(third);
 
-    // The slow one reads nothing: once the sockets' and the server's write buffers and
-    // its 300 waiting events are full it is ended, while this one keeps up with every
-    // event.
+    // The slow one reads nothing: once the sockets' and the server's write buffers are
+    // full and it has not taken an event for 2 s it is ended, while this one gets every
+    // event (catching up from the topic if a burst overflows its 300 waiting events).
     let burst = 1500;
     let posting = async {
         use futures::StreamExt;
@@ -599,4 +600,240 @@ async fn slow_reader(p: &Pipeline, t: &TestTenant) -> anyhow::Result<tokio::net:
         String::from_utf8_lossy(&head[..n])
     );
     Ok(s)
+}
+
+/// One WebSocket connection to `/v1/events/ws`.
+struct WsClient {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pings: usize,
+}
+
+/// What a WebSocket said last.
+#[derive(Debug)]
+enum WsItem {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+impl WsClient {
+    async fn connect(
+        p: &Pipeline,
+        t: &TestTenant,
+        cursor: Option<&str>,
+    ) -> anyhow::Result<Result<Self, u16>> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "{}/v1/events/ws{}",
+            p.gateway_url.replacen("http://", "ws://", 1),
+            cursor.map(|c| format!("?cursor={c}")).unwrap_or_default()
+        );
+        let mut req = url.into_client_request()?;
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {}", t.key).parse()?);
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((socket, _)) => Ok(Ok(WsClient { socket, pings: 0 })),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Ok(Err(r.status().as_u16())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The next frame (pings counted and skipped), or the close.
+    async fn next(&mut self, within: Duration) -> anyhow::Result<WsItem> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => anyhow::bail!("nothing within {within:?}"),
+                Ok(None) => return Ok(WsItem::Closed(None)),
+                Ok(Some(m)) => match m? {
+                    Message::Text(t) => return Ok(WsItem::Frame(serde_json::from_str(&t)?)),
+                    Message::Close(f) => return Ok(WsItem::Closed(f.map(|f| f.code.into()))),
+                    Message::Ping(_) => self.pings += 1,
+                    other => anyhow::bail!("unexpected {other:?}"),
+                },
+            }
+        }
+    }
+
+    /// Frames until `n` of them satisfy `counts`.
+    async fn until(
+        &mut self,
+        n: usize,
+        counts: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut got = Vec::new();
+        while got.iter().filter(|e| counts(e)).count() < n {
+            match self.next(Duration::from_secs(60)).await? {
+                WsItem::Frame(f) => got.push(f),
+                WsItem::Closed(c) => anyhow::bail!("closed ({c:?}) after {} frames", got.len()),
+            }
+        }
+        Ok(got)
+    }
+}
+
+fn frame_wamid(f: &Value) -> String {
+    f["data"]["wamid"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_carries_the_same_feed_with_pings_resume_and_a_clean_close(
+) -> anyhow::Result<()> {
+    let mut p = Pipeline::start(Options {
+        send_path: true,
+        gateway_env: vec![
+            ("SWITCHBOARD_STREAM_HEARTBEAT", "1s".into()),
+            // Every burst overflows: the socket lives on catching up from the topic.
+            ("SWITCHBOARD_STREAM_BUFFER", "1".into()),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    let a = p.tenant("a").await?;
+    let b = p.tenant("b").await?;
+    p.number(&a, "+15550311", "meta", "pnid-311", 80, None)
+        .await?;
+    p.number(&b, "+15550312", "meta", "pnid-312", 80, None)
+        .await?;
+
+    // A plain GET is not a WebSocket handshake: a JSON error, like every other answer.
+    let (s, v) = p
+        .call(Method::GET, "/v1/events/ws", &a.key, None, &[])
+        .await?;
+    assert_eq!(
+        (s / 100, v["error"]["code"].as_str()),
+        (4, Some("not_a_websocket_request")),
+        "{s} {v}"
+    );
+    // A bad cursor or key is refused at the handshake.
+    assert_eq!(
+        WsClient::connect(&p, &a, Some("v1.nope!")).await?.err(),
+        Some(400)
+    );
+    let stranger = TestTenant {
+        key: "sb_not_a_key".into(),
+        ..a.clone()
+    };
+    assert_eq!(
+        WsClient::connect(&p, &stranger, None).await?.err(),
+        Some(401)
+    );
+
+    let mut client = WsClient::connect(&p, &a, None)
+        .await?
+        .map_err(|s| anyhow::anyhow!("handshake: {s}"))?;
+    let mut live = false;
+    for i in 0..60 {
+        post(&p, format!("wamid.{}.probe.{i}", p.id)).await?;
+        if let Ok(WsItem::Frame(_)) = client.next(Duration::from_secs(2)).await {
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "the socket never delivered a probe");
+
+    // Only A's, in order per conversation, each with its cursor.
+    p.post_statuses("+15550312", 5, 1).await?;
+    let na = p.post_statuses("+15550311", 10, 1).await?;
+    let prefix = format!("wamid.{}.15550311.", p.id);
+    let got = client
+        .until(na, |f| frame_wamid(f).starts_with(&prefix))
+        .await?;
+    assert!(
+        got.iter().all(|f| f["data"]["tenant_id"] == a.id.as_str()),
+        "only A's"
+    );
+    assert!(got
+        .iter()
+        .all(|f| f["cursor"].as_str().is_some_and(|c| c.starts_with("v1."))));
+    let mut per_conv: HashMap<String, Vec<String>> = HashMap::new();
+    for f in got.iter().filter(|f| frame_wamid(f).starts_with(&prefix)) {
+        per_conv
+            .entry(
+                f["data"]["conversation"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+            )
+            .or_default()
+            .push(f["type"].as_str().unwrap_or_default().into());
+    }
+    assert_eq!(per_conv.len(), 10);
+    let text = p
+        .http
+        .get(format!("{}/metrics", p.gateway_ops_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let catch_ups: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_gateway_stream_catch_ups_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(catch_ups > 0.0, "the burst overflowed a buffer of 1");
+    for types in per_conv.values() {
+        assert_eq!(
+            types,
+            &[
+                "message.status.sent",
+                "message.status.delivered",
+                "message.status.read"
+            ]
+        );
+    }
+    // Idle: the server pings every heartbeat (1 s here).
+    let before = client.pings;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.pings < before + 2 && tokio::time::Instant::now() < deadline {
+        // Pings are counted while waiting for a frame; none is due now.
+        if let Ok(WsItem::Closed(c)) = client.next(Duration::from_millis(500)).await {
+            anyhow::bail!("closed while idle: {c:?}");
+        }
+    }
+    assert!(client.pings >= before + 2, "pings: {}", client.pings);
+    let seen: HashSet<String> = got.iter().map(frame_wamid).collect();
+    let last = got
+        .last()
+        .and_then(|f| f["cursor"].as_str())
+        .expect("cursors")
+        .to_string();
+
+    // Away: what came meanwhile comes first on resuming, nothing twice.
+    drop(client);
+    for i in 0..6 {
+        post(&p, format!("wamid.{}.missed.{i}", p.id)).await?;
+    }
+    let mut client = WsClient::connect(&p, &a, Some(&last))
+        .await?
+        .map_err(|s| anyhow::anyhow!("handshake: {s}"))?;
+    let marker = format!("wamid.{}.marker.1", p.id);
+    post(&p, marker.clone()).await?;
+    let resumed: Vec<String> = client
+        .until(1, |f| frame_wamid(f) == marker)
+        .await?
+        .iter()
+        .map(frame_wamid)
+        .collect();
+    assert_eq!(resumed.len(), 7, "6 missed and the marker: {resumed:?}");
+    assert!(resumed.iter().all(|w| !seen.contains(w)), "no repeats");
+    assert_eq!(resumed.iter().filter(|w| w.contains(".missed.")).count(), 6);
+
+    // A stopping gateway says why, then closes with 1001 (going away).
+    p.gateway.stop().await?;
+    let mut said_end = false;
+    let code = loop {
+        match client.next(Duration::from_secs(30)).await? {
+            WsItem::Frame(f) => {
+                said_end = f["type"] == "end" && f["reason"] == "shutdown";
+            }
+            WsItem::Closed(c) => break c,
+        }
+    };
+    assert!(said_end, "an end frame before the close");
+    assert_eq!(code, Some(1001));
+    Ok(())
 }

@@ -115,9 +115,16 @@ pub struct Config {
     /// Event streams (`GET /v1/events/stream`) one tenant may have open on one gateway.
     #[serde(default = "default_stream_max_per_tenant")]
     pub stream_max_per_tenant: usize,
-    /// Events a stream may have waiting for its client before it is closed as too slow.
+    /// Live events a stream may have waiting; beyond them it catches up from the topic.
     #[serde(default = "default_stream_buffer")]
     pub stream_buffer: usize,
+    /// How long a stream's client may take to accept one more event before the stream
+    /// ends as too slow.
+    #[serde(default = "default_stream_stall_timeout", with = "humantime_serde")]
+    pub stream_stall_timeout: Duration,
+    /// How often an idle stream sends a heartbeat (an SSE comment, a WebSocket ping).
+    #[serde(default = "default_stream_heartbeat", with = "humantime_serde")]
+    pub stream_heartbeat: Duration,
     /// Longest `from`..`to` an analytics request may cover.
     #[serde(default = "default_analytics_max_range", with = "humantime_serde")]
     pub analytics_max_range: Duration,
@@ -197,6 +204,12 @@ fn default_stream_max_per_tenant() -> usize {
 }
 fn default_stream_buffer() -> usize {
     1000
+}
+fn default_stream_stall_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_stream_heartbeat() -> Duration {
+    Duration::from_secs(15)
 }
 
 fn default_max_batch_body() -> usize {

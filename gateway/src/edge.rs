@@ -6,8 +6,9 @@
 //! key's brute-force limit counts by.
 //!
 //! axum's own `serve` has none of these knobs, so connections are served with hyper
-//! directly, with hyper-util's graceful shutdown: on SIGTERM the listener closes and open
-//! requests finish (up to `drain`).
+//! directly (with upgrades, for WebSockets). On SIGTERM the listener closes, each
+//! connection is told to finish its request and close (hyper's graceful shutdown), and
+//! the server waits for them up to `drain`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -39,6 +39,11 @@ pub struct Limits {
 /// Request heads (request line and headers) larger than this are refused.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// A connection's place under `max_connections`, held by the connection and by what a
+/// request upgrades it to (a WebSocket outlives hyper's connection task).
+#[derive(Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
 /// Serve `router` on `addr` until `shutdown`, then let open requests finish.
 pub async fn serve(
     addr: &str,
@@ -54,7 +59,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     Ok(tokio::spawn(
         async move {
-            let graceful = GracefulShutdown::new();
+            let connections = tokio_util::task::TaskTracker::new();
             loop {
                 let slot = tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -79,10 +84,13 @@ pub async fn serve(
                         tracing::debug!(error = %e, "cannot size the send buffer");
                     }
                 }
+                let slot = ConnSlot(Arc::new(slot));
+                let request_slot = slot.clone();
                 let svc = router
                     .clone()
                     .map_request(move |mut req: axum::extract::Request| {
                         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                        req.extensions_mut().insert(request_slot.clone());
                         req
                     });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -94,18 +102,28 @@ pub async fn serve(
                         TowerToHyperService::new(svc.map_request(
                             |req: http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
                         )),
-                    );
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    )
+                    .with_upgrades();
+                let stop = shutdown.clone();
+                connections.spawn(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    let ended = tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = stop.cancelled() => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                     drop(slot);
                 });
             }
             drop(listener);
+            connections.close();
             tokio::select! {
-                _ = graceful.shutdown() => {}
+                _ = connections.wait() => {}
                 _ = tokio::time::sleep(limits.drain) => {
                     tracing::warn!(drain = ?limits.drain, "requests still open after the drain period; closing them");
                 }

@@ -47,8 +47,11 @@ pub struct AppState {
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
     /// The tenants' events read back from `wa.events` (`GET /v1/events`).
     pub events: event_log::EventLog,
-    /// Live events for the stream connections (`GET /v1/events/stream`).
+    /// Live events for the stream connections (`GET /v1/events/stream`, `/v1/events/ws`).
     pub live: Arc<live::LiveFeed>,
+    /// Connections upgraded to WebSockets, which hyper's graceful shutdown no longer sees:
+    /// the gateway waits for them to close before it exits.
+    pub upgraded: tokio_util::task::TaskTracker,
     /// Stopping: open streams end.
     pub shutdown: CancellationToken,
     /// The global webhook secrets of every BSP (`Config::webhook_secrets`).
@@ -173,7 +176,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             scan_budget: cfg.events_scan_records,
             scan_time: cfg.events_scan_time,
         },
-        live: live::LiveFeed::new(cfg.stream_max_per_tenant, cfg.stream_buffer),
+        live: live::LiveFeed::new(
+            cfg.stream_max_per_tenant,
+            cfg.stream_buffer,
+            cfg.stream_heartbeat,
+            cfg.stream_stall_timeout,
+        ),
+        upgraded: Default::default(),
         shutdown: shutdown.clone(),
         webhook_secrets: switchboard_connectors::Bsp::ALL
             .into_iter()
@@ -216,6 +225,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     };
     let server = edge::serve(&cfg.http_addr, router(state.clone()), limits, shutdown).await?;
     server.await?;
+    state.upgraded.close();
+    if tokio::time::timeout(Duration::from_secs(5), state.upgraded.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("WebSockets still open 5 s after the stop; closing them");
+    }
     ops.await?;
     // Requests are drained; flush anything still queued (nothing acknowledged is pending,
     // because every 2xx waited for its ack).

@@ -1,20 +1,26 @@
 //! Live events: one reader of `wa.events` per gateway, fanned out in memory to the
-//! tenants' stream connections (`GET /v1/events/stream`, see `api::stream`).
+//! tenants' stream connections (`GET /v1/events/stream` and `/v1/events/ws`, see
+//! `api::stream`).
 //!
 //! The feed reads every partition by plain assignment (no consumer group: each gateway
 //! reads the whole topic for its own connections) from where the topic stood when the
 //! gateway started. Each event goes to the subscriptions of its tenant as it arrives,
-//! with the feed's position after it. A subscription's buffer is bounded: a connection
-//! that cannot keep up loses its subscription (the stream ends with the reason) rather
-//! than hold memory or slow the feed for everyone; the client resumes from its last
-//! cursor, which the polling reader serves from the topic.
+//! with the feed's position after it. A subscription's buffer is bounded: one that
+//! overflows (a burst larger than the buffer, or a client reading slower than its events
+//! come) is cut off from the live events rather than hold memory or slow the feed for
+//! everyone. Its connection then catches up from the topic at its own pace, through the
+//! polling reader, and renews the subscription (`api::stream`); the place under the
+//! per-tenant cap stays the connection's meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec,
+    IntGauge,
+};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use switchboard_runtime::config::KafkaConfig;
@@ -25,6 +31,7 @@ use tokio::sync::mpsc;
 pub struct Metrics {
     pub open: IntGauge,
     pub closed: IntCounterVec,
+    pub catch_ups: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -37,6 +44,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "switchboard_gateway_streams_closed_total",
         "Event stream connections ended, by reason (client, slow, shutdown)",
         &["reason"]
+    )
+    .expect("metric registers once"),
+    catch_ups: register_int_counter!(
+        "switchboard_gateway_stream_catch_ups_total",
+        "Times a stream fell behind the live events and caught up from the topic"
     )
     .expect("metric registers once"),
 });
@@ -52,7 +64,8 @@ pub struct LiveEvent {
 
 struct Subscriber {
     id: u64,
-    tx: mpsc::Sender<Arc<LiveEvent>>,
+    /// `None` once its buffer overflowed, until the connection renews it.
+    tx: Option<mpsc::Sender<Arc<LiveEvent>>>,
 }
 
 /// The gateway's one reader of `wa.events` and its subscriptions.
@@ -63,6 +76,11 @@ pub struct LiveFeed {
     pub max_per_tenant: usize,
     /// Events a subscription may have waiting before it is closed as slow.
     pub buffer: usize,
+    /// How often an idle connection sends a heartbeat.
+    pub heartbeat: Duration,
+    /// How long a connection may take to accept one more event before it is ended as
+    /// too slow.
+    pub stall: Duration,
 }
 
 /// A tenant's subscription; dropping it unsubscribes.
@@ -71,6 +89,22 @@ pub struct Subscription {
     tenant: String,
     id: u64,
     pub events: mpsc::Receiver<Arc<LiveEvent>>,
+}
+
+impl Subscription {
+    /// A fresh buffer after an overflow: live events flow into it from now on (the
+    /// connection catches up on what came before from the topic).
+    pub fn renew(&mut self) {
+        let (tx, rx) = mpsc::channel(self.feed.buffer);
+        let mut subs = lock(&self.feed.subscribers);
+        if let Some(s) = subs
+            .get_mut(&self.tenant)
+            .and_then(|l| l.iter_mut().find(|s| s.id == self.id))
+        {
+            s.tx = Some(tx);
+        }
+        self.events = rx;
+    }
 }
 
 impl Drop for Subscription {
@@ -91,12 +125,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LiveFeed {
-    pub fn new(max_per_tenant: usize, buffer: usize) -> Arc<Self> {
+    pub fn new(
+        max_per_tenant: usize,
+        buffer: usize,
+        heartbeat: Duration,
+        stall: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             subscribers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             max_per_tenant,
             buffer: buffer.max(1),
+            heartbeat: heartbeat.max(Duration::from_millis(100)),
+            stall,
         })
     }
 
@@ -109,7 +150,7 @@ impl LiveFeed {
         }
         let (tx, rx) = mpsc::channel(self.buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        list.push(Subscriber { id, tx });
+        list.push(Subscriber { id, tx: Some(tx) });
         METRICS.open.inc();
         Some(Subscription {
             feed: self.clone(),
@@ -119,8 +160,8 @@ impl LiveFeed {
         })
     }
 
-    /// Hand `ev` to its tenant's subscriptions; one whose buffer is full is closed (its
-    /// receiver sees the end of the channel).
+    /// Hand `ev` to its tenant's subscriptions; one whose buffer is full is cut off (its
+    /// receiver sees the end of the channel after what it holds).
     fn dispatch(&self, ev: LiveEvent) {
         let Some(tenant) = ev.event.tenant_id.clone() else {
             return;
@@ -130,15 +171,19 @@ impl LiveFeed {
             return;
         };
         let ev = Arc::new(ev);
-        list.retain(|s| match s.tx.try_send(ev.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                METRICS.closed.with_label_values(&["slow"]).inc();
-                tracing::info!(%tenant, "event stream closed: the client does not keep up");
-                false
+        for s in list.iter_mut() {
+            let Some(tx) = &s.tx else { continue };
+            match tx.try_send(ev.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    METRICS.catch_ups.inc();
+                    tracing::debug!(%tenant, "event stream behind: it catches up from the topic");
+                    s.tx = None;
+                }
+                // The connection is going; its subscription's drop removes the entry.
+                Err(mpsc::error::TrySendError::Closed(_)) => s.tx = None,
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+        }
     }
 
     /// Read `topic` from its end as it stands now, for ever (until `shutdown`).
@@ -238,8 +283,8 @@ mod tests {
     }
 
     #[test]
-    fn a_tenant_gets_its_own_events_and_a_slow_subscription_is_closed() {
-        let feed = LiveFeed::new(2, 2);
+    fn a_tenant_gets_its_own_events_and_an_overflowing_subscription_is_cut_off_then_renewed() {
+        let feed = LiveFeed::new(2, 2, Duration::from_secs(15), Duration::from_secs(30));
         let mut a = feed.subscribe("a").unwrap();
         let _a2 = feed.subscribe("a").unwrap();
         assert!(feed.subscribe("a").is_none(), "two per tenant");
@@ -258,7 +303,19 @@ mod tests {
             got.push(e.offset);
         }
         assert_eq!(got, vec![2, 3]);
-        assert!(b.events.is_closed(), "closed as slow");
+        assert!(b.events.is_closed(), "cut off");
+        feed.dispatch(ev("b", 5));
+        assert!(b.events.try_recv().is_err(), "nothing while cut off");
+        // It keeps its place under the cap, and renewing it lets events in again.
+        let b2 = feed.subscribe("b");
+        assert!(
+            b2.is_some() && feed.subscribe("b").is_none(),
+            "b still holds one of 2"
+        );
+        drop(b2);
+        b.renew();
+        feed.dispatch(ev("b", 6));
+        assert_eq!(b.events.try_recv().unwrap().offset, 6);
         // A place frees when a subscription ends.
         drop(a);
         assert!(feed.subscribe("a").is_some());

@@ -55,9 +55,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/endpoints/{id}/attempts", get(deliveries::attempts))
         .route("/v1/endpoints/{id}/stats", get(deliveries::stats))
         .route("/v1/endpoints/{id}/recover", post(deliveries::recover))
+        .route("/v1/analytics/messages", get(analytics::tenant_messages))
         .route("/v1/analytics/{report}", get(analytics::tenant_report))
         .route("/v1/events", get(events::poll))
-        .route("/v1/events/stream", get(stream::stream))
+        .route("/v1/events/stream", get(stream::sse::stream))
+        .route("/v1/events/ws", get(stream::ws::ws))
         .route("/v1/events/{id}/resend", post(deliveries::resend))
         .route(
             "/admin/tenants",
@@ -78,6 +80,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(admin::put_credentials),
         )
         .route("/admin/credentials/rotate", post(admin::rotate_credentials))
+        .route(
+            "/admin/analytics/messages",
+            get(analytics::operator_messages),
+        )
         .route("/admin/analytics/{report}", get(analytics::operator_report))
         .route("/admin/replays", post(replays::create).get(replays::list))
         .route(

@@ -3,6 +3,7 @@
 //! the question, ask ClickHouse's rollups once, answer rows of period, groups and
 //! measures. What the reports are lives in [`report`].
 
+mod messages;
 mod report;
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +47,27 @@ pub async fn operator_report(
     let Query(mut params) = params.map_err(invalid_query)?;
     let tenant = params.remove("tenant");
     answer(&app, &name, tenant, true, params).await
+}
+
+/// `GET /v1/analytics/messages`: the tenant's events behind a report, by pages.
+pub async fn tenant_messages(
+    TenantAuth(tenant): TenantAuth,
+    State(app): State<Arc<AppState>>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let Query(params) = params.map_err(invalid_query)?;
+    messages::page(&app, Some(tenant.id), params).await
+}
+
+/// `GET /admin/analytics/messages`: any tenant's (`tenant=`), or every tenant's.
+pub async fn operator_messages(
+    _: AdminAuth,
+    State(app): State<Arc<AppState>>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let Query(mut params) = params.map_err(invalid_query)?;
+    let tenant = params.remove("tenant");
+    messages::page(&app, tenant, params).await
 }
 
 fn invalid_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
