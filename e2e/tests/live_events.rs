@@ -821,6 +821,10 @@ async fn the_websocket_carries_the_same_feed_with_pings_resume_and_a_clean_close
     assert_eq!(resumed.len(), 7, "6 missed and the marker: {resumed:?}");
     assert!(resumed.iter().all(|w| !seen.contains(w)), "no repeats");
     assert_eq!(resumed.iter().filter(|w| w.contains(".missed.")).count(), 6);
+    // Polling from the same cursor pages through the same events, in the same order.
+    let (polled, _) = drain(&p, &a, Some(&last), "").await?;
+    let polled: Vec<String> = polled.iter().map(frame_wamid).collect();
+    assert_eq!(polled, resumed, "the poll and the socket agree");
 
     // A stopping gateway says why, then closes with 1001 (going away).
     p.gateway.stop().await?;

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -60,6 +60,26 @@ pub struct LiveEvent {
     /// The feed's next offset of every partition once this event was read.
     pub feed_position: BTreeMap<i32, i64>,
     pub event: Event,
+    /// Its webhook type and body, rendered once for all the connections that get it.
+    pub rendered: OnceLock<Rendered>,
+}
+
+/// An event's webhook type and body (JSON text, without a cursor).
+pub struct Rendered {
+    pub ty: Arc<str>,
+    pub body: Arc<str>,
+}
+
+impl LiveEvent {
+    pub fn rendered(&self) -> &Rendered {
+        self.rendered.get_or_init(|| {
+            let (ty, body) = switchboard_processors::fanout::payload::envelope(&self.event);
+            Rendered {
+                ty: ty.into(),
+                body: body.to_string().into(),
+            }
+        })
+    }
 }
 
 struct Subscriber {
@@ -229,6 +249,7 @@ impl LiveFeed {
                 offset,
                 feed_position: position.clone(),
                 event,
+                rendered: OnceLock::new(),
             });
         }
     }
@@ -279,6 +300,7 @@ mod tests {
                 tenant_id: Some(tenant.into()),
                 ..Event::default()
             },
+            rendered: OnceLock::new(),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod endpoint_sim;
 pub mod events;
 pub mod fanout_bench;
 pub mod sends;
+pub mod stream_bench;
 
 /// Serve `app` on `addr` until the task is dropped; returns the bound address (the
 /// simulators' shared start-up).

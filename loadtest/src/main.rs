@@ -16,10 +16,18 @@
 //!       E endpoints in this process (H of them never answer), N status webhooks: fan-out
 //!       deliveries/s, per-endpoint rates and event-to-delivery latency; --rate R paces the
 //!       webhooks at R events/s (latency at a sustained rate instead of draining a backlog).
+//!   loadgen stream-bench [--gateway URL] [--meta-secret S] [--admin-key K] [--tenants T]
+//!                   [--clients C] [--rate R] [--seconds S] [--concurrency N]
+//!       C Server-Sent Events clients over T tenants, status webhooks at R/s for S
+//!       seconds: deliveries, post → client latency, and whether any client fell short.
 //!   loadgen events  [--events N]
 //!       N synthetic canonical events (statuses over the last day) straight onto
 //!       wa.events (SWITCHBOARD_KAFKA_BROKERS, _TOPIC_PREFIX, _SCHEMA_REGISTRY_URL): the
 //!       input of the replay benchmark.
+//!   loadgen analytics-events [--events N] [--tenants T] [--days D]
+//!       N events of T tenants over the last D days (template sends with campaigns,
+//!       Meta pricing, failures, inbound, five countries) onto wa.events: the input of
+//!       the analytics benchmark (`analytics-bench.sh`).
 //!   loadgen bench   [--gateway URL] [--meta-secret S] [--messages N] [--concurrency C]
 //!                   [--database-url URL] [--clickhouse-url URL] [--clickhouse-database DB]
 //!       send N messages' webhooks (3 statuses + 1 inbound each) as fast as C concurrent
@@ -532,6 +540,16 @@ async fn main() -> anyhow::Result<()> {
         let kafka: switchboard_runtime::config::KafkaConfig = switchboard_runtime::config::load()?;
         return switchboard_loadtest::events::produce(&kafka, a.num("events", 1_000_000)?).await;
     }
+    if cmd == "analytics-events" {
+        let kafka: switchboard_runtime::config::KafkaConfig = switchboard_runtime::config::load()?;
+        return switchboard_loadtest::events::produce_analytics(
+            &kafka,
+            a.num("events", 10_000_000)?,
+            a.num("tenants", 100)?,
+            a.num("days", 30)? as i64,
+        )
+        .await;
+    }
     if cmd == "sends" {
         // Sample sends through the send API, the simulator playing every BSP.
         let secrets: switchboard_loadtest::bsp_sim::SimSecrets =
@@ -562,6 +580,22 @@ async fn main() -> anyhow::Result<()> {
             a.get("statuses", "SEND_BENCH_STATUSES", "on") != "off",
         )
         .await;
+    }
+    if cmd == "stream-bench" {
+        let api = switchboard_loadtest::sends::Api {
+            http: c.http.clone(),
+            gateway: c.gateway.clone(),
+        };
+        let o = switchboard_loadtest::stream_bench::Opts {
+            admin: a.get("admin-key", "SWITCHBOARD_ADMIN_API_KEY", ""),
+            meta_secret: c.meta_secret.clone(),
+            tenants: a.num("tenants", 10)?,
+            clients: a.num("clients", 1000)?,
+            rate: a.num("rate", 2000)? as f64,
+            seconds: a.num("seconds", 30)? as f64,
+            concurrency: a.num("concurrency", 64)?,
+        };
+        return switchboard_loadtest::stream_bench::run(&api, &o).await;
     }
     if cmd == "fanout-bench" {
         let api = switchboard_loadtest::sends::Api {

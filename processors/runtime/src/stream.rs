@@ -44,22 +44,39 @@ pub struct StreamConfig {
     /// Consumer group id (each binary has its own default).
     #[serde(default)]
     pub group_id: Option<String>,
-    /// Largest batch handed to the handler.
-    #[serde(
-        default = "default_max_batch",
-        deserialize_with = "crate::config::lossy"
-    )]
-    pub max_batch: usize,
+    /// Largest batch handed to the handler (unset: the binary's default, see
+    /// [`StreamConfig::or_defaults`]).
+    #[serde(default, deserialize_with = "lossy_some")]
+    pub max_batch: Option<usize>,
     /// How long to wait for a batch to fill once its first record arrived.
-    #[serde(default = "default_linger", with = "humantime_serde")]
-    pub batch_linger: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub batch_linger: Option<Duration>,
 }
 
-fn default_max_batch() -> usize {
-    2000
+fn lossy_some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    crate::config::lossy(d).map(Some)
 }
-fn default_linger() -> Duration {
-    Duration::from_millis(50)
+
+/// Batches for most stages: small, so a record waits little.
+pub const DEFAULT_MAX_BATCH: usize = 2000;
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(50);
+
+impl StreamConfig {
+    /// Fill what the operator left unset with a binary's own defaults (the ch-sink's are
+    /// larger: ClickHouse's cost is mostly per insert).
+    pub fn or_defaults(mut self, max_batch: usize, linger: Duration) -> Self {
+        self.max_batch.get_or_insert(max_batch);
+        self.batch_linger.get_or_insert(linger);
+        self
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch.unwrap_or(DEFAULT_MAX_BATCH).max(1)
+    }
+
+    fn batch_linger(&self) -> Duration {
+        self.batch_linger.unwrap_or(DEFAULT_LINGER)
+    }
 }
 
 /// The per-batch step. Implementations must be idempotent with respect to repeats of
@@ -179,7 +196,7 @@ impl StreamLoop {
             group.clone(),
             shutdown.clone(),
         ));
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.cfg.max_batch);
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.cfg.max_batch());
         loop {
             batch.clear();
             if !self.fill(&mut batch, &shutdown).await? {
@@ -247,8 +264,8 @@ impl StreamLoop {
                 }
             }
         }
-        let deadline = tokio::time::Instant::now() + self.cfg.batch_linger;
-        while batch.len() < self.cfg.max_batch {
+        let deadline = tokio::time::Instant::now() + self.cfg.batch_linger();
+        while batch.len() < self.cfg.max_batch() {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_) => break,
                 Ok(Ok(m)) => {

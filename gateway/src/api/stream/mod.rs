@@ -43,11 +43,12 @@ fn bad(field: &str, msg: &str) -> ApiError {
 
 /// What one connection carries, in order.
 pub enum Item {
-    /// One webhook body (without its cursor) of type `ty`, at `cursor`.
+    /// One webhook body (JSON text, without its cursor) of type `ty`, at `cursor`.
+    /// Shared: a live event is rendered once for all its connections.
     Event {
         cursor: String,
-        ty: String,
-        body: Value,
+        ty: Arc<str>,
+        body: Arc<str>,
     },
     /// Events between the client's cursor and the oldest retained one are gone.
     Gap,
@@ -68,13 +69,15 @@ struct Filter {
 
 impl Filter {
     fn wants(&self, ev: &switchboard_schemas::Event) -> bool {
-        let ty = switchboard_processors::fanout::payload::webhook_type(ev);
         ev.tenant_id.as_deref() == Some(self.tenant.as_str())
             && self
                 .number
                 .as_deref()
                 .is_none_or(|n| ev.business_number == n)
-            && (self.types.is_empty() || self.types.iter().any(|f| type_matches(f, &ty)))
+            && (self.types.is_empty() || {
+                let ty = switchboard_processors::fanout::payload::webhook_type(ev);
+                self.types.iter().any(|f| type_matches(f, &ty))
+            })
     }
 }
 
@@ -227,7 +230,8 @@ async fn run(app: &AppState, opened: Opened, tx: &mpsc::Sender<Item>) -> Result<
                         Some(Value::String(c)) => c,
                         _ => String::new(),
                     };
-                    let ty = body["type"].as_str().unwrap_or_default().to_string();
+                    let ty: Arc<str> = body["type"].as_str().unwrap_or_default().into();
+                    let body: Arc<str> = body.to_string().into();
                     give(tx, Item::Event { cursor, ty, body }, stall).await?;
                 }
                 at = page.next;
@@ -277,11 +281,11 @@ async fn run(app: &AppState, opened: Opened, tx: &mpsc::Sender<Item>) -> Result<
             if !filter.wants(&live.event) {
                 continue;
             }
-            let (ty, body) = switchboard_processors::fanout::payload::envelope(&live.event);
+            let rendered = live.rendered();
             let item = Item::Event {
                 cursor: Cursor(have.clone()).encode(),
-                ty,
-                body,
+                ty: rendered.ty.clone(),
+                body: rendered.body.clone(),
             };
             give(tx, item, stall).await?;
         }

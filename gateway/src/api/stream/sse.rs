@@ -42,9 +42,7 @@ pub async fn stream(
 
 fn render(item: Item) -> Sse {
     match item {
-        Item::Event { cursor, ty, body } => {
-            Sse::default().id(cursor).event(ty).data(body.to_string())
-        }
+        Item::Event { cursor, ty, body } => Sse::default().id(cursor).event(&*ty).data(&*body),
         Item::Gap => Sse::default()
             .event("gap")
             .data(json!({"detail": Item::GAP_DETAIL}).to_string()),

@@ -63,7 +63,7 @@ async fn serve(app: Arc<AppState>, opened: super::Opened, socket: WebSocket) {
             item = items.recv() => {
                 let Some(item) = item else { break };
                 let (frame, close) = render(item);
-                if out.send(Message::Text(frame.to_string().into())).await.is_err() {
+                if out.send(Message::Text(frame.into())).await.is_err() {
                     return;
                 }
                 if let Some((code, reason)) = close {
@@ -89,17 +89,20 @@ async fn serve(app: Arc<AppState>, opened: super::Opened, socket: WebSocket) {
 }
 
 /// The frame of `item`, and the close frame that follows it when it is the last.
-fn render(item: Item) -> (Value, Option<(u16, &'static str)>) {
+fn render(item: Item) -> (String, Option<(u16, &'static str)>) {
     match item {
-        Item::Event {
-            cursor, mut body, ..
-        } => {
-            if let Some(o) = body.as_object_mut() {
-                o.insert("cursor".into(), Value::String(cursor));
-            }
-            (body, None)
-        }
-        Item::Gap => (json!({"type": "gap", "detail": Item::GAP_DETAIL}), None),
+        // The shared body with this connection's cursor spliced in as its first field.
+        Item::Event { cursor, body, .. } => match body.strip_prefix('{') {
+            Some(rest) => (
+                format!("{{\"cursor\":{},{rest}", Value::String(cursor)),
+                None,
+            ),
+            None => (body.to_string(), None),
+        },
+        Item::Gap => (
+            json!({"type": "gap", "detail": Item::GAP_DETAIL}).to_string(),
+            None,
+        ),
         Item::End { reason, detail } => {
             let code = match reason {
                 "shutdown" => GOING_AWAY,
@@ -107,9 +110,35 @@ fn render(item: Item) -> (Value, Option<(u16, &'static str)>) {
                 _ => INTERNAL,
             };
             (
-                json!({"type": "end", "reason": reason, "detail": detail}),
+                json!({"type": "end", "reason": reason, "detail": detail}).to_string(),
                 Some((code, reason)),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_frame_is_the_shared_body_with_the_connections_cursor() {
+        let body: std::sync::Arc<str> =
+            r#"{"type":"message.status.read","data":{"wamid":"w\"1"}}"#.into();
+        let (frame, close) = render(Item::Event {
+            cursor: "v1.MDox".into(),
+            ty: "message.status.read".into(),
+            body,
+        });
+        let v: Value = serde_json::from_str(&frame).expect("valid JSON");
+        assert_eq!(v["cursor"], "v1.MDox");
+        assert_eq!(v["type"], "message.status.read");
+        assert_eq!(v["data"]["wamid"], "w\"1");
+        assert!(close.is_none());
+        let (frame, close) = render(Item::End {
+            reason: "slow",
+            detail: json!("x"),
+        });
+        assert!(frame.contains("\"end\"") && close == Some((POLICY, "slow")));
     }
 }
