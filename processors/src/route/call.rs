@@ -47,13 +47,18 @@ impl SendRouter {
             }
         }
         let mut last: Option<(Bsp, SendError)> = None;
-        for (i, (bsp, account)) in plan.iter().enumerate() {
-            if i > 0
-                && !last
-                    .as_ref()
-                    .is_some_and(|(_, e)| e.kind == ErrorKind::Retryable && !e.ambiguous)
+        for (bsp, account) in &plan {
+            // The next BSP only after a failure that says the last one never took it.
+            if last
+                .as_ref()
+                .is_some_and(|(_, e)| e.kind != ErrorKind::Retryable || e.ambiguous)
             {
                 break;
+            }
+            if !self.breakers.acquire(*bsp) {
+                // Half-open, and another send is its probe: this one goes elsewhere or
+                // waits.
+                continue;
             }
             match self.call_one(req, *bsp, account).await {
                 Ok(acc) => {
