@@ -51,6 +51,19 @@ async fn a_send_through_every_bsp_comes_back_read_with_its_history() -> anyhow::
             body["id"].as_str().unwrap().to_string(),
         ));
     }
+    // A business-scoped user id goes to Meta in `recipient`: the simulator, like the Cloud
+    // API, answers 200 and drops a message that names one in `to`, so this send would
+    // never be read.
+    let text = "hello, business-scoped user";
+    let (status, body) = p
+        .send_text(&t, "+15550000001", "US.13491208655302741918", text)
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    sent.push((
+        "meta".into(),
+        text.into(),
+        body["id"].as_str().unwrap().to_string(),
+    ));
     for (bsp, text, id) in &sent {
         wait_until(
             &format!("{bsp} message read, its whole history in"),
@@ -84,14 +97,14 @@ async fn a_send_through_every_bsp_comes_back_read_with_its_history() -> anyhow::
             .into();
         assert_eq!(history, want, "{bsp}: {last}");
     }
-    // Both stores: one message row per send, joined to its webhooks; the outcome events
-    // in ClickHouse too.
+    // Both stores: one message row per send (a BSP each, and the user id's), joined to
+    // its webhooks; the outcome events in ClickHouse too.
     assert_eq!(
         p.pg_count(
             "SELECT count(*) FROM messages WHERE message_id IS NOT NULL AND status = 'read'"
         )
         .await?,
-        7
+        8
     );
     wait_until(
         "send events in ClickHouse",
@@ -101,7 +114,7 @@ async fn a_send_through_every_bsp_comes_back_read_with_its_history() -> anyhow::
                 p.ch_count("SELECT count() FROM events WHERE event_type = 'message.send_accepted'")
                     .await
                     .unwrap_or(0)
-                    == 7,
+                    == 8,
             )
         },
     )
@@ -168,6 +181,33 @@ async fn bad_input_gets_the_field_at_fault_and_writes_nothing() -> anyhow::Resul
             with("to", json!("not a number!")),
             422,
             "invalid_recipient",
+            "to",
+        ),
+        // Once accepted and sent to Meta in `to`, which answers 200 and drops it.
+        (
+            with("to", json!("not-a-number")),
+            422,
+            "invalid_recipient",
+            "to",
+        ),
+        // E.164-shaped, but no country's numbering plan has it.
+        (
+            with("to", json!("+1415555")),
+            422,
+            "invalid_phone_number",
+            "to",
+        ),
+        (
+            with("to", json!("+999123456789")),
+            422,
+            "invalid_phone_number",
+            "to",
+        ),
+        // Twilio takes phone numbers only.
+        (
+            json!({"from": "+15550000002", "to": "US.13491208655302741918", "type": "text", "text": {"body": "hi"}}),
+            422,
+            "unsupported_by_bsp",
             "to",
         ),
         (

@@ -399,7 +399,15 @@ fn webhook(
     let to = digits(&h.to);
     match h.bsp {
         "meta" | "360dialog" => {
-            let mut st = json!({"id": h.id, "status": status, "timestamp": (ms / 1000).to_string(), "recipient_id": to});
+            let mut st =
+                json!({"id": h.id, "status": status, "timestamp": (ms / 1000).to_string()});
+            // A business-scoped user has no number to show: Meta names it by user id.
+            let who = if switchboard_connectors::send::validate::is_bsuid(&to) {
+                "recipient_user_id"
+            } else {
+                "recipient_id"
+            };
+            st[who] = json!(to);
             if status == "failed" {
                 st["errors"] = json!([{"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable",
                     "error_data": {"details": "Message Undeliverable."}}]);
@@ -580,13 +588,23 @@ fn meta_refusal(r: Refusal) -> Response {
     }
 }
 
-/// Check a Cloud API message body; return (to, text).
-fn cloud_body(body: &[u8]) -> Result<(String, String), String> {
+/// Check a Cloud API message body; return (to, text, dropped). A business-scoped user id
+/// belongs in `recipient`; in `to` the Cloud API answers 200 and silently drops the
+/// message (`dropped`), which the simulator reproduces.
+fn cloud_body(body: &[u8]) -> Result<(String, String, bool), String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     if v["messaging_product"] != "whatsapp" {
         return Err("messaging_product must be \"whatsapp\"".into());
     }
-    let to = v["to"].as_str().ok_or("to is required")?.to_string();
+    let (to, dropped) = match (v["to"].as_str(), v["recipient"].as_str()) {
+        (Some(_), Some(_)) => return Err("to and recipient are exclusive".into()),
+        (Some(t), None) => (t.to_string(), !t.bytes().all(|b| b.is_ascii_digit())),
+        (None, Some(r)) if switchboard_connectors::send::validate::is_bsuid(r) => {
+            (r.to_string(), false)
+        }
+        (None, Some(_)) => return Err("recipient must be a business-scoped user id".into()),
+        (None, None) => return Err("to or recipient is required".into()),
+    };
     let t = v["type"].as_str().ok_or("type is required")?;
     let obj = v
         .get(t)
@@ -625,7 +643,7 @@ fn cloud_body(body: &[u8]) -> Result<(String, String), String> {
         "location" | "contacts" => String::new(),
         other => return Err(format!("unknown type {other}")),
     };
-    Ok((to, text))
+    Ok((to, text, dropped))
 }
 
 async fn cloud_send(
@@ -648,7 +666,7 @@ async fn cloud_send(
         });
         return meta_refusal(Refusal::Auth);
     }
-    let (to, text) = match cloud_body(&body) {
+    let (to, text, dropped) = match cloud_body(&body) {
         Ok(x) => x,
         Err(m) => return meta_refusal(Refusal::Invalid(m)),
     };
@@ -679,13 +697,15 @@ async fn cloud_send(
             } else {
                 "15550000000".into()
             };
-            sim.callback(Hook {
-                bsp,
-                id: id.clone(),
-                business,
-                account,
-                to: to.clone(),
-            });
+            if !dropped {
+                sim.callback(Hook {
+                    bsp,
+                    id: id.clone(),
+                    business,
+                    account,
+                    to: to.clone(),
+                });
+            }
             Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": digits(&to)}],
                 "messages": [{"id": id, "message_status": "accepted"}]}))
             .into_response()

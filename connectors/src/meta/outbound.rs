@@ -17,13 +17,19 @@ use crate::send::{
 };
 use crate::Bsp;
 
-/// The Cloud API request body for a canonical message.
+/// The Cloud API request body for a canonical message. A business-scoped user id goes
+/// in `recipient`: in `to` the Cloud API answers 200 and drops the message.
 pub fn body(msg: &Outbound<'_>) -> Value {
     let mut body = json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": if msg.to.starts_with('+') { digits(msg.to) } else { msg.to },
     });
+    let (field, to) = if crate::send::validate::is_bsuid(msg.to) {
+        ("recipient", msg.to)
+    } else {
+        ("to", digits(msg.to))
+    };
+    body[field] = Value::from(to);
     if let (Some(b), Some(m)) = (body.as_object_mut(), msg.message.as_object()) {
         for (k, v) in m {
             b.insert(k.clone(), v.clone());
@@ -126,6 +132,19 @@ mod tests {
         assert_eq!(b["messaging_product"], "whatsapp");
         assert_eq!(b["text"]["body"], "hi");
         assert_eq!(b["context"]["message_id"], "wamid.X");
+    }
+
+    #[test]
+    fn a_business_scoped_user_id_goes_in_recipient_never_in_to() {
+        let m = json!({"type": "text", "text": {"body": "hi"}});
+        let b = body(&Outbound {
+            message_id: "msg_1",
+            from: "+15550001111",
+            to: "US.13491208655302741918",
+            message: &m,
+        });
+        assert_eq!(b["recipient"], "US.13491208655302741918");
+        assert!(b.get("to").is_none(), "{b}");
     }
 
     #[test]

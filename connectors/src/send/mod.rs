@@ -276,6 +276,13 @@ pub fn supported_types(bsp: Bsp) -> &'static [&'static str] {
     }
 }
 
+/// Whether a BSP's send API takes a business-scoped user id as the recipient: the Cloud
+/// API does (in `recipient`), and 360dialog passes its body on unchanged. The others
+/// document phone numbers only, so the gateway refuses such a send up front.
+pub fn bsuid_recipients(bsp: Bsp) -> bool {
+    matches!(bsp, Bsp::Meta | Bsp::Dialog360)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

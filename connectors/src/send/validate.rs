@@ -22,6 +22,71 @@ fn err(code: &'static str, field: impl Into<String>, message: impl Into<String>)
     }
 }
 
+/// Who a message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A phone number libphonenumber knows as valid, in E.164.
+    Phone(String),
+    /// A business-scoped user id: `CC.` (the ISO country) and 1 to 128 letters and digits.
+    /// Meta's webhooks carry them as `user_id`; a send must name one in `recipient`.
+    Bsuid(String),
+}
+
+impl Recipient {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Recipient::Phone(s) | Recipient::Bsuid(s) => s,
+        }
+    }
+}
+
+/// Whether `s` has the shape of a business-scoped user id.
+pub fn is_bsuid(s: &str) -> bool {
+    let Some((cc, id)) = s.split_once('.') else {
+        return false;
+    };
+    cc.len() == 2
+        && cc.bytes().all(|b| b.is_ascii_uppercase())
+        && (1..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The customer of a send: a valid phone number (`+`, digits, spaces and dashes allowed)
+/// or a business-scoped user id; anything else is refused with the reason.
+pub fn recipient(raw: &str) -> Result<Recipient, FieldError> {
+    let s = raw.trim();
+    if is_bsuid(s) {
+        return Ok(Recipient::Bsuid(s.to_string()));
+    }
+    let phone_like = s.starts_with('+')
+        || s.bytes().next().is_some_and(|b| b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b == b' ' || b == b'-');
+    if !phone_like {
+        return Err(err(
+            "invalid_recipient",
+            "to",
+            format!("{s:?} is neither a phone number (E.164, e.g. +14155552671) nor a business-scoped user id (CC. and 1 to 128 letters and digits, e.g. US.13491208655302741918)"),
+        ));
+    }
+    let digits: String = s.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    let e164 = format!("+{}", digits.strip_prefix('+').unwrap_or(&digits));
+    let shape_ok = e164.len() > 1 && e164[1..].bytes().all(|b| b.is_ascii_digit());
+    let valid = shape_ok
+        && phonenumber::parse(None, &e164)
+            .map(|n| phonenumber::is_valid(&n))
+            .unwrap_or(false);
+    if valid {
+        Ok(Recipient::Phone(e164))
+    } else {
+        Err(err(
+            "invalid_phone_number",
+            "to",
+            format!("{s:?} is not a valid phone number: E.164 with its country code, e.g. +14155552671 (checked against libphonenumber's numbering plans)"),
+        ))
+    }
+}
+
 pub const MESSAGE_TYPES: [&str; 11] = [
     "text",
     "template",
@@ -540,6 +605,39 @@ mod tests {
 
     fn check(v: Value) -> Result<(String, Value), FieldError> {
         message(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn recipients_are_real_numbers_or_business_scoped_ids() {
+        for (raw, want) in [
+            ("+14155552671", "+14155552671"),
+            ("+91 98765-43210", "+919876543210"),
+            ("5511987654321", "+5511987654321"),
+            ("+447400123456", "+447400123456"),
+        ] {
+            assert_eq!(recipient(raw), Ok(Recipient::Phone(want.into())), "{raw}");
+        }
+        let long = format!("US.{}", "a".repeat(128));
+        for raw in ["US.13491208655302741918", "BR.x", long.as_str()] {
+            assert_eq!(recipient(raw), Ok(Recipient::Bsuid(raw.into())), "{raw}");
+        }
+        for (raw, code) in [
+            ("not-a-number", "invalid_recipient"),
+            ("us.123", "invalid_recipient"),
+            ("USA.123", "invalid_recipient"),
+            ("US.", "invalid_recipient"),
+            ("US.abc-def", "invalid_recipient"),
+            (&*format!("US.{}", "a".repeat(129)), "invalid_recipient"),
+            ("", "invalid_recipient"),
+            ("+1", "invalid_phone_number"),
+            ("+1415555", "invalid_phone_number"),
+            ("+999123456789", "invalid_phone_number"),
+            ("+4915x", "invalid_phone_number"),
+            ("+14155552671234567", "invalid_phone_number"),
+        ] {
+            let e = recipient(raw).expect_err(raw);
+            assert_eq!((e.code, e.field.as_str()), (code, "to"), "{raw}: {e}");
+        }
     }
 
     #[test]

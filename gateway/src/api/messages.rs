@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use switchboard_connectors::send::{supported_types, validate};
+use switchboard_connectors::send::{bsuid_recipients, supported_types, validate};
 use switchboard_connectors::Bsp;
 use switchboard_runtime::kafka::OutRecord;
 use switchboard_schemas::config::Tenant;
@@ -60,38 +60,13 @@ fn invalid(code: &'static str, field: &str, msg: impl Into<String>) -> ApiError 
     ApiError::invalid(code, field, msg)
 }
 
-/// Customer ids: E.164, or a business-scoped user id (letters present, no spaces).
-fn customer(to: &Value) -> ApiResult<String> {
+/// The customer: a valid phone number or a business-scoped user id
+/// (`validate::recipient`).
+fn customer(to: &Value) -> ApiResult<validate::Recipient> {
     let s = to
         .as_str()
-        .ok_or_else(|| invalid("invalid_field", "to", "must be a string"))?
-        .trim();
-    let phone_like = s
-        .strip_prefix('+')
-        .unwrap_or(s)
-        .chars()
-        .all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
-    if phone_like {
-        return switchboard_connectors::common::e164(&s.replace([' ', '-'], "")).map_err(|_| {
-            invalid(
-                "invalid_phone_number",
-                "to",
-                format!("{s:?} is not an E.164 number (+ and 7 to 15 digits)"),
-            )
-        });
-    }
-    if (3..=128).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c))
-    {
-        Ok(s.to_string())
-    } else {
-        Err(invalid(
-            "invalid_recipient",
-            "to",
-            format!("{s:?} is neither an E.164 number nor a business-scoped user id"),
-        ))
-    }
+        .ok_or_else(|| invalid("invalid_field", "to", "must be a string"))?;
+    validate::recipient(s).map_err(|e| ApiError::invalid(e.code, e.field, e.message))
 }
 
 /// Canonical JSON (sorted keys at every level) for the idempotency fingerprint.
@@ -186,6 +161,17 @@ pub fn validate_one(
         .bsp
         .parse()
         .map_err(|_| ApiError::internal("number with unknown BSP"))?;
+    if matches!(to, validate::Recipient::Bsuid(_)) && !bsuid_recipients(bsp) {
+        return Err(invalid(
+            "unsupported_by_bsp",
+            "to",
+            format!(
+                "{} cannot send to a business-scoped user id; send to the customer's phone number",
+                bsp.slug()
+            ),
+        ));
+    }
+    let to = to.as_str().to_string();
     if !supported_types(bsp).contains(&message_type.as_str()) {
         return Err(invalid(
             "unsupported_by_bsp",
