@@ -112,7 +112,9 @@ async fn clickhouse_down_mid_stream_the_sink_waits_and_catches_up() -> anyhow::R
                 > 0.0)
         },
     )
-    .await?;
+    .await
+    // Seen once in CI and not since: say what the ch-sink was doing.
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", p.logs()))?;
     ch.resume().await?;
     p.wait_for_status_events(1200, Duration::from_secs(120))
         .await?;
