@@ -140,27 +140,7 @@ pub async fn run(api: &Api, o: &Opts) -> anyhow::Result<()> {
             healthy.push(name);
         }
     }
-    let post = |body: Vec<u8>| {
-        let sig = switchboard_connectors::meta::signature::sign(&o.meta_secret, &body);
-        let http = api.http.clone();
-        let url = format!("{}/webhooks/meta", api.gateway);
-        async move {
-            for _ in 0..50 {
-                match http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-hub-signature-256", &sig)
-                    .body(body.clone())
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => return Ok(()),
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
-            anyhow::bail!("the gateway kept refusing a webhook")
-        }
-    };
+    let post = |body: Vec<u8>| api.post_meta(&o.meta_secret, body);
     // The fan-out learns endpoints from wa.config: probe until every healthy one answers.
     let probe_start = Instant::now();
     loop {

@@ -41,6 +41,28 @@ impl Api {
         ))
     }
 
+    /// Post a signed Meta webhook until the gateway takes it (a benchmark's load must
+    /// not stop at one 503 while the broker catches up).
+    pub async fn post_meta(&self, secret: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        let sig = switchboard_connectors::meta::signature::sign(secret, &body);
+        let url = format!("{}/webhooks/meta", self.gateway);
+        for _ in 0..50 {
+            match self
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", &sig)
+                .body(body.clone())
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        anyhow::bail!("the gateway kept refusing a webhook")
+    }
+
     pub async fn ok(
         &self,
         method: reqwest::Method,

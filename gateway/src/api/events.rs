@@ -35,6 +35,25 @@ fn bad(field: &str, msg: &str) -> ApiError {
     ApiError::field(StatusCode::BAD_REQUEST, "invalid_field", field, msg)
 }
 
+/// `types=a,b.*`: comma-separated webhook types or `prefix.*` filters (empty: every
+/// type), as the polling API and the streams take them.
+pub fn type_filters(raw: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let types: Vec<String> = raw
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(t) = types.iter().find(|t| !valid_type_filter(t)) {
+        return Err(bad(
+            "types",
+            &format!("{t:?} is not a webhook type or prefix.*"),
+        ));
+    }
+    Ok(types)
+}
+
 pub async fn poll(
     TenantAuth(tenant): TenantAuth,
     State(app): State<Arc<AppState>>,
@@ -53,21 +72,7 @@ pub async fn poll(
             Cursor::decode(c).ok_or_else(|| bad("after", "not a cursor this API returned"))?,
         ),
     };
-    let types: Vec<String> = q
-        .types
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
-    if let Some(t) = types.iter().find(|t| !valid_type_filter(t)) {
-        return Err(bad(
-            "types",
-            &format!("{t:?} is not a webhook type or prefix.*"),
-        ));
-    }
+    let types = type_filters(q.types.as_deref())?;
     let page = app
         .events
         .poll(

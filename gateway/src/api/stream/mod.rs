@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchboard_schemas::config::{type_matches, valid_type_filter};
+use switchboard_schemas::config::type_matches;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -109,21 +109,7 @@ pub fn open(
             Some(Cursor::decode(c).ok_or_else(|| bad("cursor", "not a cursor this API returned"))?)
         }
     };
-    let types: Vec<String> = q
-        .types
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
-    if let Some(t) = types.iter().find(|t| !valid_type_filter(t)) {
-        return Err(bad(
-            "types",
-            &format!("{t:?} is not a webhook type or prefix.*"),
-        ));
-    }
+    let types = crate::api::events::type_filters(q.types.as_deref())?;
     let sub = app.live.subscribe(tenant).ok_or_else(|| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
