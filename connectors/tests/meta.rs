@@ -189,6 +189,23 @@ fn every_inbound_content_type() {
 }
 
 #[test]
+fn a_click_to_whatsapp_referral_is_kept_with_the_message() {
+    let e = one("message_referral");
+    assert_eq!(e.message_type.as_deref(), Some("text"));
+    let c: serde_json::Value = serde_json::from_str(e.content.as_deref().unwrap()).unwrap();
+    assert_eq!(c["body"], "Can I get more info about this?");
+    assert_eq!(c["referral"]["source_type"], "ad");
+    assert_eq!(c["referral"]["source_id"], "120226305854810726");
+    assert!(c["referral"]["ctwa_clid"]
+        .as_str()
+        .unwrap()
+        .starts_with("ARAk"));
+    let plain: serde_json::Value =
+        serde_json::from_str(one("message_text").content.as_deref().unwrap()).unwrap();
+    assert!(plain.get("referral").is_none());
+}
+
+#[test]
 fn dialog360_uses_the_same_format_under_its_own_name() {
     let Parsed { events, .. } = parse(&raw("360dialog", &fixture("status_sent"))).unwrap();
     assert_eq!(events[0].bsp, "360dialog");

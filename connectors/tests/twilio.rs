@@ -113,6 +113,15 @@ fn incoming_messages() {
         b.context_wamid.as_deref(),
         Some("SMout000000000000000000000000042")
     );
+
+    // A Click-to-WhatsApp referral, under Meta's names; none on a plain message.
+    let r = one("message_referral");
+    let c: serde_json::Value = serde_json::from_str(r.content.as_deref().unwrap()).unwrap();
+    assert_eq!(c["referral"]["source_type"], "ad");
+    assert_eq!(c["referral"]["source_id"], "120226305854810726");
+    assert_eq!(c["referral"]["ctwa_clid"], "ARAkLkA8rmlFeiCk");
+    let plain: serde_json::Value = serde_json::from_str(t.content.as_deref().unwrap()).unwrap();
+    assert!(plain.get("referral").is_none());
 }
 
 #[test]

@@ -449,6 +449,9 @@ impl Pipeline {
                 ("SWITCHBOARD_GROUP_INSTANCE_ID", format!("{id}-router-0")),
                 ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{}", free_port())),
                 ("SWITCHBOARD_CREDENTIALS_KEYS", keyring.clone()),
+                // Most tests send many messages to one customer to test the send path
+                // itself; the pacing tests turn per-customer pacing on.
+                ("SWITCHBOARD_PAIR_INTERVAL", "0s".into()),
             ]);
             for (k, v) in &opts.router_env {
                 env.insert((*k).to_string(), v.clone());

@@ -183,13 +183,17 @@ impl Pipeline {
         Ok(v)
     }
 
-    /// A tenant with an API key.
+    /// A tenant with an API key. It does not enforce the customer-service window: these
+    /// tests send free-form messages to customers who never wrote (the conversations
+    /// tests turn it on).
     pub async fn tenant(&self, name: &str) -> anyhow::Result<TestTenant> {
         let t = self
             .admin(
                 reqwest::Method::POST,
                 "/admin/tenants",
-                Some(json!({"name": name, "api_rate_per_sec": 100000})),
+                Some(
+                    json!({"name": name, "api_rate_per_sec": 100000, "enforce_service_window": false}),
+                ),
             )
             .await?;
         let id = t["id"].as_str().unwrap_or_default().to_string();

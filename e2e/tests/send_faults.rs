@@ -384,7 +384,11 @@ async fn permanent_errors_fail_at_once_with_a_stable_code() -> anyhow::Result<()
     }
     let states = p.wait_final(&ids, Duration::from_secs(30)).await?;
     assert!(states.values().all(|s| s == "failed"), "{states:?}");
-    let want = ["window_closed", "invalid_recipient", "template_not_found"];
+    let want = [
+        "outside_service_window",
+        "invalid_recipient",
+        "template_not_found",
+    ];
     for (id, code) in ids.iter().zip(want) {
         let (_, m) = p.message(&t, id).await?;
         assert_eq!(m["error"]["code"], code, "{m}");

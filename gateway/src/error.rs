@@ -17,6 +17,9 @@ pub struct ApiError {
     /// For a failed send request: the messages that were accepted nonetheless and will be
     /// sent (`[{"index", "id"}]`); absent when none were.
     pub accepted: Option<Vec<serde_json::Value>>,
+    /// More members of the error object, particular to its code (e.g. when the
+    /// customer-service window closed).
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {
@@ -28,6 +31,7 @@ impl ApiError {
             retry_after_secs: None,
             field: None,
             accepted: None,
+            extra: None,
         }
     }
 
@@ -108,15 +112,34 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// With one more member of the error object.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value);
+        self
+    }
+
+    /// The `error` object of the answer.
+    pub fn body(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(f) = self.field {
+        if let Some(f) = &self.field {
             error["field"] = json!(f);
         }
-        if let Some(a) = self.accepted {
+        if let Some(a) = &self.accepted {
             error["accepted"] = json!(a);
         }
+        for (k, v) in self.extra.iter().flat_map(|m| m.iter()) {
+            error[k] = v.clone();
+        }
+        error
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let error = self.body();
         let mut resp = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(s) = self.retry_after_secs {
             resp.headers_mut()

@@ -76,6 +76,9 @@ pub struct Behavior {
     /// Cloud API error codes to answer for given recipients (as sent, e.g. `4915...`):
     /// 131047 (24-hour window closed), 131026 (undeliverable), 132001 (no template), ...
     pub errors: HashMap<String, i64>,
+    /// Message templates per WABA id, as `GET /{version}/{waba}/message_templates`
+    /// answers them (Graph API objects: name, language, status, category, components).
+    pub templates: HashMap<String, Vec<Value>>,
 }
 
 impl Default for Behavior {
@@ -94,6 +97,7 @@ impl Default for Behavior {
             async_fail_rate: 0.0,
             no_callbacks: false,
             errors: HashMap::new(),
+            templates: HashMap::new(),
         }
     }
 }
@@ -185,6 +189,7 @@ impl Sim {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{version}/{pnid}/messages", post(meta_send))
+            .route("/{version}/{waba}/message_templates", get(meta_templates))
             .route("/messages", post(dialog360_send))
             .route(
                 "/project-apis/v1/project/{project}/messages",
@@ -385,6 +390,8 @@ struct Hook {
     business: String,
     account: String,
     to: String,
+    /// Meta's pricing category of the message (Cloud API statuses carry it).
+    pricing: Option<&'static str>,
 }
 
 /// (path, content type, body, headers) of one status webhook, signed.
@@ -411,6 +418,11 @@ fn webhook(
             if status == "failed" {
                 st["errors"] = json!([{"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable",
                     "error_data": {"details": "Message Undeliverable."}}]);
+            } else if let Some(c) = h.pricing {
+                // Per-message pricing (July 2025): a free-form reply in the window is free.
+                let free = c == "service";
+                st["pricing"] = json!({"billable": !free, "pricing_model": "PMP", "category": c,
+                    "type": if free { "free_customer_service" } else { "regular" }});
             }
             let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "sim-waba", "changes": [{
                 "value": {"messaging_product": "whatsapp",
@@ -698,12 +710,15 @@ async fn cloud_send(
                 "15550000000".into()
             };
             if !dropped {
+                let template =
+                    serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["type"] == "template");
                 sim.callback(Hook {
                     bsp,
                     id: id.clone(),
                     business,
                     account,
                     to: to.clone(),
+                    pricing: Some(if template { "marketing" } else { "service" }),
                 });
             }
             Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": digits(&to)}],
@@ -721,6 +736,44 @@ async fn meta_send(
 ) -> Response {
     let ok = header(&h, "authorization") == format!("Bearer {}", sim.secrets.meta_access_token);
     cloud_send(sim, "meta", pnid.clone(), pnid, ok, body).await
+}
+
+/// A WABA's templates, paged like the Graph API (`limit`, `after`; `paging.next` while
+/// more follow).
+async fn meta_templates(
+    State(sim): State<Sim>,
+    Path((_v, waba)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    if header(&h, "authorization") != format!("Bearer {}", sim.secrets.meta_access_token) {
+        return meta_refusal(Refusal::Auth);
+    }
+    let Some(all) = sim.lock().behavior.templates.get(&waba).cloned() else {
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            &format!("Unsupported get request. Object with ID '{waba}' does not exist"),
+        );
+    };
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(25)
+        .clamp(1, 100);
+    let start: usize = q
+        .get("after")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+        .min(all.len());
+    let end = (start + limit).min(all.len());
+    let mut paging = json!({"cursors": {"before": start.to_string(), "after": end.to_string()}});
+    if end < all.len() {
+        paging["next"] = json!(format!(
+            "https://graph.facebook.com/v21.0/{waba}/message_templates?after={end}"
+        ));
+    }
+    Json(json!({"data": &all[start..end], "paging": paging})).into_response()
 }
 
 async fn dialog360_send(State(sim): State<Sim>, h: HeaderMap, body: Bytes) -> Response {
@@ -812,6 +865,7 @@ async fn gupshup_send(
                 business: source,
                 account: get("src.name"),
                 to,
+                pricing: None,
             });
             (
                 StatusCode::ACCEPTED,
@@ -891,6 +945,7 @@ async fn twilio_send(
                 business: from.trim_start_matches("whatsapp:").into(),
                 account: sid,
                 to: to_n,
+                pricing: None,
             });
             (StatusCode::CREATED, Json(json!({"sid": id, "status": "queued", "to": to, "from": from, "direction": "outbound-api"}))).into_response()
         }
@@ -961,6 +1016,7 @@ async fn waha_send(
                 business: "15550000000".into(),
                 account: session,
                 to,
+                pricing: None,
             });
             (
                 StatusCode::CREATED,
@@ -1063,6 +1119,7 @@ async fn karix_send(State(sim): State<Sim>, h: HeaderMap, body: Bytes) -> Respon
                 business: from.into(),
                 account: from.into(),
                 to,
+                pricing: None,
             });
             Json(json!({"statusCode": "200", "statusDesc": "Successfully Accepted", "mid": id}))
                 .into_response()
@@ -1149,6 +1206,7 @@ mod tests {
                     business: "+15550001111".into(),
                     account: "acct1".into(),
                     to: "+4915112345678".into(),
+                    pricing: Some("utility"),
                 };
                 let (_, ct, body, _) = webhook(&s, "http://gw", &h, status);
                 let raw = RawWebhook {

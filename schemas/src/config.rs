@@ -23,6 +23,14 @@ pub struct Tenant {
     pub default_number: Option<String>,
     /// Requests per second the tenant may make to the send API.
     pub api_rate_per_sec: u32,
+    /// Refuse free-form sends outside the customer-service window before any BSP call
+    /// (off: the BSP decides, and reports 131047).
+    #[serde(default = "yes")]
+    pub enforce_service_window: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An API key, by the SHA-256 of its secret (keys are 256-bit random, so a fast hash is
@@ -47,6 +55,9 @@ pub struct BusinessNumber {
     /// Another BSP this number may be sent through when its own is down.
     pub failover_bsp: Option<String>,
     pub failover_account_id: Option<String>,
+    /// Meta: the WhatsApp Business Account of the number, where its templates live.
+    #[serde(default)]
+    pub waba_id: Option<String>,
 }
 
 /// A tenant's credentials for one BSP, AES-256-GCM encrypted.
@@ -343,6 +354,7 @@ mod tests {
                 tier_mps: 80,
                 failover_bsp: None,
                 failover_account_id: None,
+                waba_id: None,
             },
             v,
         )

@@ -241,6 +241,11 @@ fn message_event(o: &Origin<'_>, m: &Value, contacts: &[Value]) -> Result<Event,
             o.insert("profile_name".into(), json!(name));
         }
     }
+    // A message from a Click-to-WhatsApp ad or a Page's call to action: it opens a
+    // free entry point window (db::conversations).
+    if let (Some(r @ Value::Object(_)), Value::Object(o)) = (m.get("referral"), &mut content) {
+        o.insert("referral".into(), r.clone());
+    }
     ev.content = Some(content.to_string());
     ev.context_wamid = m
         .get("context")

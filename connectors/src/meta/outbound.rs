@@ -96,10 +96,11 @@ pub fn classify(status: u16, code: i64, detail: String) -> SendError {
     use ErrorKind::*;
     let (kind, stable) = match code {
         // Throughput, pair rate and spam-rate limits, and the generic app/WABA limits.
-        4 | 80007 | 130429 | 131048 | 131056 => (Throttled, codes::RATE_LIMITED),
+        4 | 80007 | 130429 | 131048 => (Throttled, codes::RATE_LIMITED),
+        131056 => (Throttled, codes::PAIR_RATE_LIMITED),
         // "Something went wrong", "service unavailable", generic temporary errors.
         1 | 2 | 131000 | 131016 => (Retryable, codes::BSP_UNAVAILABLE),
-        131047 => (Permanent, codes::WINDOW_CLOSED),
+        131047 => (Permanent, codes::OUTSIDE_SERVICE_WINDOW),
         131026 | 131030 | 131045 => (Permanent, codes::INVALID_RECIPIENT),
         132001 => (Permanent, codes::TEMPLATE_NOT_FOUND),
         132015 | 132016 => (Permanent, codes::TEMPLATE_NOT_APPROVED),
@@ -161,7 +162,14 @@ mod tests {
         let window = br#"{"error":{"message":"Re-engagement message","code":131047}}"#;
         assert_eq!(
             response(400, window).unwrap_err().code,
-            codes::WINDOW_CLOSED
+            codes::OUTSIDE_SERVICE_WINDOW
+        );
+        // Too many to one customer: that pair only, and not an attempt.
+        let pair = br#"{"error":{"message":"(#131056) (Business Account, Consumer Account) pair rate limit hit","code":131056}}"#;
+        let e = response(400, pair).unwrap_err();
+        assert_eq!(
+            (e.kind, e.code),
+            (ErrorKind::Throttled, codes::PAIR_RATE_LIMITED)
         );
         let down = b"<html>502 Bad Gateway</html>";
         assert_eq!(response(502, down).unwrap_err().kind, ErrorKind::Retryable);

@@ -95,7 +95,7 @@ impl SendError {
 /// Stable error codes, as they appear in `send failed` events and the API.
 pub mod codes {
     pub const INVALID_RECIPIENT: &str = "invalid_recipient";
-    pub const WINDOW_CLOSED: &str = "window_closed";
+    pub const OUTSIDE_SERVICE_WINDOW: &str = "outside_service_window";
     pub const TEMPLATE_NOT_FOUND: &str = "template_not_found";
     pub const TEMPLATE_NOT_APPROVED: &str = "template_not_approved";
     pub const TEMPLATE_INVALID: &str = "template_params_invalid";
@@ -104,6 +104,8 @@ pub mod codes {
     pub const AUTH_FAILED: &str = "bsp_auth_failed";
     pub const SENDER_BLOCKED: &str = "sender_blocked";
     pub const RATE_LIMITED: &str = "rate_limited";
+    /// Too many messages to one customer (Meta 131056): only that pair is paused.
+    pub const PAIR_RATE_LIMITED: &str = "pair_rate_limited";
     pub const BSP_UNAVAILABLE: &str = "bsp_unavailable";
     pub const BSP_UNREACHABLE: &str = "bsp_unreachable";
     pub const TIMEOUT: &str = "timeout";

@@ -129,6 +129,21 @@ fn content_of(f: &HashMap<String, String>) -> (&'static str, Value) {
         None if !first_type.is_empty() => "document",
         None => "text",
     };
+    // Twilio's form fields of a Click-to-WhatsApp referral, under Meta's names.
+    let referral: Map<String, Value> = [
+        ("ReferralSourceType", "source_type"),
+        ("ReferralSourceId", "source_id"),
+        ("ReferralSourceUrl", "source_url"),
+        ("ReferralHeadline", "headline"),
+        ("ReferralBody", "body"),
+        ("ReferralCtwaClid", "ctwa_clid"),
+    ]
+    .into_iter()
+    .filter_map(|(k, name)| Some((name.to_string(), json!(get(k)?))))
+    .collect();
+    if !referral.is_empty() {
+        c.insert("referral".into(), Value::Object(referral));
+    }
     for (k, name) in [
         ("Latitude", "latitude"),
         ("Longitude", "longitude"),

@@ -115,7 +115,7 @@ pub fn response(status: u16, body: &[u8]) -> Result<Accepted, SendError> {
         Some(21211) | Some(21614) | Some(63024) | Some(63003) => {
             SendError::new(ErrorKind::Permanent, codes::INVALID_RECIPIENT, text)
         }
-        Some(63016) => SendError::new(ErrorKind::Permanent, codes::WINDOW_CLOSED, text),
+        Some(63016) => SendError::new(ErrorKind::Permanent, codes::OUTSIDE_SERVICE_WINDOW, text),
         Some(20003) => SendError::new(ErrorKind::Permanent, codes::AUTH_FAILED, text),
         Some(63021) => SendError::new(ErrorKind::Permanent, codes::TEMPLATE_INVALID, text),
         _ => by_http_status(status, text),

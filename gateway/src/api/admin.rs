@@ -62,6 +62,34 @@ fn db_ready(app: &AppState) -> ApiResult<()> {
 pub struct NewTenant {
     name: String,
     api_rate_per_sec: Option<u32>,
+    enforce_service_window: Option<bool>,
+}
+
+/// The columns of a tenant, for [`tenant_of`].
+const TENANT_COLUMNS: &str = "id, name, default_number, api_rate_per_sec, enforce_service_window";
+
+fn tenant_of(r: &sqlx::postgres::PgRow) -> Tenant {
+    Tenant {
+        id: r.get("id"),
+        name: r.get("name"),
+        default_number: r.get("default_number"),
+        api_rate_per_sec: r.get::<i32, _>("api_rate_per_sec") as u32,
+        enforce_service_window: r.get("enforce_service_window"),
+    }
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(bad("name", "1 to 200 characters"));
+    }
+    Ok(())
+}
+
+fn check_rate(rate: u32) -> ApiResult<()> {
+    if rate == 0 || rate > 100_000 {
+        return Err(bad("api_rate_per_sec", "1 to 100000"));
+    }
+    Ok(())
 }
 
 pub async fn create_tenant(
@@ -71,20 +99,18 @@ pub async fn create_tenant(
 ) -> ApiResult<impl IntoResponse> {
     db_ready(&app)?;
     let t: NewTenant = json_body(&body)?;
-    if t.name.trim().is_empty() || t.name.len() > 200 {
-        return Err(bad("name", "1 to 200 characters"));
-    }
+    check_name(&t.name)?;
     let rate = t.api_rate_per_sec.unwrap_or(100);
-    if rate == 0 || rate > 100_000 {
-        return Err(bad("api_rate_per_sec", "1 to 100000"));
-    }
+    check_rate(rate)?;
     let id = ordered_id("ten_");
+    let enforce = t.enforce_service_window.unwrap_or(true);
     let row = q(format!(
-        "INSERT INTO tenants (id, name, api_rate_per_sec) VALUES ($1, $2, $3) RETURNING {VERSION}"
+        "INSERT INTO tenants (id, name, api_rate_per_sec, enforce_service_window) VALUES ($1, $2, $3, $4) RETURNING {VERSION}"
     ))
     .bind(&id)
     .bind(t.name.trim())
     .bind(rate as i32)
+    .bind(enforce)
     .fetch_one(&app.db)
     .await
     .map_err(ApiError::db)?;
@@ -93,6 +119,7 @@ pub async fn create_tenant(
         name: t.name.trim().to_string(),
         default_number: None,
         api_rate_per_sec: rate,
+        enforce_service_window: enforce,
     };
     publish_config(
         &app,
@@ -115,7 +142,7 @@ pub async fn list_tenants(
 ) -> ApiResult<Json<Value>> {
     db_ready(&app)?;
     let rows = sqlx::query(
-        "SELECT id, name, default_number, api_rate_per_sec, created_at FROM tenants ORDER BY created_at, id LIMIT 10000",
+        "SELECT id, name, default_number, api_rate_per_sec, enforce_service_window, created_at FROM tenants ORDER BY created_at, id LIMIT 10000",
     )
     .fetch_all(&app.db)
     .await
@@ -125,28 +152,66 @@ pub async fn list_tenants(
         "id": r.get::<String, _>("id"), "name": r.get::<String, _>("name"),
         "default_number": r.get::<Option<String>, _>("default_number"),
         "api_rate_per_sec": r.get::<i32, _>("api_rate_per_sec"),
+        "enforce_service_window": r.get::<bool, _>("enforce_service_window"),
         "created_at": r.get::<Ts, _>("created_at"),
     })).collect::<Vec<_>>()})))
 }
 
 async fn tenant_record(app: &AppState, tenant: &str) -> ApiResult<(Tenant, i64)> {
     let row = q(format!(
-        "SELECT id, name, default_number, api_rate_per_sec, {VERSION} FROM tenants WHERE id = $1"
+        "SELECT {TENANT_COLUMNS}, {VERSION} FROM tenants WHERE id = $1"
     ))
     .bind(tenant)
     .fetch_optional(&app.db)
     .await
     .map_err(ApiError::db)?
     .ok_or_else(|| ApiError::not_found("tenant"))?;
-    Ok((
-        Tenant {
-            id: row.get("id"),
-            name: row.get("name"),
-            default_number: row.get("default_number"),
-            api_rate_per_sec: row.get::<i32, _>("api_rate_per_sec") as u32,
-        },
-        row.get("version"),
+    Ok((tenant_of(&row), row.get("version")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    name: Option<String>,
+    api_rate_per_sec: Option<u32>,
+    enforce_service_window: Option<bool>,
+}
+
+/// `PATCH /admin/tenants/{tenant}`: change the given settings, publish the tenant.
+pub async fn patch_tenant(
+    _: AdminAuth,
+    State(app): State<Arc<AppState>>,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    db_ready(&app)?;
+    let p: TenantPatch = json_body(&body)?;
+    if let Some(n) = &p.name {
+        check_name(n)?;
+    }
+    if let Some(r) = p.api_rate_per_sec {
+        check_rate(r)?;
+    }
+    let row = q(format!(
+        "UPDATE tenants SET name = COALESCE($2, name), api_rate_per_sec = COALESCE($3, api_rate_per_sec), \
+           enforce_service_window = COALESCE($4, enforce_service_window), updated_at = clock_timestamp() \
+         WHERE id = $1 RETURNING {TENANT_COLUMNS}, {VERSION}"
     ))
+    .bind(&tenant)
+    .bind(p.name.as_deref().map(str::trim))
+    .bind(p.api_rate_per_sec.map(|r| r as i32))
+    .bind(p.enforce_service_window)
+    .fetch_optional(&app.db)
+    .await
+    .map_err(ApiError::db)?
+    .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let t = tenant_of(&row);
+    publish_config(
+        &app,
+        &[config::record(TENANT, &t.id, &t.id, &t, row.get("version"))],
+    )
+    .await?;
+    Ok(Json(json!(t)))
 }
 
 pub async fn get_tenant(
@@ -164,7 +229,7 @@ pub async fn get_tenant(
     .await
     .map_err(ApiError::db)?;
     let numbers = sqlx::query(
-        "SELECT number, bsp, bsp_account_id, tier_mps, failover_bsp, failover_account_id FROM business_numbers WHERE tenant_id = $1 ORDER BY number",
+        "SELECT number, bsp, bsp_account_id, tier_mps, failover_bsp, failover_account_id, waba_id FROM business_numbers WHERE tenant_id = $1 ORDER BY number",
     )
     .bind(&tenant)
     .fetch_all(&app.db)
@@ -181,6 +246,7 @@ pub async fn get_tenant(
     Ok(Json(json!({
         "id": t.id, "name": t.name, "default_number": t.default_number,
         "api_rate_per_sec": t.api_rate_per_sec,
+        "enforce_service_window": t.enforce_service_window,
         "api_keys": keys.iter().map(|r| json!({
             "id": r.get::<String, _>("id"), "name": r.get::<String, _>("name"),
             "prefix": r.get::<String, _>("prefix"),
@@ -193,6 +259,7 @@ pub async fn get_tenant(
             "tier_mps": r.get::<i32, _>("tier_mps"),
             "failover_bsp": r.get::<Option<String>, _>("failover_bsp"),
             "failover_account_id": r.get::<Option<String>, _>("failover_account_id"),
+            "waba_id": r.get::<Option<String>, _>("waba_id"),
         })).collect::<Vec<_>>(),
         "credentials": creds.iter().map(|r| json!({
             "bsp": r.get::<String, _>("bsp"), "key_id": r.get::<String, _>("key_id"),
@@ -293,6 +360,7 @@ pub struct NumberBody {
     tier_mps: u32,
     failover_bsp: Option<String>,
     failover_account_id: Option<String>,
+    waba_id: Option<String>,
     #[serde(default)]
     default: bool,
 }
@@ -326,13 +394,22 @@ pub async fn put_number(
             return Err(bad("failover_account_id", "required with failover_bsp"));
         }
     }
+    if let Some(w) = &b.waba_id {
+        if w.is_empty() || w.len() > 64 || !w.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad(
+                "waba_id",
+                "the WhatsApp Business Account id: 1 to 64 digits",
+            ));
+        }
+    }
     tenant_record(&app, &tenant).await?;
     let row = q(format!(
-        "INSERT INTO business_numbers (number, tenant_id, bsp, bsp_account_id, tier_mps, failover_bsp, failover_account_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO business_numbers (number, tenant_id, bsp, bsp_account_id, tier_mps, failover_bsp, failover_account_id, waba_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (number) DO UPDATE SET bsp = EXCLUDED.bsp, bsp_account_id = EXCLUDED.bsp_account_id,
            tier_mps = EXCLUDED.tier_mps, failover_bsp = EXCLUDED.failover_bsp,
-           failover_account_id = EXCLUDED.failover_account_id, updated_at = clock_timestamp()
+           failover_account_id = EXCLUDED.failover_account_id, waba_id = EXCLUDED.waba_id,
+           updated_at = clock_timestamp()
          WHERE business_numbers.tenant_id = EXCLUDED.tenant_id
          RETURNING {VERSION}"
     ))
@@ -343,6 +420,7 @@ pub async fn put_number(
     .bind(b.tier_mps as i32)
     .bind(&b.failover_bsp)
     .bind(&b.failover_account_id)
+    .bind(&b.waba_id)
     .fetch_optional(&app.db)
     .await
     .map_err(|e| match &e {
@@ -365,6 +443,7 @@ pub async fn put_number(
         tier_mps: b.tier_mps,
         failover_bsp: b.failover_bsp.clone(),
         failover_account_id: b.failover_account_id.clone(),
+        waba_id: b.waba_id.clone(),
     };
     let mut recs = vec![config::record(
         NUMBER,
@@ -566,18 +645,11 @@ pub async fn rotate_credentials(
 /// Every configuration entity as records, to republish at start-up.
 pub async fn snapshot(db: &sqlx::PgPool) -> Result<Vec<ConfigRecord>, sqlx::Error> {
     let mut out = Vec::new();
-    for r in q(format!(
-        "SELECT id, name, default_number, api_rate_per_sec, {VERSION} FROM tenants"
-    ))
-    .fetch_all(db)
-    .await?
+    for r in q(format!("SELECT {TENANT_COLUMNS}, {VERSION} FROM tenants"))
+        .fetch_all(db)
+        .await?
     {
-        let t = Tenant {
-            id: r.get("id"),
-            name: r.get("name"),
-            default_number: r.get("default_number"),
-            api_rate_per_sec: r.get::<i32, _>("api_rate_per_sec") as u32,
-        };
+        let t = tenant_of(&r);
         out.push(config::record(TENANT, &t.id, &t.id, &t, r.get("version")));
     }
     for r in q(format!("SELECT id, tenant_id, hash, name, revoked_at IS NOT NULL AS revoked, {VERSION} FROM api_keys"))
@@ -591,7 +663,7 @@ pub async fn snapshot(db: &sqlx::PgPool) -> Result<Vec<ConfigRecord>, sqlx::Erro
             config::record(API_KEY, &k.id, &k.tenant_id, &k, r.get("version"))
         });
     }
-    for r in q(format!("SELECT number, tenant_id, bsp, bsp_account_id, tier_mps, failover_bsp, failover_account_id, {VERSION} FROM business_numbers"))
+    for r in q(format!("SELECT number, tenant_id, bsp, bsp_account_id, tier_mps, failover_bsp, failover_account_id, waba_id, {VERSION} FROM business_numbers"))
         .fetch_all(db)
         .await?
     {
@@ -599,6 +671,7 @@ pub async fn snapshot(db: &sqlx::PgPool) -> Result<Vec<ConfigRecord>, sqlx::Erro
             number: r.get("number"), tenant_id: r.get("tenant_id"), bsp: r.get("bsp"),
             bsp_account_id: r.get("bsp_account_id"), tier_mps: r.get::<i32, _>("tier_mps") as u32,
             failover_bsp: r.get("failover_bsp"), failover_account_id: r.get("failover_account_id"),
+            waba_id: r.get("waba_id"),
         };
         out.push(config::record(NUMBER, &n.number, &n.tenant_id, &n, r.get("version")));
     }

@@ -288,6 +288,30 @@ pub async fn accept(app: &AppState, tenant: &Tenant, items: Vec<Valid>) -> ApiRe
             "the database is not ready yet; retry",
         ));
     }
+    let refused = super::policy::refusals(app, tenant, &items).await?;
+    if !refused.is_empty() {
+        // Accept the others, then put the refusals back in their places.
+        let n = items.len();
+        let mut refused = refused;
+        let kept: Vec<Valid> = items
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !refused.contains_key(i))
+            .map(|(_, v)| v)
+            .collect();
+        let mut accepted = if kept.is_empty() {
+            Vec::new()
+        } else {
+            Box::pin(accept(app, tenant, kept)).await?
+        }
+        .into_iter();
+        return Ok((0..n)
+            .map(|i| match refused.remove(&i) {
+                Some(e) => Err(e),
+                None => accepted.next().expect("one outcome per kept item"),
+            })
+            .collect());
+    }
     let now = switchboard_runtime::now_ms();
     let ids: Vec<String> = items.iter().map(|_| super::ordered_id("msg_")).collect();
     let responses: Vec<Value> = items
@@ -592,8 +616,9 @@ pub async fn send_batch(
 }
 
 fn item_error(index: usize, e: ApiError) -> Value {
-    json!({"index": index, "status": e.status.as_u16(),
-        "error": {"code": e.code, "message": e.message, "field": e.field}})
+    let mut error = e.body();
+    error["field"] = json!(e.field);
+    json!({"index": index, "status": e.status.as_u16(), "error": error})
 }
 
 type Ts = chrono::DateTime<chrono::Utc>;

@@ -7,14 +7,17 @@ pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod batcher;
+pub mod conversations;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
 pub mod messages;
+pub mod policy;
 pub mod publish;
 pub mod replays;
 pub mod store;
 pub mod stream;
+pub mod templates;
 
 use std::sync::Arc;
 
@@ -33,6 +36,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/openapi.yaml", get(openapi))
         .route("/v1/messages", post(messages::send).get(messages::list))
         .route("/v1/messages/batch", post(messages::send_batch))
+        .route("/v1/templates", get(templates::list))
+        .route("/v1/conversations", get(conversations::list))
+        .route(
+            "/v1/conversations/{number}/{customer}",
+            get(conversations::get_one),
+        )
         .route(
             "/v1/messages/{id}",
             get(messages::get_one).delete(messages::cancel),
@@ -65,7 +74,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/admin/tenants",
             post(admin::create_tenant).get(admin::list_tenants),
         )
-        .route("/admin/tenants/{tenant}", get(admin::get_tenant))
+        .route(
+            "/admin/tenants/{tenant}",
+            get(admin::get_tenant).patch(admin::patch_tenant),
+        )
         .route("/admin/tenants/{tenant}/api-keys", post(admin::create_key))
         .route(
             "/admin/tenants/{tenant}/api-keys/{key}",

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_processors::db::conversations::Conversations;
 use switchboard_processors::dedupe::DedupeStore;
 use switchboard_processors::normalize::{Config, Normalizer};
 use switchboard_runtime::deadletter::DeadLetters;
@@ -22,12 +23,15 @@ async fn main() -> anyhow::Result<()> {
             &cfg.database_url,
             "normalizer",
         )?);
-    let dedupe = DedupeStore::new(pool);
+    let dedupe = DedupeStore::new(pool.clone());
     if switchboard_runtime::retry::wait_for(
-        "dedupe store",
+        "dedupe store and conversations",
         &shutdown,
         switchboard_runtime::retry::is_transient_migrate_error,
-        || dedupe.migrate(),
+        || async {
+            dedupe.migrate().await?;
+            switchboard_processors::db::migrate(&pool).await
+        },
     )
     .await?
     .is_none()
@@ -99,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         producer,
         topics: topics.clone(),
         dedupe,
+        conversations: Conversations::new(pool),
         dead: dead.clone(),
         window: cfg.time_window(),
         bypass_dedupe: false,

@@ -67,11 +67,16 @@ async fn main() -> anyhow::Result<()> {
     );
     let core = Arc::new(SendRouter {
         dead: dead.clone(),
+        conversations: switchboard_processors::db::conversations::Conversations::new(pool.clone()),
         outbox: Outbox::new(pool),
         cache,
         keyring,
         http: bsp_client(&cfg)?,
         limiter: SenderLimiter::new(cfg.rate_headroom),
+        pair: switchboard_processors::route::pair::PairLimiter::new(
+            cfg.pair_interval,
+            cfg.pair_burst,
+        ),
         breakers: Breakers::new(cfg.breaker_failures, cfg.breaker_open_for),
         codec,
         producer: producer.clone(),
@@ -97,6 +102,10 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let sched = tokio::spawn(scheduler::run(core.clone(), shutdown.clone()));
+    let template_sync = tokio::spawn(switchboard_processors::route::templates::run(
+        core.clone(),
+        shutdown.clone(),
+    ));
 
     let group = cfg
         .group_id
@@ -117,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     sched.abort();
+    template_sync.abort();
     switchboard_runtime::kafka::flush(producer, Duration::from_secs(10)).await;
     let _ = ops.await;
     tracing::info!("router stopped");

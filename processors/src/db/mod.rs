@@ -1,15 +1,18 @@
 //! The send path's PostgreSQL tables, each written by one module: `outbound_messages`
-//! ([`outbox`]: the send API's side and the router's state machine) and `endpoints`
-//! ([`endpoints`]: the endpoints API's side and the fan-out's health transitions). The
-//! configuration plane's tables (tenants, API keys, business numbers, BSP credentials)
-//! are written by the gateway's admin API alone.
+//! ([`outbox`]: the send API's side and the router's state machine), `endpoints`
+//! ([`endpoints`]: the endpoints API's side and the fan-out's health transitions) and
+//! `conversations` ([`conversations`]: the normalizer's, read by the send API and the
+//! router), `templates` ([`templates`]: synced by the routers). The configuration plane's tables (tenants, API keys, business numbers, BSP
+//! credentials) are written by the gateway's admin API alone.
 //!
 //! All of them share one migration history (`_sqlx_migrations_send`, apart from the
-//! normalizer's and the sinks', so each component evolves on its own), run by whichever
-//! of the gateway, the router and the fan-out starts first.
+//! normalizer's dedupe store and the sinks', so each component evolves on its own), run
+//! by whichever of the gateway, the router, the fan-out and the normalizer starts first.
 
+pub mod conversations;
 pub mod endpoints;
 pub mod outbox;
+pub mod templates;
 
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;

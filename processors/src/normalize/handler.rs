@@ -1,4 +1,5 @@
-//! The batch step around [`normalize_record`]: decode, dedupe, produce, mark.
+//! The batch step around [`normalize_record`]: decode, record conversations, dedupe,
+//! produce, mark.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -15,6 +16,7 @@ use switchboard_runtime::telemetry::LATENCY_BUCKETS;
 use switchboard_schemas::{Codec, RawWebhook, EVENT_SCHEMA};
 
 use super::step::{normalize_record, TimeWindow};
+use crate::db::conversations::Conversations;
 use crate::dedupe::DedupeStore;
 
 struct Metrics {
@@ -56,6 +58,8 @@ pub struct Normalizer {
     pub producer: FutureProducer,
     pub topics: Topics,
     pub dedupe: DedupeStore,
+    /// The customer-service windows, written before the events go out.
+    pub conversations: Conversations,
     /// Business numbers → tenants (from `wa.config`).
     pub config: switchboard_runtime::config_cache::ConfigCache,
     /// `wa.webhooks.dlq`: raw webhooks (or parts of them) that yield no event.
@@ -112,6 +116,12 @@ impl BatchHandler for Normalizer {
             .dedupe_hits
             .with_label_values(&["batch"])
             .inc_by((before - events.len()) as u64);
+        // Before the dedupe filter: the merge is idempotent, and a replay of raw webhooks
+        // the store has seen still rebuilds the conversations they tell of.
+        self.conversations
+            .record(&events)
+            .await
+            .context("recording conversations")?;
         let started = Instant::now();
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         let seen = if self.bypass_dedupe {

@@ -106,6 +106,9 @@ pub async fn build(env: &Env, spec: &ReplaySpec, plan: &Plan) -> anyhow::Result<
                 .migrate()
                 .await
                 .context("migrating the dedupe store")?;
+            crate::db::migrate(&env.pool)
+                .await
+                .context("migrating the conversations")?;
             let d = dead("normalizer", &t.webhooks_dlq);
             (
                 AnyTarget::Normalizer(Box::new(Normalizer {
@@ -113,6 +116,7 @@ pub async fn build(env: &Env, spec: &ReplaySpec, plan: &Plan) -> anyhow::Result<
                     producer: env.producer.clone(),
                     topics: t.clone(),
                     dedupe,
+                    conversations: crate::db::conversations::Conversations::new(env.pool.clone()),
                     config: config().await?,
                     dead: d.clone(),
                     window: env.cfg.time_window(),

@@ -13,7 +13,11 @@ use switchboard_schemas::config::BusinessNumber;
 use switchboard_schemas::SendRequest;
 
 use super::dispatch::{SendRouter, Stop, METRICS};
+use super::pair::Pace;
 use crate::db::outbox::Claim;
+
+/// A send to a customer paced for less than this waits in its slot; longer, it is parked.
+const PAIR_WAIT_IN_PLACE: Duration = Duration::from_millis(250);
 
 /// What admission decided.
 pub enum Admission<'a> {
@@ -89,6 +93,27 @@ impl SendRouter {
             return Ok(Admission::Skip);
         }
         let in_flight = InFlight(self, req.message_id.clone());
+        match self
+            .pair
+            .take(&number.number, &req.to, &req.message_id, PAIR_WAIT_IN_PLACE)
+        {
+            Pace::Go => {}
+            Pace::Wait(d) => tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = tokio::time::sleep(d) => {}
+            },
+            Pace::Park(after) => {
+                let parked = self
+                    .durable("park", || async {
+                        self.outbox.park(&req.message_id, after).await
+                    })
+                    .await?;
+                if parked {
+                    METRICS.pair_parked.inc();
+                    return Ok(Admission::Skip);
+                }
+            }
+        }
         tokio::select! {
             _ = self.shutdown.cancelled() => return Err(Stop::Shutdown),
             _ = self.limiter.acquire(&number.number, number.tier_mps) => {}

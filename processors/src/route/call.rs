@@ -73,8 +73,14 @@ impl SendRouter {
                     self.breakers.record(*bsp, e.kind != ErrorKind::Retryable);
                     if e.kind == ErrorKind::Throttled {
                         let pause = e.retry_after.unwrap_or(Duration::from_secs(1));
-                        self.limiter
-                            .back_off(&number.number, number.tier_mps, pause);
+                        if e.code == codes::PAIR_RATE_LIMITED {
+                            // The customer has had enough for now; the number has not.
+                            let pause = pause.max(self.cfg.pair_interval);
+                            self.pair.back_off(&number.number, &req.to, pause);
+                        } else {
+                            self.limiter
+                                .back_off(&number.number, number.tier_mps, pause);
+                        }
                     }
                     last = Some((*bsp, e));
                 }
@@ -86,7 +92,11 @@ impl SendRouter {
         }
     }
 
-    fn credentials(&self, tenant: &str, bsp: Bsp) -> Result<Map<String, Value>, SendError> {
+    pub(super) fn credentials(
+        &self,
+        tenant: &str,
+        bsp: Bsp,
+    ) -> Result<Map<String, Value>, SendError> {
         let missing =
             |why: String| SendError::new(ErrorKind::Permanent, codes::CREDENTIALS_MISSING, why);
         let cred = self
@@ -135,6 +145,10 @@ impl SendRouter {
             .numbers
             .get(&req.from_number)
             .map(|n| n.tier_mps);
+        let pair_wait = self.pair.space(&req.from_number, &req.to);
+        if !pair_wait.is_zero() {
+            tokio::time::sleep(pair_wait).await;
+        }
         if let Some(tier) = tier {
             self.limiter.admit(&req.from_number, tier).await;
         }

@@ -61,6 +61,14 @@ pub struct Config {
     /// parked (`scheduled`) until their turn instead of holding shared slots.
     #[serde(default = "default_rate_queue", with = "humantime_serde")]
     pub rate_queue: Duration,
+    /// Per-pair pacing (one business number to one customer): one send per this
+    /// interval (Meta: about one per 6 s; 0 turns it off) ...
+    #[serde(default = "default_pair_interval", with = "humantime_serde")]
+    pub pair_interval: Duration,
+    /// ... and bursts of up to this many, borrowed from later intervals (Meta allows
+    /// about 45).
+    #[serde(default = "default_pair_burst")]
+    pub pair_burst: u32,
     /// Records handled at once (across all senders).
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
@@ -85,6 +93,9 @@ pub struct Config {
     /// How often due scheduled and retrying sends are released.
     #[serde(default = "default_scheduler_interval", with = "humantime_serde")]
     pub scheduler_interval: Duration,
+    /// Sync each WABA's message templates from Meta this often (0: never).
+    #[serde(default = "default_template_sync", with = "humantime_serde")]
+    pub template_sync_interval: Duration,
     /// Republish accepted sends whose publication was never confirmed after this long.
     #[serde(default = "default_republish_after", with = "humantime_serde")]
     pub republish_after: Duration,
@@ -136,6 +147,15 @@ fn default_headroom() -> f64 {
 }
 fn default_rate_queue() -> Duration {
     Duration::from_secs(2)
+}
+fn default_template_sync() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_pair_interval() -> Duration {
+    Duration::from_secs(6)
+}
+fn default_pair_burst() -> u32 {
+    10
 }
 fn default_in_flight() -> usize {
     20_000

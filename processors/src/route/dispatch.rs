@@ -37,13 +37,16 @@ use switchboard_schemas::{Codec, SendRequest};
 use super::admit::Admission;
 use super::breaker::Breakers;
 use super::limiter::SenderLimiter;
+use super::pair::PairLimiter;
 use super::settle::Failure;
 use super::Config;
+use crate::db::conversations::{self, Conversations};
 use crate::db::outbox::{Claim, Outbox};
 
 pub(super) struct Metrics {
     pub sends: IntCounterVec,
     pub parked: IntCounter,
+    pub pair_parked: IntCounter,
     pub bsp_seconds: HistogramVec,
     pub dead_letters: IntCounterVec,
 }
@@ -58,6 +61,11 @@ pub(super) static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     parked: register_int_counter!(
         "switchboard_router_parked_total",
         "Sends parked until their turn because their number's queue was full"
+    )
+    .expect("registers once"),
+    pair_parked: register_int_counter!(
+        "switchboard_router_pair_parked_total",
+        "Sends parked until their customer's pair pacing allowed them"
     )
     .expect("registers once"),
     bsp_seconds: register_histogram_vec!(
@@ -89,10 +97,13 @@ pub enum Stop {
 pub struct SendRouter {
     pub cfg: Config,
     pub outbox: Outbox,
+    /// The customer-service windows, re-checked at send time.
+    pub conversations: Conversations,
     pub cache: ConfigCache,
     pub keyring: Option<Keyring>,
     pub http: reqwest::Client,
     pub limiter: SenderLimiter,
+    pub pair: PairLimiter,
     pub breakers: Breakers,
     pub codec: Codec,
     pub producer: FutureProducer,
@@ -147,6 +158,32 @@ impl SendRouter {
         }
     }
 
+    /// Why a free-form send may not go now: the API checked the window on acceptance, but
+    /// a scheduled or delayed send can outlive it.
+    async fn window_refusal(&self, req: &SendRequest) -> Result<Option<String>, Stop> {
+        let enforced = self
+            .cache
+            .read()
+            .tenants
+            .get(&req.tenant_id)
+            .is_none_or(|t| t.enforce_service_window);
+        if !enforced || req.message_type == "template" {
+            return Ok(None);
+        }
+        let pair = [(req.from_number.clone(), req.to.clone())];
+        let windows = self
+            .durable("read the customer-service window", || async {
+                Ok(self.conversations.windows(&pair).await?)
+            })
+            .await?;
+        let expires = windows.get(&pair[0]).copied();
+        Ok(conversations::refusal(
+            &req.message_type,
+            expires,
+            switchboard_runtime::now_ms(),
+        ))
+    }
+
     async fn route(&self, src: &OwnedMessage) -> Result<(), Stop> {
         let req: SendRequest = self
             .durable("decode send request", || async {
@@ -170,6 +207,10 @@ impl SendRouter {
                 since_first_ms,
             } => match &number {
                 Some(n) => {
+                    if let Some(why) = self.window_refusal(&req).await? {
+                        let f = Failure::new(&n.bsp, conversations::OUTSIDE_SERVICE_WINDOW, &why);
+                        return self.fail(&req, src, Some(n), f).await;
+                    }
                     let called = self.call(&req, n).await;
                     self.settle(&req, src, n, attempt, since_first_ms, called)
                         .await

@@ -9,9 +9,10 @@
 //!   credentials;
 //! - [`settle`]: the outcome in the outbox, its event, a dead letter, or a retry later.
 //!
-//! Beside them: [`limiter`] (per-sender-number throughput at its tier), [`breaker`]
+//! Beside them: [`limiter`] (per-sender-number throughput at its tier), [`pair`]
+//! (per number-and-customer pacing), [`breaker`]
 //! (per-BSP circuit breakers), [`scheduler`] (scheduled sends and retries back into the
-//! stream when due), and the per-message state machine in PostgreSQL (intent before the
+//! stream when due), [`templates`] (the WABAs' message templates, synced), and the per-message state machine in PostgreSQL (intent before the
 //! call, outcome after it), which lives with its table in `crate::db::outbox`.
 
 pub mod admit;
@@ -20,7 +21,9 @@ pub mod call;
 mod config;
 pub mod dispatch;
 pub mod limiter;
+pub mod pair;
 pub mod scheduler;
 pub mod settle;
+pub mod templates;
 
 pub use config::Config;
