@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use switchboard_schemas::{
-    inbound_event_id, status_event_id, Event, EventType, RawWebhook, Status,
+    inbound_event_id, preference_event_id, status_event_id, Event, EventType, RawWebhook, Status,
 };
 
 use crate::bsp::Bsp;
@@ -143,6 +143,35 @@ impl Origin<'_> {
     pub fn received(&self, wamid: &str, customer: String, occurred_at_ms: i64) -> Event {
         let id = inbound_event_id(self.bsp.slug(), wamid);
         self.event(id, EventType::Received, wamid, customer, occurred_at_ms)
+    }
+
+    /// A customer's preference change (`stop` / `resume` of a category of messages); its
+    /// id is derived from who, what and the BSP's time of it.
+    pub fn preference(
+        &self,
+        customer: String,
+        category: &str,
+        value: &str,
+        detail: Option<&str>,
+        occurred_at_ms: i64,
+    ) -> Event {
+        let id = preference_event_id(
+            self.bsp.slug(),
+            &self.business,
+            &customer,
+            category,
+            value,
+            occurred_at_ms,
+        );
+        let mut ev = self.event(id, EventType::Preference, "", customer, occurred_at_ms);
+        ev.content = Some(
+            serde_json::json!({
+                "business_number": self.business, "customer_id": ev.customer_id,
+                "category": category, "value": value, "detail": detail,
+            })
+            .to_string(),
+        );
+        ev
     }
 
     fn event(

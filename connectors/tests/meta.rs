@@ -206,6 +206,29 @@ fn a_click_to_whatsapp_referral_is_kept_with_the_message() {
 }
 
 #[test]
+fn a_customer_stopping_marketing_is_a_preference_event() {
+    let e = one("user_preferences_stop");
+    assert_eq!(e.event_type, "customer.preference");
+    assert_eq!(e.customer_id, "+16505551234");
+    assert_eq!(e.business_number, "+15550783881");
+    assert_eq!(e.occurred_at_ms, 1_750_263_900_000);
+    let c: serde_json::Value = serde_json::from_str(e.content.as_deref().unwrap()).unwrap();
+    assert_eq!(c["category"], "marketing_messages");
+    assert_eq!(c["value"], "stop");
+    assert_eq!(e.status, None);
+    // A resume is another event; the same stop again is the same one.
+    let body = String::from_utf8(fixture("user_preferences_stop")).unwrap();
+    let resume = body.replace("\"stop\"", "\"resume\"");
+    let Parsed { events, .. } = parse(&raw("meta", resume.as_bytes())).unwrap();
+    assert_ne!(events[0].event_id, e.event_id);
+    assert_eq!(one("user_preferences_stop").event_id, e.event_id);
+    let bad = body.replace("\"stop\"", "\"maybe\"");
+    let Parsed { events, rejects } = parse(&raw("meta", bad.as_bytes())).unwrap();
+    assert!(events.is_empty());
+    assert_eq!(rejects[0].reason, "bad_shape");
+}
+
+#[test]
 fn dialog360_uses_the_same_format_under_its_own_name() {
     let Parsed { events, .. } = parse(&raw("360dialog", &fixture("status_sent"))).unwrap();
     assert_eq!(events[0].bsp, "360dialog");

@@ -162,3 +162,274 @@ async fn templates_are_synced_and_a_send_must_fit_one() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+fn preference(customer: &str, value: &str, ts: i64) -> Vec<u8> {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": WABA, "changes": [{"field": "user_preferences", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000001", "phone_number_id": "15550000001"},
+        "contacts": [{"profile": {"name": "Test"}, "wa_id": customer}],
+        "user_preferences": [{"wa_id": customer, "detail": "User requested to stop marketing messages",
+            "category": "marketing_messages", "value": value, "timestamp": ts}]}}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn to(mut body: Value, customer: &str) -> Value {
+    body["to"] = json!(customer);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn customers_who_stop_marketing_get_no_marketing_templates() -> anyhow::Result<()> {
+    let p = Pipeline::start(Options {
+        send_path: true,
+        router_env: vec![("SWITCHBOARD_TEMPLATE_SYNC_INTERVAL", "1s".into())],
+        ..Default::default()
+    })
+    .await?;
+    p.sim().set_behavior(Behavior {
+        templates: [(
+            WABA.to_string(),
+            vec![
+                template(
+                    "order_update",
+                    "UTILITY",
+                    "APPROVED",
+                    "Hi {{1}}, order {{2}} ships today.",
+                ),
+                template(
+                    "summer_sale",
+                    "MARKETING",
+                    "APPROVED",
+                    "{{1}}, 20% off this week.",
+                ),
+            ],
+        )]
+        .into(),
+        ..Default::default()
+    });
+    let t = p.tenant("acme").await?;
+    let other = p.tenant("other").await?;
+    // The number with its credentials, then its WABA.
+    p.number(&t, NUMBER, "meta", "15550000001", 80, None)
+        .await?;
+    p.admin(
+        Method::PUT,
+        &format!("/admin/tenants/{}/numbers/%2B15550000001", t.id),
+        Some(json!({"bsp": "meta", "bsp_account_id": "15550000001", "tier_mps": 80, "waba_id": WABA})),
+    )
+    .await?;
+    wait_until(
+        "the WABA's templates synced",
+        Duration::from_secs(30),
+        || async {
+            let (_, v) = p
+                .call(Method::GET, "/v1/templates", &t.key, None, &[])
+                .await?;
+            Ok(v["data"].as_array().map(Vec::len) == Some(2))
+        },
+    )
+    .await?;
+    let sale = |c: &str, who: &str| to(send_template("summer_sale", &[who]), c);
+    let utility = |c: &str| to(send_template("order_update", &["Ann", "42"]), c);
+    let send = |body: Value| async {
+        p.call(Method::POST, "/v1/messages", &t.key, Some(body), &[])
+            .await
+    };
+    let state = |c: &'static str| {
+        let p = &p;
+        let key = t.key.clone();
+        async move {
+            let (s, v) = p
+                .call(
+                    Method::GET,
+                    &format!("/v1/suppressions/%2B{}", &c[1..]),
+                    &key,
+                    None,
+                    &[],
+                )
+                .await?;
+            anyhow::Ok((s, v))
+        }
+    };
+
+    // A customer's stop, through the gateway and the normalizer.
+    let now = chrono::Utc::now().timestamp();
+    let (a, b) = ("+4915112345671", "+4915112345672");
+    p.post_meta_until_accepted(&preference(&a[1..], "stop", now - 60))
+        .await?;
+    wait_until("the stop recorded", Duration::from_secs(30), || async {
+        Ok(state(a).await?.1["suppressed"] == true)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", p.logs()))?;
+    let (_, v) = state(a).await?;
+    assert_eq!(v["source"], "user_preferences", "{v}");
+    let (s, v) = send(sale(a, "Ann")).await?;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (422, Some("customer_opted_out")),
+        "{v}"
+    );
+    // Not marketing, or another customer: they go.
+    let mut ids = Vec::new();
+    for body in [utility(a), sale(b, "Bo")] {
+        let (s, v) = send(body).await?;
+        assert_eq!(s, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // Another tenant's customers are its own.
+    assert_eq!(
+        p.call(
+            Method::GET,
+            &format!("/v1/suppressions/%2B{}", &a[1..]),
+            &other.key,
+            None,
+            &[]
+        )
+        .await?
+        .0,
+        404
+    );
+
+    // Resumed; then a stop dated before the resume arrives late and changes nothing.
+    p.post_meta_until_accepted(&preference(&a[1..], "resume", now - 30))
+        .await?;
+    wait_until("the resume recorded", Duration::from_secs(30), || async {
+        Ok(state(a).await?.1["suppressed"] == false)
+    })
+    .await?;
+    p.post_meta_until_accepted(&preference(&a[1..], "stop", now - 45))
+        .await?;
+    // A marker after it on the same partition (same account): once it is in, the late
+    // stop has been through the normalizer too.
+    let marker =
+        switchboard_e2e::bsp::meta_text("15550000001", "4915112345670", "wamid.marker", "hi", now);
+    p.post_meta_until_accepted(&marker).await?;
+    wait_until("the marker through", Duration::from_secs(30), || async {
+        Ok(p.call(
+            Method::GET,
+            "/v1/conversations/%2B15550000001/%2B4915112345670",
+            &t.key,
+            None,
+            &[],
+        )
+        .await?
+        .0 == 200)
+    })
+    .await?;
+    assert_eq!(
+        state(a).await?.1["suppressed"],
+        false,
+        "a late, older stop won"
+    );
+    let (s, v) = send(sale(a, "Ann again")).await?;
+    assert_eq!(s, 202, "{v}");
+    ids.push(v["id"].as_str().unwrap().to_string());
+
+    // A failed status with 131050 suppresses its customer.
+    let c = "+4915112345673";
+    let mut failed =
+        switchboard_e2e::bsp::meta_status("15550000001", &c[1..], "wamid.x131050", "failed", now);
+    let s = String::from_utf8(failed)
+        .unwrap()
+        .replace("131026", "131050");
+    failed = s.into_bytes();
+    p.post_meta_until_accepted(&failed).await?;
+    wait_until("the 131050 recorded", Duration::from_secs(30), || async {
+        Ok(state(c).await?.1["source"] == "bsp_error")
+    })
+    .await?;
+
+    // The tenant's own list: add with a reason, list, remove.
+    let d = "+4915112345674";
+    let (s, v) = p
+        .call(
+            Method::PUT,
+            &format!("/v1/suppressions/%2B{}", &d[1..]),
+            &t.key,
+            Some(json!({"reason": "asked by phone"})),
+            &[],
+        )
+        .await?;
+    assert_eq!(
+        (s, &v["suppressed"], &v["source"]),
+        (200, &json!(true), &json!("api")),
+        "{v}"
+    );
+    let (_, l) = p
+        .call(Method::GET, "/v1/suppressions?limit=1", &t.key, None, &[])
+        .await?;
+    assert_eq!(l["data"][0]["customer"], d, "{l}");
+    let next = l["next_cursor"].as_str().unwrap().to_string();
+    let (_, l2) = p
+        .call(
+            Method::GET,
+            &format!("/v1/suppressions?limit=10&cursor={next}"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    let rest: Vec<&str> = l2["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["customer"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, [c], "{l2}");
+    for bad in [
+        "/v1/suppressions/not-a-number",
+        "/v1/suppressions?limit=0",
+        "/v1/suppressions?cursor=x",
+    ] {
+        let (s, v) = p.call(Method::GET, bad, &t.key, None, &[]).await?;
+        assert!(s == 400 || s == 422, "{bad}: {s} {v}");
+    }
+
+    // Scheduled, then the customer is suppressed: the router refuses it at its time.
+    let e = "+4915112345675";
+    let mut later = sale(e, "Eve");
+    later["scheduled_at"] = json!((chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339());
+    let (s, v) = send(later).await?;
+    assert_eq!(s, 202, "{v}");
+    let late_id = v["id"].as_str().unwrap().to_string();
+    p.call(
+        Method::PUT,
+        &format!("/v1/suppressions/%2B{}", &e[1..]),
+        &t.key,
+        None,
+        &[],
+    )
+    .await?;
+    let (s, v) = p
+        .call(
+            Method::DELETE,
+            &format!("/v1/suppressions/%2B{}", &d[1..]),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!((s, &v["suppressed"]), (200, &json!(false)), "{v}");
+
+    let states = p.wait_final(&ids, Duration::from_secs(30)).await?;
+    assert!(states.values().all(|s| s == "accepted"), "{states:?}");
+    let states = p
+        .wait_final(std::slice::from_ref(&late_id), Duration::from_secs(60))
+        .await?;
+    assert_eq!(states[&late_id], "failed");
+    let (_, m) = p.message(&t, &late_id).await?;
+    assert_eq!(m["error"]["code"], "customer_opted_out", "{m}");
+    let at_bsp: Vec<String> = p.sim().calls().into_iter().map(|c| c.to).collect();
+    assert!(
+        !at_bsp.iter().any(|t| t.ends_with(&e[1..])),
+        "the refused send reached the BSP"
+    );
+    assert_eq!(
+        at_bsp.iter().filter(|t| t.ends_with(&a[1..])).count(),
+        2,
+        "{at_bsp:?}"
+    );
+    Ok(())
+}

@@ -134,7 +134,8 @@ pub struct Config {
     pub analytics_max_groups: usize,
     #[serde(default = "default_analytics_max_rows")]
     pub analytics_max_rows: usize,
-    /// Largest body of `POST /v1/messages/batch` (single sends use `max_body_bytes`).
+    /// Largest body of `POST /v1/messages/batch` and `POST /v1/campaigns` (single sends
+    /// use `max_body_bytes`).
     #[serde(default = "default_max_batch_body")]
     pub max_batch_body_bytes: usize,
 }

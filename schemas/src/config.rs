@@ -27,6 +27,10 @@ pub struct Tenant {
     /// (off: the BSP decides, and reports 131047).
     #[serde(default = "yes")]
     pub enforce_service_window: bool,
+    /// The business portfolio's daily limit of unique customers reached by templates
+    /// (Meta: 250, 2,000, 10,000, 100,000; none: unlimited). Campaigns keep under it.
+    #[serde(default)]
+    pub daily_unique_limit: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -72,7 +76,7 @@ pub struct Credential {
 
 /// Every webhook type an endpoint can subscribe to. `message.status.<status>` is one per
 /// canonical status; `endpoint.disabled` is operational.
-pub const WEBHOOK_TYPES: [&str; 11] = [
+pub const WEBHOOK_TYPES: [&str; 12] = [
     "message.status.accepted",
     "message.status.sent",
     "message.status.failed",
@@ -83,6 +87,7 @@ pub const WEBHOOK_TYPES: [&str; 11] = [
     "message.received",
     "message.send_accepted",
     "message.send_failed",
+    "customer.preference",
     "endpoint.disabled",
 ];
 

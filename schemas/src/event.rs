@@ -225,6 +225,10 @@ pub enum EventType {
     Received,
     SendAccepted,
     SendFailed,
+    /// A customer stopped or resumed marketing messages (Meta's `user_preferences`);
+    /// `content` holds `{category, value, detail}`. Not a message event: the message
+    /// stores skip it.
+    Preference,
 }
 
 impl EventType {
@@ -234,6 +238,7 @@ impl EventType {
             EventType::Received => "message.received",
             EventType::SendAccepted => "message.send_accepted",
             EventType::SendFailed => "message.send_failed",
+            EventType::Preference => "customer.preference",
         }
     }
 }

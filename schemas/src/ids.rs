@@ -30,6 +30,29 @@ pub fn inbound_event_id(bsp: &str, wamid: &str) -> String {
     digest(&["v1", "inbound", bsp, wamid])
 }
 
+/// Id of a customer's preference change: (BSP, business number, customer, category,
+/// value, the BSP's time of it). A stop, a resume and a second stop are three events.
+pub fn preference_event_id(
+    bsp: &str,
+    business: &str,
+    customer: &str,
+    category: &str,
+    value: &str,
+    occurred_at_ms: i64,
+) -> String {
+    let at = occurred_at_ms.to_string();
+    digest(&[
+        "v1",
+        "preference",
+        bsp,
+        business,
+        customer,
+        category,
+        value,
+        &at,
+    ])
+}
+
 /// Id of a send outcome event: (Switchboard message id, outcome). A router that
 /// re-emits an outcome after a crash produces the same id.
 pub fn send_event_id(message_id: &str, outcome: &str) -> String {

@@ -37,6 +37,8 @@ struct ChangeValue {
     messages: Vec<Value>,
     #[serde(default)]
     contacts: Vec<Value>,
+    #[serde(default)]
+    user_preferences: Vec<Value>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -96,7 +98,11 @@ pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
     }
     let mut out = Parsed::default();
     for change in env.entry.into_iter().flat_map(|e| e.changes) {
-        if change.field.as_deref().is_some_and(|f| f != "messages") {
+        if change
+            .field
+            .as_deref()
+            .is_some_and(|f| f != "messages" && f != "user_preferences")
+        {
             // Account updates, template status and the like are not message events.
             continue;
         }
@@ -137,6 +143,12 @@ pub fn parse(raw: &RawWebhook, bsp: Bsp) -> Result<Parsed, ParseError> {
         }
         for m in &value.messages {
             match message_event(&origin, m, &value.contacts) {
+                Ok(ev) => out.events.push(ev),
+                Err(e) => out.rejects.push(e),
+            }
+        }
+        for p in &value.user_preferences {
+            match preference_event(&origin, p) {
                 Ok(ev) => out.events.push(ev),
                 Err(e) => out.rejects.push(e),
             }
@@ -217,6 +229,26 @@ fn status_event(o: &Origin<'_>, s: &Value) -> Result<Event, ParseError> {
             .map(str::to_string);
     }
     Ok(ev)
+}
+
+/// A `user_preferences` item: `{wa_id, detail, category: "marketing_messages", value:
+/// "stop" | "resume", timestamp}`.
+fn preference_event(o: &Origin<'_>, p: &Value) -> Result<Event, ParseError> {
+    let customer = customer_id(str_field(p, "wa_id"), str_field(p, "user_id"))?;
+    let category = str_field(p, "category")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ParseError::new("bad_shape", "user preference without category"))?;
+    let value = match str_field(p, "value") {
+        Some(v @ ("stop" | "resume")) => v,
+        other => {
+            return Err(ParseError::new(
+                "bad_shape",
+                format!("user preference value {other:?} is neither stop nor resume"),
+            ))
+        }
+    };
+    let ts = timestamp_ms(p.get("timestamp").unwrap_or(&Value::Null))?;
+    Ok(o.preference(customer, category, value, str_field(p, "detail"), ts))
 }
 
 fn message_event(o: &Origin<'_>, m: &Value, contacts: &[Value]) -> Result<Event, ParseError> {

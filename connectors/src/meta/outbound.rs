@@ -101,6 +101,7 @@ pub fn classify(status: u16, code: i64, detail: String) -> SendError {
         // "Something went wrong", "service unavailable", generic temporary errors.
         1 | 2 | 131000 | 131016 => (Retryable, codes::BSP_UNAVAILABLE),
         131047 => (Permanent, codes::OUTSIDE_SERVICE_WINDOW),
+        131050 => (Permanent, codes::CUSTOMER_OPTED_OUT),
         131026 | 131030 | 131045 => (Permanent, codes::INVALID_RECIPIENT),
         132001 => (Permanent, codes::TEMPLATE_NOT_FOUND),
         132015 | 132016 => (Permanent, codes::TEMPLATE_NOT_APPROVED),

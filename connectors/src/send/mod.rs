@@ -96,6 +96,8 @@ impl SendError {
 pub mod codes {
     pub const INVALID_RECIPIENT: &str = "invalid_recipient";
     pub const OUTSIDE_SERVICE_WINDOW: &str = "outside_service_window";
+    /// A marketing template to a customer who stopped marketing messages (Meta 131050).
+    pub const CUSTOMER_OPTED_OUT: &str = "customer_opted_out";
     pub const TEMPLATE_NOT_FOUND: &str = "template_not_found";
     pub const TEMPLATE_NOT_APPROVED: &str = "template_not_approved";
     pub const TEMPLATE_INVALID: &str = "template_params_invalid";

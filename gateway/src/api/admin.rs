@@ -63,10 +63,12 @@ pub struct NewTenant {
     name: String,
     api_rate_per_sec: Option<u32>,
     enforce_service_window: Option<bool>,
+    daily_unique_limit: Option<u32>,
 }
 
 /// The columns of a tenant, for [`tenant_of`].
-const TENANT_COLUMNS: &str = "id, name, default_number, api_rate_per_sec, enforce_service_window";
+const TENANT_COLUMNS: &str =
+    "id, name, default_number, api_rate_per_sec, enforce_service_window, daily_unique_limit";
 
 fn tenant_of(r: &sqlx::postgres::PgRow) -> Tenant {
     Tenant {
@@ -75,7 +77,20 @@ fn tenant_of(r: &sqlx::postgres::PgRow) -> Tenant {
         default_number: r.get("default_number"),
         api_rate_per_sec: r.get::<i32, _>("api_rate_per_sec") as u32,
         enforce_service_window: r.get("enforce_service_window"),
+        daily_unique_limit: r
+            .get::<Option<i32>, _>("daily_unique_limit")
+            .map(|l| l as u32),
     }
+}
+
+fn check_limit(limit: Option<u32>) -> ApiResult<()> {
+    if limit == Some(0) {
+        return Err(bad(
+            "daily_unique_limit",
+            "a positive number, or null for none",
+        ));
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -104,13 +119,16 @@ pub async fn create_tenant(
     check_rate(rate)?;
     let id = ordered_id("ten_");
     let enforce = t.enforce_service_window.unwrap_or(true);
+    check_limit(t.daily_unique_limit)?;
     let row = q(format!(
-        "INSERT INTO tenants (id, name, api_rate_per_sec, enforce_service_window) VALUES ($1, $2, $3, $4) RETURNING {VERSION}"
+        "INSERT INTO tenants (id, name, api_rate_per_sec, enforce_service_window, daily_unique_limit) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING {VERSION}"
     ))
     .bind(&id)
     .bind(t.name.trim())
     .bind(rate as i32)
     .bind(enforce)
+    .bind(t.daily_unique_limit.map(|l| l as i32))
     .fetch_one(&app.db)
     .await
     .map_err(ApiError::db)?;
@@ -120,6 +138,7 @@ pub async fn create_tenant(
         default_number: None,
         api_rate_per_sec: rate,
         enforce_service_window: enforce,
+        daily_unique_limit: t.daily_unique_limit,
     };
     publish_config(
         &app,
@@ -175,6 +194,18 @@ pub struct TenantPatch {
     name: Option<String>,
     api_rate_per_sec: Option<u32>,
     enforce_service_window: Option<bool>,
+    /// Absent: unchanged; null: none.
+    #[serde(default, deserialize_with = "present")]
+    daily_unique_limit: Option<Option<u32>>,
+}
+
+/// A field that is present, maybe as null (absent stays `None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PATCH /admin/tenants/{tenant}`: change the given settings, publish the tenant.
@@ -192,15 +223,21 @@ pub async fn patch_tenant(
     if let Some(r) = p.api_rate_per_sec {
         check_rate(r)?;
     }
+    if let Some(l) = p.daily_unique_limit {
+        check_limit(l)?;
+    }
     let row = q(format!(
         "UPDATE tenants SET name = COALESCE($2, name), api_rate_per_sec = COALESCE($3, api_rate_per_sec), \
-           enforce_service_window = COALESCE($4, enforce_service_window), updated_at = clock_timestamp() \
+           enforce_service_window = COALESCE($4, enforce_service_window), \
+           daily_unique_limit = CASE WHEN $5 THEN $6 ELSE daily_unique_limit END, updated_at = clock_timestamp() \
          WHERE id = $1 RETURNING {TENANT_COLUMNS}, {VERSION}"
     ))
     .bind(&tenant)
     .bind(p.name.as_deref().map(str::trim))
     .bind(p.api_rate_per_sec.map(|r| r as i32))
     .bind(p.enforce_service_window)
+    .bind(p.daily_unique_limit.is_some())
+    .bind(p.daily_unique_limit.flatten().map(|l| l as i32))
     .fetch_optional(&app.db)
     .await
     .map_err(ApiError::db)?
@@ -247,6 +284,7 @@ pub async fn get_tenant(
         "id": t.id, "name": t.name, "default_number": t.default_number,
         "api_rate_per_sec": t.api_rate_per_sec,
         "enforce_service_window": t.enforce_service_window,
+        "daily_unique_limit": t.daily_unique_limit,
         "api_keys": keys.iter().map(|r| json!({
             "id": r.get::<String, _>("id"), "name": r.get::<String, _>("name"),
             "prefix": r.get::<String, _>("prefix"),

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod batcher;
+pub mod campaigns;
 pub mod conversations;
 pub mod deliveries;
 pub mod endpoints;
@@ -17,6 +18,7 @@ pub mod publish;
 pub mod replays;
 pub mod store;
 pub mod stream;
+pub mod suppressions;
 pub mod templates;
 
 use std::sync::Arc;
@@ -37,6 +39,19 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/messages", post(messages::send).get(messages::list))
         .route("/v1/messages/batch", post(messages::send_batch))
         .route("/v1/templates", get(templates::list))
+        .route(
+            "/v1/campaigns",
+            post(campaigns::create).get(campaigns::list),
+        )
+        .route("/v1/campaigns/{id}", get(campaigns::get_one))
+        .route("/v1/campaigns/{id}/{action}", post(campaigns::act))
+        .route("/v1/suppressions", get(suppressions::list))
+        .route(
+            "/v1/suppressions/{customer}",
+            get(suppressions::get_one)
+                .put(suppressions::put)
+                .delete(suppressions::delete),
+        )
         .route("/v1/conversations", get(conversations::list))
         .route(
             "/v1/conversations/{number}/{customer}",

@@ -6,7 +6,9 @@
 //!   unless the tenant turned the check off;
 //! - a template must exist at the BSP, be approved and get the parameters it takes,
 //!   where its WABA's templates have been synced (`db::templates`; not synced: the BSP
-//!   decides).
+//!   decides);
+//! - a marketing template does not go to a customer who stopped marketing messages
+//!   (`db::suppressions`).
 //!
 //! A refused item is a 422 with its own code; the others go on. An item whose
 //! idempotency key was accepted before is not refused: the earlier request decides.
@@ -18,6 +20,7 @@ use switchboard_connectors::meta::templates::check_parameters;
 use switchboard_connectors::send::codes;
 use switchboard_processors::db::conversations::{self, Conversations};
 use switchboard_processors::db::outbox::Requests;
+use switchboard_processors::db::suppressions::Suppressions;
 use switchboard_processors::db::templates::Templates;
 use switchboard_schemas::config::Tenant;
 
@@ -120,6 +123,7 @@ async fn templates(app: &AppState, tenant: &Tenant, items: &[Valid]) -> Result<R
         .map(|s| s.0)
         .collect();
     let mut refused = Refused::new();
+    let mut marketing = Vec::new();
     for (i, waba, name, lang) in wanted {
         if !synced.contains(&waba) {
             continue;
@@ -145,12 +149,33 @@ async fn templates(app: &AppState, tenant: &Tenant, items: &[Valid]) -> Result<R
                     .cloned()
                     .unwrap_or(Value::Null);
                 match check_parameters(&t.needs(), &given) {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        if t.is_marketing() {
+                            marketing.push(i);
+                        }
+                        continue;
+                    }
                     Err(why) => err(codes::TEMPLATE_INVALID, format!("template {name:?}: {why}")),
                 }
             }
         };
         refused.insert(i, e);
+    }
+    if !marketing.is_empty() {
+        let customers: Vec<String> = marketing.iter().map(|i| items[*i].to.clone()).collect();
+        let stopped = Suppressions::new(app.db.clone())
+            .suppressed(&tenant.id, &customers)
+            .await
+            .map_err(ApiError::db)?;
+        for i in marketing {
+            if stopped.contains(&items[i].to) {
+                let msg = format!(
+                    "{} stopped marketing messages from this business; see GET /v1/suppressions",
+                    items[i].to
+                );
+                refused.insert(i, ApiError::invalid(codes::CUSTOMER_OPTED_OUT, "to", msg));
+            }
+        }
     }
     Ok(refused)
 }

@@ -68,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
     let core = Arc::new(SendRouter {
         dead: dead.clone(),
         conversations: switchboard_processors::db::conversations::Conversations::new(pool.clone()),
+        templates: switchboard_processors::db::templates::Templates::new(pool.clone()),
+        suppressions: switchboard_processors::db::suppressions::Suppressions::new(pool.clone()),
         outbox: Outbox::new(pool),
         cache,
         keyring,
@@ -106,6 +108,10 @@ async fn main() -> anyhow::Result<()> {
         core.clone(),
         shutdown.clone(),
     ));
+    let campaigns = tokio::spawn(switchboard_processors::route::campaigns::run(
+        core.clone(),
+        shutdown.clone(),
+    ));
 
     let group = cfg
         .group_id
@@ -127,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     sched.abort();
     template_sync.abort();
+    campaigns.abort();
     switchboard_runtime::kafka::flush(producer, Duration::from_secs(10)).await;
     let _ = ops.await;
     tracing::info!("router stopped");

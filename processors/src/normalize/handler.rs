@@ -1,5 +1,5 @@
-//! The batch step around [`normalize_record`]: decode, record conversations, dedupe,
-//! produce, mark.
+//! The batch step around [`normalize_record`]: decode, record conversations and
+//! opt-outs, dedupe, produce, mark.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -17,6 +17,7 @@ use switchboard_schemas::{Codec, RawWebhook, EVENT_SCHEMA};
 
 use super::step::{normalize_record, TimeWindow};
 use crate::db::conversations::Conversations;
+use crate::db::suppressions::Suppressions;
 use crate::dedupe::DedupeStore;
 
 struct Metrics {
@@ -58,8 +59,9 @@ pub struct Normalizer {
     pub producer: FutureProducer,
     pub topics: Topics,
     pub dedupe: DedupeStore,
-    /// The customer-service windows, written before the events go out.
+    /// The customer-service windows and the opt-outs, written before the events go out.
     pub conversations: Conversations,
+    pub suppressions: Suppressions,
     /// Business numbers → tenants (from `wa.config`).
     pub config: switchboard_runtime::config_cache::ConfigCache,
     /// `wa.webhooks.dlq`: raw webhooks (or parts of them) that yield no event.
@@ -122,6 +124,10 @@ impl BatchHandler for Normalizer {
             .record(&events)
             .await
             .context("recording conversations")?;
+        self.suppressions
+            .record(&events)
+            .await
+            .context("recording opt-outs")?;
         let started = Instant::now();
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         let seen = if self.bypass_dedupe {

@@ -117,6 +117,7 @@ pub async fn build(env: &Env, spec: &ReplaySpec, plan: &Plan) -> anyhow::Result<
                     topics: t.clone(),
                     dedupe,
                     conversations: crate::db::conversations::Conversations::new(env.pool.clone()),
+                    suppressions: crate::db::suppressions::Suppressions::new(env.pool.clone()),
                     config: config().await?,
                     dead: d.clone(),
                     window: env.cfg.time_window(),

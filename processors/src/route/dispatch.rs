@@ -40,8 +40,10 @@ use super::limiter::SenderLimiter;
 use super::pair::PairLimiter;
 use super::settle::Failure;
 use super::Config;
-use crate::db::conversations::{self, Conversations};
+use crate::db::conversations::Conversations;
 use crate::db::outbox::{Claim, Outbox};
+use crate::db::suppressions::Suppressions;
+use crate::db::templates::Templates;
 
 pub(super) struct Metrics {
     pub sends: IntCounterVec,
@@ -97,8 +99,10 @@ pub enum Stop {
 pub struct SendRouter {
     pub cfg: Config,
     pub outbox: Outbox,
-    /// The customer-service windows, re-checked at send time.
+    /// The send rules re-checked right before the call (see [`super::policy`]).
     pub conversations: Conversations,
+    pub templates: Templates,
+    pub suppressions: Suppressions,
     pub cache: ConfigCache,
     pub keyring: Option<Keyring>,
     pub http: reqwest::Client,
@@ -158,32 +162,6 @@ impl SendRouter {
         }
     }
 
-    /// Why a free-form send may not go now: the API checked the window on acceptance, but
-    /// a scheduled or delayed send can outlive it.
-    async fn window_refusal(&self, req: &SendRequest) -> Result<Option<String>, Stop> {
-        let enforced = self
-            .cache
-            .read()
-            .tenants
-            .get(&req.tenant_id)
-            .is_none_or(|t| t.enforce_service_window);
-        if !enforced || req.message_type == "template" {
-            return Ok(None);
-        }
-        let pair = [(req.from_number.clone(), req.to.clone())];
-        let windows = self
-            .durable("read the customer-service window", || async {
-                Ok(self.conversations.windows(&pair).await?)
-            })
-            .await?;
-        let expires = windows.get(&pair[0]).copied();
-        Ok(conversations::refusal(
-            &req.message_type,
-            expires,
-            switchboard_runtime::now_ms(),
-        ))
-    }
-
     async fn route(&self, src: &OwnedMessage) -> Result<(), Stop> {
         let req: SendRequest = self
             .durable("decode send request", || async {
@@ -207,8 +185,8 @@ impl SendRouter {
                 since_first_ms,
             } => match &number {
                 Some(n) => {
-                    if let Some(why) = self.window_refusal(&req).await? {
-                        let f = Failure::new(&n.bsp, conversations::OUTSIDE_SERVICE_WINDOW, &why);
+                    if let Some((code, why)) = self.refusal(&req, n).await? {
+                        let f = Failure::new(&n.bsp, code, &why);
                         return self.fail(&req, src, Some(n), f).await;
                     }
                     let called = self.call(&req, n).await;

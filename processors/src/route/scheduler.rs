@@ -64,7 +64,7 @@ pub async fn run(core: std::sync::Arc<SendRouter>, stop: CancellationToken) {
     }
 }
 
-async fn publish(core: &SendRouter, reqs: &[SendRequest]) -> anyhow::Result<()> {
+pub(super) async fn publish(core: &SendRouter, reqs: &[SendRequest]) -> anyhow::Result<()> {
     let topic = &core.topics.send_requests;
     let mut out = Vec::with_capacity(reqs.len());
     for r in reqs {
