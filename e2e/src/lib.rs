@@ -352,9 +352,12 @@ impl Pipeline {
             }
             env
         };
+        // Inbound media, kept per test: the gateway serves what the router stored.
+        let media_store = format!("file://{}/media", log_dir.0.display());
         let gateway = Proc::spawn(
             "gateway",
             common(&[
+                ("SWITCHBOARD_MEDIA_STORE", media_store.clone()),
                 ("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{gw_port}")),
                 ("SWITCHBOARD_OPS_ADDR", format!("127.0.0.1:{gw_ops_port}")),
                 ("SWITCHBOARD_META_APP_SECRET", meta_secret.clone()),
@@ -452,6 +455,7 @@ impl Pipeline {
                 // Most tests send many messages to one customer to test the send path
                 // itself; the pacing tests turn per-customer pacing on.
                 ("SWITCHBOARD_PAIR_INTERVAL", "0s".into()),
+                ("SWITCHBOARD_MEDIA_STORE", media_store.clone()),
             ]);
             for (k, v) in &opts.router_env {
                 env.insert((*k).to_string(), v.clone());

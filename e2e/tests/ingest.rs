@@ -88,6 +88,12 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
         }
     }
     assert!(expected.iter().any(|e| e.bsp == "twilio") && expected.iter().any(|e| e.bsp == "waha"));
+    // A customer's preference (user_preferences) is no message event: the message stores
+    // skip it (the normalizer keeps it in `suppressions`).
+    let (preferences, expected): (Vec<_>, Vec<_>) = expected
+        .into_iter()
+        .partition(|e| e.event_type == "customer.preference");
+    assert_eq!(preferences.len(), 1, "the user_preferences fixture");
 
     let statuses: Vec<_> = expected.iter().filter(|e| e.status.is_some()).collect();
     let inbound: Vec<_> = expected
@@ -106,6 +112,12 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
         || async { Ok(p.ch_count("SELECT count() FROM events").await? == expected.len() as i64) },
     )
     .await?;
+    let suppressed = p
+        .pg_count(
+            "SELECT count(*) FROM suppressions WHERE customer_id = '+16505551234' AND suppressed",
+        )
+        .await?;
+    assert_eq!(suppressed, 0, "an untenanted number's opt-out was kept");
 
     // History: every status event, with its canonical fields.
     for e in &statuses {

@@ -433,3 +433,88 @@ async fn customers_who_stop_marketing_get_no_marketing_templates() -> anyhow::Re
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_held_back_by_the_marketing_limit_goes_again_later_once() -> anyhow::Result<()> {
+    let p = Pipeline::start(Options {
+        send_path: true,
+        normalizer_env: vec![("SWITCHBOARD_MARKETING_LIMIT_DEFER", "2s".into())],
+        ..Default::default()
+    })
+    .await?;
+    let customer = "+4915112345681";
+    // Meta takes the first marketing message, then reports 131049 for it.
+    p.sim().set_behavior(Behavior {
+        async_errors: [(customer[1..].to_string(), 131049)].into(),
+        ..Default::default()
+    });
+    let t = p.tenant("acme").await?;
+    p.number(&t, NUMBER, "meta", "15550000001", 80, None)
+        .await?;
+    let (s, v) = p
+        .call(
+            Method::POST,
+            "/v1/messages",
+            &t.key,
+            Some(to(send_template("summer_sale", &["Ann"]), customer)),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    // Deferred, then sent again under a new wamid, then read: not a failure.
+    wait_until(
+        "the deferred send read",
+        Duration::from_secs(60),
+        || async {
+            let (_, m) = p.message(&t, &id).await?;
+            Ok(m["send_state"] == "accepted" && m["status"] == "read")
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", p.logs()))?;
+    let calls: Vec<_> = p.calls_by_text().remove("summer_sale").unwrap_or_default();
+    assert_eq!(
+        calls.len(),
+        2,
+        "one send, one after the deferral: {calls:?}"
+    );
+    assert_ne!(calls[0].message_id, calls[1].message_id);
+    let (deferrals,): (i32,) =
+        sqlx::query_as("SELECT deferrals FROM outbound_messages WHERE message_id = $1")
+            .bind(&id)
+            .fetch_one(&p.pg)
+            .await?;
+    assert_eq!(deferrals, 1);
+    // The first BSP message stays failed with 131049 in the history; ClickHouse does not
+    // count it as a failed message.
+    let first = calls[0].message_id.clone().unwrap();
+    assert_eq!(
+        p.pg_count(&format!(
+            "SELECT count(*) FROM messages WHERE wamid = '{first}' AND error_code = '131049'"
+        ))
+        .await?,
+        1
+    );
+    wait_until(
+        "both acceptances in ClickHouse",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                p.ch_count("SELECT count() FROM events WHERE event_type = 'message.send_accepted'")
+                    .await
+                    .unwrap_or(0)
+                    == 2,
+            )
+        },
+    )
+    .await?;
+    assert_eq!(
+        p.ch_count("SELECT count() FROM events WHERE bitAnd(stages, 8) != 0")
+            .await
+            .unwrap_or(-1),
+        0,
+        "a failed stage was credited"
+    );
+    Ok(())
+}

@@ -138,6 +138,9 @@ pub struct Config {
     /// use `max_body_bytes`).
     #[serde(default = "default_max_batch_body")]
     pub max_batch_body_bytes: usize,
+    /// Where the routers keep inbound media (`GET /v1/media/{sha256}` reads it there).
+    #[serde(default = "switchboard_processors::route::default_media_store")]
+    pub media_store: String,
 }
 
 fn default_analytics_max_range() -> Duration {

@@ -45,6 +45,8 @@ pub struct AppState {
     pub db_ready: std::sync::atomic::AtomicBool,
     pub config: switchboard_runtime::config_cache::ConfigCache,
     pub keyring: Option<switchboard_runtime::secrets::Keyring>,
+    /// Inbound media kept by the routers (`None`: the store did not open; logged).
+    pub media: Option<switchboard_processors::media::store::BlobStore>,
     /// The tenants' events read back from `wa.events` (`GET /v1/events`).
     pub events: event_log::EventLog,
     /// Live events for the stream connections (`GET /v1/events/stream`, `/v1/events/ws`).
@@ -169,6 +171,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             shutdown.clone(),
         )?,
         keyring,
+        media: match switchboard_processors::media::store::BlobStore::open(&cfg.media_store) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(error = %e, "the media store does not open: GET /v1/media answers 503");
+                None
+            }
+        },
         events: event_log::EventLog {
             kafka: cfg.kafka.clone(),
             topic: topics.events.clone(),

@@ -76,6 +76,15 @@ pub struct Behavior {
     /// Cloud API error codes to answer for given recipients (as sent, e.g. `4915...`):
     /// 131047 (24-hour window closed), 131026 (undeliverable), 132001 (no template), ...
     pub errors: HashMap<String, i64>,
+    /// Cloud API error codes a recipient's first accepted message then fails with (a
+    /// `failed` status webhook), e.g. 131049 (the customer's marketing limit); later
+    /// messages to them go normally.
+    pub async_errors: HashMap<String, i64>,
+    /// Media by id, as `GET /{version}/{media_id}` describes it and its URL serves it:
+    /// `{"mime_type", "body"}` (the bytes, as text).
+    pub media: HashMap<String, Value>,
+    /// How long a media URL works (Meta: about five minutes); 0: already expired.
+    pub media_url_ttl_ms: i64,
     /// Message templates per WABA id, as `GET /{version}/{waba}/message_templates`
     /// answers them (Graph API objects: name, language, status, category, components).
     pub templates: HashMap<String, Vec<Value>>,
@@ -98,6 +107,9 @@ impl Default for Behavior {
             no_callbacks: false,
             errors: HashMap::new(),
             templates: HashMap::new(),
+            async_errors: HashMap::new(),
+            media: HashMap::new(),
+            media_url_ttl_ms: 300_000,
         }
     }
 }
@@ -124,6 +136,8 @@ struct Inner {
     counter: u64,
     webhooks_sent: u64,
     webhooks_failed: u64,
+    /// Recipients whose first message already failed with their `async_errors` code.
+    async_errors_used: std::collections::HashSet<String>,
 }
 
 #[derive(Clone)]
@@ -190,6 +204,8 @@ impl Sim {
         Router::new()
             .route("/{version}/{pnid}/messages", post(meta_send))
             .route("/{version}/{waba}/message_templates", get(meta_templates))
+            .route("/{version}/{media_id}", get(meta_media))
+            .route("/_media/{id}", get(media_download))
             .route("/messages", post(dialog360_send))
             .route(
                 "/project-apis/v1/project/{project}/messages",
@@ -309,6 +325,15 @@ impl Sim {
         if b.async_fail_rate > 0.0 && fastrand::f64() < b.async_fail_rate {
             statuses = vec!["sent".into(), "failed".into()];
         }
+        let mut error_code = None;
+        if let Some(code) = b.async_errors.get(&digits(&hook.to)) {
+            let mut inner = self.lock();
+            if inner.async_errors_used.insert(digits(&hook.to)) {
+                statuses = vec!["failed".into()];
+                error_code = Some(*code);
+            }
+        }
+        let hook = Hook { error_code, ..hook };
         if b.out_of_order {
             statuses.reverse();
         }
@@ -392,6 +417,8 @@ struct Hook {
     to: String,
     /// Meta's pricing category of the message (Cloud API statuses carry it).
     pricing: Option<&'static str>,
+    /// The error a `failed` status carries (default 131026, undeliverable).
+    error_code: Option<i64>,
 }
 
 /// (path, content type, body, headers) of one status webhook, signed.
@@ -416,8 +443,16 @@ fn webhook(
             };
             st[who] = json!(to);
             if status == "failed" {
-                st["errors"] = json!([{"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable",
-                    "error_data": {"details": "Message Undeliverable."}}]);
+                let (code, title) = match h.error_code {
+                    Some(131049) => (
+                        131049,
+                        "This message was not delivered to maintain healthy ecosystem engagement.",
+                    ),
+                    Some(c) => (c, "Message failed"),
+                    None => (131026, "Message undeliverable"),
+                };
+                st["errors"] = json!([{"code": code, "title": title, "message": title,
+                    "error_data": {"details": title}}]);
             } else if let Some(c) = h.pricing {
                 // Per-message pricing (July 2025): a free-form reply in the window is free.
                 let free = c == "service";
@@ -719,6 +754,7 @@ async fn cloud_send(
                     account,
                     to: to.clone(),
                     pricing: Some(if template { "marketing" } else { "service" }),
+                    error_code: None,
                 });
             }
             Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": digits(&to)}],
@@ -736,6 +772,70 @@ async fn meta_send(
 ) -> Response {
     let ok = header(&h, "authorization") == format!("Bearer {}", sim.secrets.meta_access_token);
     cloud_send(sim, "meta", pnid.clone(), pnid, ok, body).await
+}
+
+/// A media object's description, with a download URL that works for
+/// `media_url_ttl_ms`, like the Graph API's `GET /{media-id}`.
+async fn meta_media(
+    State(sim): State<Sim>,
+    Path((_v, id)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    if header(&h, "authorization") != format!("Bearer {}", sim.secrets.meta_access_token) {
+        return meta_refusal(Refusal::Auth);
+    }
+    let (m, ttl) = {
+        let b = &sim.lock().behavior;
+        (b.media.get(&id).cloned(), b.media_url_ttl_ms)
+    };
+    let Some(m) = m else {
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            &format!("Unsupported get request. Object with ID '{id}' does not exist"),
+        );
+    };
+    let body = m["body"].as_str().unwrap_or_default().as_bytes().to_vec();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&body))
+    };
+    let host = header(&h, "host");
+    let url = format!("http://{host}/_media/{id}?exp={}", now_ms() + ttl);
+    Json(json!({"messaging_product": "whatsapp", "url": url, "mime_type": m["mime_type"], "sha256": sha,
+        "file_size": body.len().to_string(), "id": id}))
+    .into_response()
+}
+
+/// The bytes behind a media URL, to the same token, until the URL expires.
+async fn media_download(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    if header(&h, "authorization") != format!("Bearer {}", sim.secrets.meta_access_token) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let exp: i64 = q.get("exp").and_then(|e| e.parse().ok()).unwrap_or(0);
+    if now_ms() > exp {
+        return (StatusCode::NOT_FOUND, "URL expired").into_response();
+    }
+    let m = sim.lock().behavior.media.get(&id).cloned();
+    match m {
+        Some(m) => {
+            let ct = m["mime_type"]
+                .as_str()
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            (
+                [(axum::http::header::CONTENT_TYPE, ct)],
+                m["body"].as_str().unwrap_or_default().to_string(),
+            )
+                .into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// A WABA's templates, paged like the Graph API (`limit`, `after`; `paging.next` while
@@ -866,6 +966,7 @@ async fn gupshup_send(
                 account: get("src.name"),
                 to,
                 pricing: None,
+                error_code: None,
             });
             (
                 StatusCode::ACCEPTED,
@@ -946,6 +1047,7 @@ async fn twilio_send(
                 account: sid,
                 to: to_n,
                 pricing: None,
+                error_code: None,
             });
             (StatusCode::CREATED, Json(json!({"sid": id, "status": "queued", "to": to, "from": from, "direction": "outbound-api"}))).into_response()
         }
@@ -1017,6 +1119,7 @@ async fn waha_send(
                 account: session,
                 to,
                 pricing: None,
+                error_code: None,
             });
             (
                 StatusCode::CREATED,
@@ -1120,6 +1223,7 @@ async fn karix_send(State(sim): State<Sim>, h: HeaderMap, body: Bytes) -> Respon
                 account: from.into(),
                 to,
                 pricing: None,
+                error_code: None,
             });
             Json(json!({"statusCode": "200", "statusDesc": "Successfully Accepted", "mid": id}))
                 .into_response()
@@ -1207,6 +1311,7 @@ mod tests {
                     account: "acct1".into(),
                     to: "+4915112345678".into(),
                     pricing: Some("utility"),
+                    error_code: None,
                 };
                 let (_, ct, body, _) = webhook(&s, "http://gw", &h, status);
                 let raw = RawWebhook {

@@ -5,6 +5,7 @@
 //! `main.rs`.
 
 pub mod bsp_sim;
+pub mod campaign_bench;
 pub mod endpoint_sim;
 pub mod events;
 pub mod fanout_bench;

@@ -16,6 +16,11 @@
 //!       E endpoints in this process (H of them never answer), N status webhooks: fan-out
 //!       deliveries/s, per-endpoint rates and event-to-delivery latency; --rate R paces the
 //!       webhooks at R events/s (latency at a sustained rate instead of draining a backlog).
+//!   loadgen campaign-bench [--gateway URL] [--admin-key K] [--sim-url URL] [--database-url URL]
+//!                   [--recipients N] [--numbers K] [--live-rate R] [--baseline S]
+//!       one campaign of N recipients over K numbers (tier 1,000 each) while single sends
+//!       go through the API at R/s: the campaign's sends/s against the tiers' sum, and the
+//!       live sends' latency before (S seconds) and during it.
 //!   loadgen stream-bench [--gateway URL] [--meta-secret S] [--admin-key K] [--tenants T]
 //!                   [--clients C] [--rate R] [--seconds S] [--concurrency N]
 //!       C Server-Sent Events clients over T tenants, status webhooks at R/s for S
@@ -580,6 +585,24 @@ async fn main() -> anyhow::Result<()> {
             a.get("statuses", "SEND_BENCH_STATUSES", "on") != "off",
         )
         .await;
+    }
+    if cmd == "campaign-bench" {
+        let secrets: switchboard_loadtest::bsp_sim::SimSecrets =
+            serde_json::from_str(&a.get("sim-secrets", "SIM_SECRETS", "{}"))?;
+        let api = switchboard_loadtest::sends::Api {
+            http: c.http.clone(),
+            gateway: c.gateway.clone(),
+        };
+        let o = switchboard_loadtest::campaign_bench::Opts {
+            admin: a.get("admin-key", "SWITCHBOARD_ADMIN_API_KEY", ""),
+            sim_url: a.get("sim-url", "SIM_URL", "http://127.0.0.1:18090"),
+            database_url: a.get("database-url", "SWITCHBOARD_DATABASE_URL", ""),
+            recipients: a.num("recipients", 100_000)?,
+            numbers: a.num("numbers", 10)?,
+            live_rate: a.num("live-rate", 20)? as f64,
+            baseline_secs: a.num("baseline", 10)? as f64,
+        };
+        return switchboard_loadtest::campaign_bench::run(&api, &secrets, &o).await;
     }
     if cmd == "stream-bench" {
         let api = switchboard_loadtest::sends::Api {

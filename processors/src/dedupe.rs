@@ -83,6 +83,11 @@ impl DedupeStore {
         }
     }
 
+    /// The database the store lives in (the normalizer's other tables share it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn ping(&self) -> Result<(), String> {
         switchboard_runtime::pg::ping(&self.pool).await
     }

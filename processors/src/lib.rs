@@ -15,6 +15,7 @@
 pub mod db;
 pub mod dedupe;
 pub mod fanout;
+pub mod media;
 pub mod normalize;
 pub mod replay;
 pub mod route;

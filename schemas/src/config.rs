@@ -76,7 +76,7 @@ pub struct Credential {
 
 /// Every webhook type an endpoint can subscribe to. `message.status.<status>` is one per
 /// canonical status; `endpoint.disabled` is operational.
-pub const WEBHOOK_TYPES: [&str; 12] = [
+pub const WEBHOOK_TYPES: [&str; 13] = [
     "message.status.accepted",
     "message.status.sent",
     "message.status.failed",
@@ -87,6 +87,7 @@ pub const WEBHOOK_TYPES: [&str; 12] = [
     "message.received",
     "message.send_accepted",
     "message.send_failed",
+    "message.media_stored",
     "customer.preference",
     "endpoint.disabled",
 ];

@@ -225,6 +225,9 @@ pub enum EventType {
     Received,
     SendAccepted,
     SendFailed,
+    /// An inbound message's media is kept by Switchboard: `content` holds `{media_id,
+    /// sha256, size, mime_type, url}`.
+    MediaStored,
     /// A customer stopped or resumed marketing messages (Meta's `user_preferences`);
     /// `content` holds `{category, value, detail}`. Not a message event: the message
     /// stores skip it.
@@ -238,6 +241,7 @@ impl EventType {
             EventType::Received => "message.received",
             EventType::SendAccepted => "message.send_accepted",
             EventType::SendFailed => "message.send_failed",
+            EventType::MediaStored => "message.media_stored",
             EventType::Preference => "customer.preference",
         }
     }

@@ -53,8 +53,14 @@ pub fn preference_event_id(
     ])
 }
 
-/// Id of a send outcome event: (Switchboard message id, outcome). A router that
-/// re-emits an outcome after a crash produces the same id.
+/// Id of the event that says an inbound message's media is kept: (BSP, message id).
+pub fn media_event_id(bsp: &str, wamid: &str) -> String {
+    digest(&["v1", "media", bsp, wamid])
+}
+
+/// Id of a send outcome event: (Switchboard message id, outcome), where the router
+/// names an acceptance `accepted:<BSP message id>` (a deferred send is accepted again).
+/// A router that re-emits an outcome after a crash produces the same id.
 pub fn send_event_id(message_id: &str, outcome: &str) -> String {
     digest(&["v1", "send", message_id, outcome])
 }

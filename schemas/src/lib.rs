@@ -18,4 +18,6 @@ pub use event::{
     DELIVERY_ATTEMPTS_SCHEMA, DELIVERY_TASK_SCHEMA, EVENT_SCHEMA, RAW_WEBHOOK_SCHEMA,
     SEND_REQUEST_SCHEMA,
 };
-pub use ids::{inbound_event_id, preference_event_id, send_event_id, status_event_id};
+pub use ids::{
+    inbound_event_id, media_event_id, preference_event_id, send_event_id, status_event_id,
+};

@@ -2,6 +2,7 @@
 //! Docs: developers.facebook.com/docs/whatsapp/cloud-api/webhooks/components
 
 pub mod inbound;
+pub mod media;
 pub mod outbound;
 pub mod signature;
 pub mod templates;

@@ -577,8 +577,8 @@ async fn audit(
         .await?;
 
     // Sends: a final state each, the BSP called at most once (once if accepted).
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT message_id, state, message->'text'->>'body' FROM outbound_messages WHERE message_id = ANY($1)",
+    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT message_id, state, message->'text'->>'body', wamid FROM outbound_messages WHERE message_id = ANY($1)",
     )
     .bind(ids)
     .fetch_all(&p.pg)
@@ -588,9 +588,9 @@ async fn audit(
         .iter()
         .map(|w| status_event_id("meta", w, Status::Delivered))
         .collect();
-    let found: HashSet<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
+    let found: HashSet<&str> = rows.iter().map(|(id, _, _, _)| id.as_str()).collect();
     r.sends_not_final = ids.iter().filter(|id| !found.contains(id.as_str())).count();
-    for (id, state, text) in &rows {
+    for (id, state, text, wamid) in &rows {
         *r.states.entry(state.clone()).or_default() += 1;
         let n = calls
             .get(text)
@@ -603,7 +603,8 @@ async fn audit(
                 if n == 0 {
                     r.accepted_without_call += 1;
                 }
-                expected_events.push(send_event_id(id, "accepted"));
+                let outcome = format!("accepted:{}", wamid.as_deref().unwrap_or_default());
+                expected_events.push(send_event_id(id, &outcome));
             }
             "failed" | "unknown" => expected_events.push(send_event_id(id, "failed")),
             _ => r.sends_not_final += 1,

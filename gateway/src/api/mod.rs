@@ -12,6 +12,7 @@ pub mod conversations;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
+pub mod media;
 pub mod messages;
 pub mod policy;
 pub mod publish;
@@ -39,6 +40,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/messages", post(messages::send).get(messages::list))
         .route("/v1/messages/batch", post(messages::send_batch))
         .route("/v1/templates", get(templates::list))
+        .route("/v1/media/{sha256}", get(media::get_one))
         .route(
             "/v1/campaigns",
             post(campaigns::create).get(campaigns::list),

@@ -34,6 +34,8 @@ pub struct Topics {
     pub fanout_dlq: String,
     /// Dead letters of replays into another topic (a copy the target topic refused).
     pub replay_dlq: String,
+    /// Dead letters of the media fetcher (media it could not get or keep).
+    pub media_dlq: String,
     /// Prefix of the retry delay topics: `<prefix><delay>`, e.g. `wa.deliveries.retry.5s`.
     pub deliveries_retry_prefix: String,
 }
@@ -61,6 +63,7 @@ impl Topics {
             ch_sink_dlq: format!("{prefix}wa.ch-sink.dlq"),
             fanout_dlq: format!("{prefix}wa.fanout.dlq"),
             replay_dlq: format!("{prefix}wa.replay.dlq"),
+            media_dlq: format!("{prefix}wa.media.dlq"),
             deliveries_retry_prefix: format!("{prefix}wa.deliveries.retry."),
         }
     }
@@ -90,6 +93,7 @@ impl Topics {
             spec(&self.ch_sink_dlq, 1, false),
             spec(&self.fanout_dlq, 1, false),
             spec(&self.replay_dlq, 1, false),
+            spec(&self.media_dlq, 1, false),
             // Config is small and read whole by every process: one partition keeps one
             // total order of changes.
             spec(&self.config, 1, true),

@@ -39,7 +39,7 @@ use crate::kafka::consumer_config;
 use crate::telemetry::STREAM;
 
 /// Loop settings shared by every consumer binary.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct StreamConfig {
     /// Consumer group id (each binary has its own default).
     #[serde(default)]

@@ -107,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         suppressions: switchboard_processors::db::suppressions::Suppressions::new(pool),
         dead: dead.clone(),
         window: cfg.time_window(),
+        deferral: cfg.deferral(),
         bypass_dedupe: false,
     };
     StreamLoop::new(

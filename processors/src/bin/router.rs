@@ -113,6 +113,36 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    // Inbound media, fetched while its URL lives: a consumer group of its own on
+    // wa.events, beside the sends (see `media`).
+    let fetcher = switchboard_processors::media::Fetcher {
+        core: core.clone(),
+        store: switchboard_processors::media::store::BlobStore::open(&cfg.media_store)?,
+        media: switchboard_processors::db::media::Media::new(core.outbox.pool.clone()),
+        max_bytes: cfg.media_max_bytes,
+        types: cfg
+            .media_types
+            .split(',')
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect(),
+    };
+    let media_dead = DeadLetters::new(
+        "media",
+        &topics.media_dlq,
+        producer.clone(),
+        core.codec.clone(),
+        &cfg.kafka,
+    );
+    let media = switchboard_runtime::stream::StreamLoop::new(
+        &cfg.kafka,
+        switchboard_runtime::stream::StreamConfig::default(),
+        "switchboard-media",
+        &[&topics.events],
+        media_dead,
+    )?;
+    let media_task = tokio::spawn(media.run(fetcher, shutdown.clone()));
+
     let group = cfg
         .group_id
         .clone()
@@ -134,6 +164,11 @@ async fn main() -> anyhow::Result<()> {
     sched.abort();
     template_sync.abort();
     campaigns.abort();
+    match media_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "media fetcher stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "media fetcher task failed"),
+        Ok(Ok(())) => {}
+    }
     switchboard_runtime::kafka::flush(producer, Duration::from_secs(10)).await;
     let _ = ops.await;
     tracing::info!("router stopped");

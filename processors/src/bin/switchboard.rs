@@ -173,7 +173,7 @@ enum DlqCmd {
 
 #[derive(Args)]
 struct SelArgs {
-    /// Stage: normalizer, router, pg-sink, ch-sink, fanout, deliveries, replay (list:
+    /// Stage: normalizer, router, pg-sink, ch-sink, fanout, deliveries, replay, media (list:
     /// default all).
     #[arg(long)]
     stage: Option<String>,

@@ -14,6 +14,7 @@
 pub mod campaigns;
 pub mod conversations;
 pub mod endpoints;
+pub mod media;
 pub mod outbox;
 pub mod suppressions;
 pub mod templates;

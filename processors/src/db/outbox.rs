@@ -353,6 +353,39 @@ impl Outbox {
         Ok(())
     }
 
+    /// accepted → scheduled for `after` from now: the BSP accepted the message, then would
+    /// not deliver it because the customer has had their share of marketing messages for
+    /// now (Meta 131049). Only sends still `accepted` under the failed `wamid`, and
+    /// deferred fewer than `max` times, are put back, so a repeated webhook defers once;
+    /// the scheduler republishes them when due and the router sends them anew. Returns the
+    /// message ids deferred.
+    pub async fn defer_capped(
+        pool: &PgPool,
+        bsp_wamids: &[(String, String)],
+        after: Duration,
+        max: i32,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        if bsp_wamids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE outbound_messages o SET state = 'scheduled', due_at = now() + $3 * interval '1 millisecond',
+                    deferrals = o.deferrals + 1, error_code = 'deferred_marketing_limit',
+                    error_detail = 'Meta 131049: the customer reached their marketing message limit for now; sent again when due',
+                    updated_at = now()
+               FROM UNNEST($1::text[], $2::text[]) AS t(bsp, wamid)
+              WHERE o.bsp = t.bsp AND o.wamid = t.wamid AND o.state = 'accepted' AND o.deferrals < $4
+          RETURNING o.message_id",
+        )
+        .bind(bsp_wamids.iter().map(|p| p.0.clone()).collect::<Vec<_>>())
+        .bind(bsp_wamids.iter().map(|p| p.1.clone()).collect::<Vec<_>>())
+        .bind(after.as_millis() as i64)
+        .bind(max)
+        .fetch_all(pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
     /// queued → scheduled for `after` from now: the number's queue is full
     /// ([`super::limiter::SenderLimiter::park`]). Not an attempt; the scheduler
     /// republishes it when due.

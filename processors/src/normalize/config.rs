@@ -25,9 +25,31 @@ pub struct Config {
     /// Latest event time accepted, after the gateway's receipt (BSP clock skew).
     #[serde(default = "default_max_ahead", with = "humantime_serde")]
     pub event_time_max_ahead: Duration,
+    /// A send the BSP would not deliver because of the customer's marketing limit (Meta
+    /// 131049) is sent again this much later ...
+    #[serde(default = "default_marketing_defer", with = "humantime_serde")]
+    pub marketing_limit_defer: Duration,
+    /// ... at most this many times.
+    #[serde(default = "default_marketing_deferrals")]
+    pub marketing_limit_deferrals: u32,
+}
+
+fn default_marketing_defer() -> Duration {
+    super::handler::Deferral::default().after
+}
+
+fn default_marketing_deferrals() -> u32 {
+    super::handler::Deferral::default().max
 }
 
 impl Config {
+    pub fn deferral(&self) -> super::handler::Deferral {
+        super::handler::Deferral {
+            after: self.marketing_limit_defer,
+            max: self.marketing_limit_deferrals,
+        }
+    }
+
     pub fn time_window(&self) -> super::step::TimeWindow {
         super::step::TimeWindow::new(self.event_time_max_age, self.event_time_max_ahead)
     }

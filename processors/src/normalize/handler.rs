@@ -54,6 +54,27 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     .expect("registers once"),
 });
 
+/// Meta's 131049: "not delivered to maintain healthy ecosystem engagement" (the customer
+/// received their share of marketing messages for now). Not a failure of the send: it
+/// is put back and sent again later (`db::outbox::Outbox::defer_capped`).
+pub const MARKETING_LIMIT: &str = "131049";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Deferral {
+    pub after: std::time::Duration,
+    pub max: u32,
+}
+
+impl Default for Deferral {
+    /// Meta's limit counts over a day or so; three tries at most.
+    fn default() -> Self {
+        Deferral {
+            after: std::time::Duration::from_secs(24 * 3600),
+            max: 3,
+        }
+    }
+}
+
 pub struct Normalizer {
     pub codec: Codec,
     pub producer: FutureProducer,
@@ -68,6 +89,8 @@ pub struct Normalizer {
     pub dead: DeadLetters,
     /// Event times accepted, relative to the gateway's receive time.
     pub window: TimeWindow,
+    /// When and how often sends held back by a customer's marketing limit go again.
+    pub deferral: Deferral,
     /// Neither read nor write the dedupe store (a replay's `--bypass-dedupe`): every
     /// event goes out again, to the sinks (harmless) and to client endpoints (not).
     pub bypass_dedupe: bool,
@@ -128,6 +151,30 @@ impl BatchHandler for Normalizer {
             .record(&events)
             .await
             .context("recording opt-outs")?;
+        let capped: Vec<(String, String)> = events
+            .iter()
+            .filter(|e| {
+                e.error_code.as_deref() == Some(MARKETING_LIMIT)
+                    && e.status.as_deref() == Some("failed")
+            })
+            .map(|e| (e.bsp.clone(), e.wamid.clone()))
+            .collect();
+        if !capped.is_empty() {
+            let deferred = crate::db::outbox::Outbox::defer_capped(
+                self.dedupe.pool(),
+                &capped,
+                self.deferral.after,
+                self.deferral.max as i32,
+            )
+            .await
+            .context("deferring sends held back by a marketing limit")?;
+            if !deferred.is_empty() {
+                tracing::info!(
+                    n = deferred.len(),
+                    "sends deferred for the customers' marketing limit"
+                );
+            }
+        }
         let started = Instant::now();
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
         let seen = if self.bypass_dedupe {

@@ -18,5 +18,5 @@ mod handler;
 mod step;
 
 pub use config::{default_max_age, default_max_ahead, Config};
-pub use handler::Normalizer;
+pub use handler::{Deferral, Normalizer};
 pub use step::{normalize_record, Outcome, TimeWindow};

@@ -29,6 +29,7 @@ pub const STAGES: &[(&str, &str)] = &[
     ("fanout", "wa.fanout.dlq"),
     ("deliveries", "wa.deliveries.dlq"),
     ("replay", "wa.replay.dlq"),
+    ("media", "wa.media.dlq"),
 ];
 
 pub fn topic_of(stage: &str) -> anyhow::Result<&'static str> {

@@ -121,6 +121,7 @@ pub async fn build(env: &Env, spec: &ReplaySpec, plan: &Plan) -> anyhow::Result<
                     config: config().await?,
                     dead: d.clone(),
                     window: env.cfg.time_window(),
+                    deferral: Default::default(),
                     bypass_dedupe: *bypass_dedupe,
                 })),
                 d,

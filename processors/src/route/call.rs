@@ -92,7 +92,7 @@ impl SendRouter {
         }
     }
 
-    pub(super) fn credentials(
+    pub(crate) fn credentials(
         &self,
         tenant: &str,
         bsp: Bsp,

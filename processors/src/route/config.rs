@@ -93,6 +93,16 @@ pub struct Config {
     /// How often due scheduled and retrying sends are released.
     #[serde(default = "default_scheduler_interval", with = "humantime_serde")]
     pub scheduler_interval: Duration,
+    /// Where inbound media is kept: `file:///dir` or `s3://bucket/prefix` (`AWS_*`
+    /// variables configure the bucket's client).
+    #[serde(default = "default_media_store")]
+    pub media_store: String,
+    /// Largest media kept; larger is dead-lettered `media_too_large`.
+    #[serde(default = "default_media_max_bytes")]
+    pub media_max_bytes: u64,
+    /// MIME types kept, comma-separated: exact ones, or families ending in `/`.
+    #[serde(default = "default_media_types")]
+    pub media_types: String,
     /// Sync each WABA's message templates from Meta this often (0: never).
     #[serde(default = "default_template_sync", with = "humantime_serde")]
     pub template_sync_interval: Duration,
@@ -147,6 +157,17 @@ fn default_headroom() -> f64 {
 }
 fn default_rate_queue() -> Duration {
     Duration::from_secs(2)
+}
+pub fn default_media_store() -> String {
+    "file:///var/lib/switchboard/media".into()
+}
+fn default_media_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_media_types() -> String {
+    "image/,video/,audio/,application/pdf,text/plain,application/msword,application/vnd.ms-excel,\
+     application/vnd.ms-powerpoint,application/vnd.openxmlformats-officedocument."
+        .into()
 }
 fn default_template_sync() -> Duration {
     Duration::from_secs(600)

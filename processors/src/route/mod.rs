@@ -29,4 +29,4 @@ pub mod scheduler;
 pub mod settle;
 pub mod templates;
 
-pub use config::Config;
+pub use config::{default_media_store, Config};

@@ -275,13 +275,20 @@ pub fn outcome_event(
     error: Option<(&str, Option<&str>, &str)>,
     at_ms: i64,
 ) -> Event {
+    // An acceptance is named by the BSP's message id too: a send deferred for the
+    // customer's marketing limit is accepted again, under another one, and clients must
+    // not drop that event as a repeat.
     let (outcome, event_type, status) = match error {
-        None => ("accepted", EventType::SendAccepted, "accepted"),
-        Some(_) => ("failed", EventType::SendFailed, "failed"),
+        None => (
+            format!("accepted:{}", wamid.unwrap_or_default()),
+            EventType::SendAccepted,
+            "accepted",
+        ),
+        Some(_) => ("failed".to_string(), EventType::SendFailed, "failed"),
     };
     let message: Value = serde_json::from_str(&req.message).unwrap_or(Value::Null);
     Event {
-        event_id: send_event_id(&req.message_id, outcome),
+        event_id: send_event_id(&req.message_id, &outcome),
         event_type: event_type.as_str().to_string(),
         bsp: bsp.to_string(),
         tenant_id: Some(req.tenant_id.clone()),

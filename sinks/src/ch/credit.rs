@@ -32,6 +32,9 @@ pub struct MessageState {
 /// implies `sent`; pricing counts once per message.
 pub fn implied(e: &Event) -> u8 {
     let stage = match (e.event_type.as_str(), e.status.as_deref()) {
+        // Held back by the customer's marketing limit (Meta 131049): the send is deferred
+        // and sent again, so it is no failure of the message.
+        (_, Some("failed")) if e.error_code.as_deref() == Some("131049") => 0,
         ("message.send_failed", _) | (_, Some("failed")) => FAILED,
         ("message.status" | "message.send_accepted", Some("accepted" | "sent")) => SENT,
         ("message.status", Some("delivered")) => SENT | DELIVERED,

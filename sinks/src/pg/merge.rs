@@ -31,6 +31,10 @@ pub struct MessageRow {
     pub first_event_at_ms: i64,
     pub message_id: Option<String>,
     pub metadata: Option<String>,
+    /// Where Switchboard keeps the message's media (a `message.media_stored` event).
+    pub media_sha256: Option<String>,
+    pub media_size: Option<i64>,
+    pub media_mime_type: Option<String>,
 }
 
 fn or<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
@@ -42,7 +46,10 @@ fn or<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
 impl MessageRow {
     fn from_event(e: &Event) -> Self {
         let status = e.status();
-        let inbound = e.event_type == "message.received";
+        let media = (e.event_type == "message.media_stored")
+            .then(|| serde_json::from_str::<serde_json::Value>(e.content.as_deref()?).ok())
+            .flatten();
+        let inbound = e.event_type == "message.received" || media.is_some();
         MessageRow {
             bsp: e.bsp.clone(),
             wamid: e.wamid.clone(),
@@ -55,7 +62,12 @@ impl MessageRow {
             status_rank: status.map(Status::rank).unwrap_or(0),
             status_at_ms: status.map(|_| e.occurred_at_ms),
             message_type: e.message_type.clone(),
-            content: e.content.clone(),
+            // The media event's content describes the blob, not the message.
+            content: if media.is_some() {
+                None
+            } else {
+                e.content.clone()
+            },
             context_wamid: e.context_wamid.clone(),
             error_code: e.error_code.clone(),
             error_title: e.error_title.clone(),
@@ -67,6 +79,13 @@ impl MessageRow {
             first_event_at_ms: e.occurred_at_ms,
             message_id: e.message_id.clone(),
             metadata: e.metadata.clone(),
+            media_sha256: media
+                .as_ref()
+                .and_then(|m| m.get("sha256")?.as_str().map(str::to_string)),
+            media_size: media.as_ref().and_then(|m| m.get("size")?.as_i64()),
+            media_mime_type: media
+                .as_ref()
+                .and_then(|m| m.get("mime_type")?.as_str().map(str::to_string)),
         }
     }
 
@@ -102,6 +121,9 @@ impl MessageRow {
         or(&mut self.billable, &other.billable);
         or(&mut self.message_id, &other.message_id);
         or(&mut self.metadata, &other.metadata);
+        or(&mut self.media_sha256, &other.media_sha256);
+        or(&mut self.media_size, &other.media_size);
+        or(&mut self.media_mime_type, &other.media_mime_type);
     }
 }
 

@@ -112,16 +112,20 @@ impl PgWriter {
             sqlx::query(
                 "INSERT INTO messages AS m (bsp, wamid, tenant_id, business_number, business_account_id, customer_id, direction, \
                    status, status_rank, status_at, message_type, content, context_wamid, error_code, error_title, error_detail, \
-                   conversation_id, conversation_category, pricing_category, billable, first_event_at, message_id, metadata) \
+                   conversation_id, conversation_category, pricing_category, billable, first_event_at, message_id, metadata, \
+                   media_sha256, media_size, media_mime_type) \
                  SELECT bsp, wamid, tenant_id, business_number, business_account_id, customer_id, direction, status, status_rank, \
                    status_at, message_type, content::jsonb, context_wamid, error_code, error_title, error_detail, conversation_id, \
-                   conversation_category, pricing_category, billable, first_event_at, message_id, metadata::jsonb \
+                   conversation_category, pricing_category, billable, first_event_at, message_id, metadata::jsonb, \
+                   media_sha256, media_size, media_mime_type \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
                    $9::smallint[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], \
-                   $17::text[], $18::text[], $19::text[], $20::bool[], $21::timestamptz[], $22::text[], $23::text[]) \
+                   $17::text[], $18::text[], $19::text[], $20::bool[], $21::timestamptz[], $22::text[], $23::text[], \
+                   $24::text[], $25::int8[], $26::text[]) \
                    AS t(bsp, wamid, tenant_id, business_number, business_account_id, customer_id, direction, status, status_rank, \
                    status_at, message_type, content, context_wamid, error_code, error_title, error_detail, conversation_id, \
-                   conversation_category, pricing_category, billable, first_event_at, message_id, metadata) \
+                   conversation_category, pricing_category, billable, first_event_at, message_id, metadata, \
+                   media_sha256, media_size, media_mime_type) \
                  ON CONFLICT (bsp, wamid) DO UPDATE SET \
                    status = CASE WHEN EXCLUDED.status_rank > m.status_rank THEN EXCLUDED.status ELSE m.status END, \
                    status_at = CASE WHEN EXCLUDED.status_rank > m.status_rank THEN EXCLUDED.status_at ELSE m.status_at END, \
@@ -142,6 +146,9 @@ impl PgWriter {
                    billable = COALESCE(m.billable, EXCLUDED.billable), \
                    message_id = COALESCE(m.message_id, EXCLUDED.message_id), \
                    metadata = COALESCE(m.metadata, EXCLUDED.metadata), \
+                   media_sha256 = COALESCE(m.media_sha256, EXCLUDED.media_sha256), \
+                   media_size = COALESCE(m.media_size, EXCLUDED.media_size), \
+                   media_mime_type = COALESCE(m.media_mime_type, EXCLUDED.media_mime_type), \
                    updated_at = now()",
             )
             .bind(col!(|r| r.bsp.clone()))
@@ -167,6 +174,9 @@ impl PgWriter {
             .bind(col!(|r| ts(r.first_event_at_ms)))
             .bind(col!(|r| r.message_id.clone()))
             .bind(col!(|r| r.metadata.clone()))
+            .bind(col!(|r| r.media_sha256.clone()))
+            .bind(col!(|r| r.media_size))
+            .bind(col!(|r| r.media_mime_type.clone()))
             .execute(&mut *tx)
             .await?;
         }
