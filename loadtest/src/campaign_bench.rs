@@ -118,9 +118,13 @@ pub async fn run(api: &Api, secrets: &SimSecrets, o: &Opts) -> anyhow::Result<()
                 );
                 tasks.push(tokio::spawn(async move {
                     let during = on.load(Ordering::Relaxed);
-                    let body = json!({"from": from, "to": format!("+49153{:08}", i), "type": "text", "text": {"body": format!("live {i}")}});
+                    let body = json!({"from": from, "to": format!("+49151{:08}", 60_000_000 + i), "type": "text", "text": {"body": format!("live {i}")}});
                     let t0 = Instant::now();
-                    let ok = matches!(api.call(Method::POST, "/v1/messages", &key, Some(body), &[]).await, Ok((202, _)));
+                    let r = api.call(Method::POST, "/v1/messages", &key, Some(body), &[]).await;
+                    let ok = matches!(r, Ok((202, _)));
+                    if !ok && i <= 3 {
+                        eprintln!("live send refused: {r:?}");
+                    }
                     (during, t0.elapsed(), ok)
                 }));
             }
