@@ -292,7 +292,9 @@ def check_manifests(files):
                 for src in c.get("envFrom", []):
                     if "configMapRef" in src and src["configMapRef"]["name"] not in configmaps:
                         problem(f"{name}: {binary}: envFrom ConfigMap {src['configMapRef']['name']} does not exist")
-                    if "secretRef" in src and src["secretRef"]["name"] not in secrets:
+                    # An optional Secret (the media store's credentials) may be absent.
+                    if ("secretRef" in src and src["secretRef"]["name"] not in secrets
+                            and not src["secretRef"].get("optional")):
                         problem(f"{name}: {binary}: envFrom Secret {src['secretRef']['name']} does not exist")
             pdbs = [p for p in by_kind.get("PodDisruptionBudget", {}).values()
                     if matches(p["spec"]["selector"].get("matchLabels", {}), pod_labels)]
