@@ -818,7 +818,8 @@ async fn media_download(
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let exp: i64 = q.get("exp").and_then(|e| e.parse().ok()).unwrap_or(0);
-    if now_ms() > exp {
+    // A URL dies at its expiry: one given out with no lifetime is dead already.
+    if now_ms() >= exp {
         return (StatusCode::NOT_FOUND, "URL expired").into_response();
     }
     let m = sim.lock().behavior.media.get(&id).cloned();
