@@ -15,6 +15,7 @@ pub mod common;
 pub mod dialog360;
 pub mod gupshup;
 pub mod karix;
+pub mod media;
 pub mod meta;
 pub mod send;
 pub mod twilio;

@@ -66,6 +66,8 @@ impl SendPath {
             ("SWITCHBOARD_WAHA_API_URL", sim_url.clone()),
             ("SWITCHBOARD_AISENSY_API_URL", sim_url.clone()),
             ("SWITCHBOARD_KARIX_API_URL", sim_url.clone()),
+            // Media URLs in webhooks point at the simulator's CDN on loopback.
+            ("SWITCHBOARD_MEDIA_ALLOW_NETS", "127.0.0.0/8".into()),
         ] {
             router_env.entry(k.into()).or_insert(v);
         }

@@ -80,8 +80,9 @@ pub struct Behavior {
     /// `failed` status webhook), e.g. 131049 (the customer's marketing limit); later
     /// messages to them go normally.
     pub async_errors: HashMap<String, i64>,
-    /// Media by id, as `GET /{version}/{media_id}` describes it and its URL serves it:
-    /// `{"mime_type", "body"}` (the bytes, as text).
+    /// Media by id, as `GET /{version}/{media_id}` describes it and its URL serves it,
+    /// and as Twilio's media URLs, WAHA's files and the CDN URLs Gupshup and Aisensy put
+    /// in webhooks (`/_cdn/{id}`) serve it: `{"mime_type", "body"}` (the bytes, as text).
     pub media: HashMap<String, Value>,
     /// How long a media URL works (Meta: about five minutes); 0: already expired.
     pub media_url_ttl_ms: i64,
@@ -206,6 +207,12 @@ impl Sim {
             .route("/{version}/{waba}/message_templates", get(meta_templates))
             .route("/{version}/{media_id}", get(meta_media))
             .route("/_media/{id}", get(media_download))
+            .route(
+                "/2010-04-01/Accounts/{sid}/Messages/{msg}/Media/{id}",
+                get(twilio_media),
+            )
+            .route("/api/files/{session}/{file}", get(waha_file))
+            .route("/_cdn/{id}", get(cdn_download))
             .route("/messages", post(dialog360_send))
             .route(
                 "/project-apis/v1/project/{project}/messages",
@@ -822,19 +829,106 @@ async fn media_download(
     if now_ms() >= exp {
         return (StatusCode::NOT_FOUND, "URL expired").into_response();
     }
-    let m = sim.lock().behavior.media.get(&id).cloned();
-    match m {
-        Some(m) => {
-            let ct = m["mime_type"]
-                .as_str()
-                .unwrap_or("application/octet-stream")
-                .to_string();
-            (
-                [(axum::http::header::CONTENT_TYPE, ct)],
-                m["body"].as_str().unwrap_or_default().to_string(),
-            )
-                .into_response()
-        }
+    match sim.lock().behavior.media.get(&id).cloned() {
+        Some(m) => media_body(&m),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn media_body(m: &Value) -> Response {
+    let ct = m["mime_type"]
+        .as_str()
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    (
+        [(axum::http::header::CONTENT_TYPE, ct)],
+        m["body"].as_str().unwrap_or_default().to_string(),
+    )
+        .into_response()
+}
+
+/// Twilio's media URL: to the account's credentials, a redirect to a short-lived signed
+/// CDN URL (as Twilio does), which refuses the credentials.
+async fn twilio_media(
+    State(sim): State<Sim>,
+    Path((sid, _msg, id)): Path<(String, String, String)>,
+    h: HeaderMap,
+) -> Response {
+    use base64::Engine;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{sid}:{}", sim.secrets.twilio_auth_token))
+    );
+    if header(&h, "authorization") != expected {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code": 20003, "message": "Authenticate", "status": 401})),
+        )
+            .into_response();
+    }
+    let (known, ttl) = {
+        let b = &sim.lock().behavior;
+        (b.media.contains_key(&id), b.media_url_ttl_ms)
+    };
+    if !known {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": 20404, "message": "The requested resource was not found", "status": 404})),
+        )
+            .into_response();
+    }
+    // The CDN is another host (the credentials must not follow): here, the simulator's
+    // own port under the name `localhost`.
+    let host = header(&h, "host").replacen("127.0.0.1", "localhost", 1);
+    let to = format!("http://{host}/_cdn/{id}?exp={}", now_ms() + ttl);
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(axum::http::header::LOCATION, to)],
+    )
+        .into_response()
+}
+
+/// WAHA's `GET /api/files/{session}/{id}.{ext}`, to its API key.
+async fn waha_file(
+    State(sim): State<Sim>,
+    Path((_session, file)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    if header(&h, "x-api-key") != sim.secrets.waha_api_key {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let id = file.split('.').next().unwrap_or_default();
+    match sim.lock().behavior.media.get(id).cloned() {
+        Some(m) => media_body(&m),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A signed CDN URL (Twilio's redirect target; Gupshup's and Aisensy's webhook URLs):
+/// anyone may read it until `exp` (none: forever), and like S3 it refuses a request that
+/// also carries credentials.
+async fn cdn_download(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    if h.contains_key("authorization") || h.contains_key("x-api-key") {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Only one auth mechanism allowed; the URL is already signed",
+        )
+            .into_response();
+    }
+    if q.get("exp")
+        .and_then(|e| e.parse::<i64>().ok())
+        .is_some_and(|exp| now_ms() >= exp)
+    {
+        return (StatusCode::FORBIDDEN, "Request has expired").into_response();
+    }
+    match sim.lock().behavior.media.get(&id).cloned() {
+        Some(m) => media_body(&m),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -9,12 +9,14 @@
 //! - [`replay`]: any topic over a range into a stage's own code (backfill, repair,
 //!   re-drive), and dead letters for operators; the `switchboard` CLI, the `replayer`
 //!   and the gateway's admin API all call it;
+//! - [`guarded`]: the HTTP client for URLs tenants and webhooks choose;
 //! - [`db`]: the send path's PostgreSQL schema, and the owners of its shared tables
 //!   (`outbound_messages`, `endpoints`), which the gateway uses too.
 
 pub mod db;
 pub mod dedupe;
 pub mod fanout;
+pub mod guarded;
 pub mod media;
 pub mod normalize;
 pub mod replay;

@@ -3,8 +3,8 @@
 //! file_size, id}`, and the URL, valid for about five minutes, serves the bytes to the
 //! same token. 360dialog proxies the same two calls under its own host and key.
 
-use sha2::{Digest, Sha256};
-
+pub use crate::media::FetchError;
+use crate::media::{by_status, read_body, transport};
 use crate::Bsp;
 
 /// What the BSP says about a media object.
@@ -17,50 +17,11 @@ pub struct MediaInfo {
     pub file_size: Option<u64>,
 }
 
-/// Why a fetch failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchError {
-    /// Worth another try (the BSP or the network away).
-    Transient(String),
-    /// The media is gone: expired URL, unknown id, refused.
-    Gone(String),
-    /// Over the configured size.
-    TooLarge(String),
-    /// The bytes do not match the BSP's hash.
-    Corrupt(String),
-}
-
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FetchError::Transient(s)
-            | FetchError::Gone(s)
-            | FetchError::TooLarge(s)
-            | FetchError::Corrupt(s) => f.write_str(s),
-        }
-    }
-}
-
-impl std::error::Error for FetchError {}
-
 fn auth(bsp: Bsp, req: reqwest::RequestBuilder, secret: &str) -> reqwest::RequestBuilder {
     match bsp {
         Bsp::Dialog360 => req.header("D360-API-KEY", secret),
         _ => req.bearer_auth(secret),
     }
-}
-
-fn by_status(what: &str, status: reqwest::StatusCode, body: &[u8]) -> FetchError {
-    let detail = format!("{what}: HTTP {status}: {}", crate::send::snippet(body));
-    if status.is_server_error() || status.as_u16() == 429 {
-        FetchError::Transient(detail)
-    } else {
-        FetchError::Gone(detail)
-    }
-}
-
-fn transport(what: &str, e: reqwest::Error) -> FetchError {
-    FetchError::Transient(format!("{what}: {e}"))
 }
 
 /// `GET {base}/{media_id}`.
@@ -117,35 +78,9 @@ pub async fn download(
             info.file_size.unwrap_or_default()
         )));
     }
-    let mut resp = auth(bsp, http.get(&info.url), secret)
+    let resp = auth(bsp, http.get(&info.url), secret)
         .send()
         .await
         .map_err(|e| transport("media download", e))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp.bytes().await.unwrap_or_default();
-        return Err(by_status("media download", status, &body));
-    }
-    let mut bytes = Vec::new();
-    let mut hash = Sha256::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| transport("media download", e))?
-    {
-        if bytes.len() as u64 + chunk.len() as u64 > max_bytes {
-            return Err(FetchError::TooLarge(format!("over {max_bytes} bytes")));
-        }
-        hash.update(&chunk);
-        bytes.extend_from_slice(&chunk);
-    }
-    let hex = hex::encode(hash.finalize());
-    if let Some(want) = &info.sha256 {
-        if *want != hex {
-            return Err(FetchError::Corrupt(format!(
-                "the bytes hash to {hex}, the BSP says {want}"
-            )));
-        }
-    }
-    Ok((bytes, hex))
+    read_body(resp, max_bytes, info.sha256.as_deref()).await
 }

@@ -14,6 +14,7 @@ use switchboard_runtime::config_cache::ConfigCache;
 use switchboard_runtime::deadletter::DeadLetters;
 use switchboard_runtime::kafka::Topics;
 use switchboard_runtime::lanes::LaneLoop;
+use switchboard_runtime::netguard::AllowList;
 use switchboard_runtime::secrets::Keyring;
 
 #[tokio::main]
@@ -119,6 +120,18 @@ async fn main() -> anyhow::Result<()> {
         core: core.clone(),
         store: switchboard_processors::media::store::BlobStore::open(&cfg.media_store)?,
         media: switchboard_processors::db::media::Media::new(core.outbox.pool.clone()),
+        urls: {
+            let allow = AllowList::parse(&cfg.media_allow_nets)
+                .map_err(|e| anyhow::anyhow!("SWITCHBOARD_MEDIA_ALLOW_NETS: {e}"))?;
+            switchboard_processors::media::by_url::UrlClients {
+                bsp: core.http.clone(),
+                guarded: switchboard_processors::guarded::builder(&allow)
+                    .timeout(cfg.send_timeout)
+                    .connect_timeout(cfg.send_timeout.min(Duration::from_secs(5)))
+                    .build()?,
+                allow,
+            }
+        },
         max_bytes: cfg.media_max_bytes,
         types: cfg
             .media_types

@@ -6,11 +6,8 @@
 //! header `webhook-delivery: abort-message` asks for no more retries of this event
 //! (`aborted`). Response bodies are read up to a limit; the first KiB is kept.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use switchboard_runtime::netguard::{self, AllowList, Url};
 
 use super::endpoints::EndpointRt;
@@ -111,34 +108,9 @@ pub async fn attempt_guarded(
     o
 }
 
-/// A resolver that drops addresses the allow-list forbids, so a name that resolves to a
-/// private address (now, or after a DNS change) is never connected to.
-struct GuardedResolver(AllowList);
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow = self.0.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allow.permits(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(
-                    format!("blocked_address: {host} has no allowed public address").into(),
-                );
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
-}
-
 /// The delivery client: no redirects, no proxy, guarded DNS.
 pub fn client(allow: &AllowList, timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
+    Ok(crate::guarded::builder(allow)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         // Several endpoints often share a host (and in the benchmark all do): keep
@@ -146,7 +118,6 @@ pub fn client(allow: &AllowList, timeout: Duration) -> anyhow::Result<reqwest::C
         .pool_max_idle_per_host(1024)
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("Switchboard-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(GuardedResolver(allow.clone())))
         .build()?)
 }
 

@@ -1,15 +1,17 @@
 //! The media fetcher: inbound messages with media (image, video, audio, voice,
-//! document, sticker) name it by an id whose download URL lives about five minutes, so
-//! the routers fetch it right away (a consumer group of its own on `wa.events`), check
+//! document, sticker) name it by an id or a URL that lives minutes, so the routers fetch
+//! it right away (a consumer group of its own on `wa.events`), check
 //! it against the BSP's hash, keep it content-addressed ([`store`]) and record which
 //! tenant's message refers to it (`db::media`); a `message.media_stored` event then says
 //! where it is (`GET /v1/media/{sha256}`), for the stores and the client endpoints.
 //!
-//! Meta and 360dialog only: they name media by id and give a hash. A fetch that fails
-//! for good (gone, too large, refused type, corrupt) is dead-lettered with its reason; a
-//! transient one holds the batch until the URL's lifetime is over, then is dead-lettered
-//! `media_expired`.
+//! Meta and 360dialog name media by id and give a hash; Twilio, WAHA, Gupshup and
+//! Aisensy give a URL ([`by_url`]). A fetch that fails for good (gone, too large, refused
+//! type, corrupt, a URL pointing where Switchboard does not go) is dead-lettered with its
+//! reason; a transient one holds the batch until the URL's lifetime is over, then is
+//! dead-lettered `media_expired`.
 
+pub mod by_url;
 pub mod store;
 
 use std::sync::Arc;
@@ -18,7 +20,8 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::message::OwnedMessage;
 use serde_json::{json, Value};
-use switchboard_connectors::meta::media::{download, info, FetchError};
+use switchboard_connectors::media::{read_body, source, FetchError, Source};
+use switchboard_connectors::meta::media::{download, info};
 use switchboard_connectors::Bsp;
 use switchboard_runtime::failure::Permanent;
 use switchboard_runtime::kafka::{produce_all, OutRecord};
@@ -27,6 +30,7 @@ use switchboard_schemas::{media_event_id, Event, EventType, EVENT_SCHEMA};
 
 use crate::db::media::Media;
 use crate::route::dispatch::SendRouter;
+use by_url::UrlClients;
 use store::BlobStore;
 
 /// How long a BSP's media URL is good for (Meta: about five minutes).
@@ -40,21 +44,22 @@ pub struct Fetcher {
     pub core: Arc<SendRouter>,
     pub store: BlobStore,
     pub media: Media,
+    pub urls: UrlClients,
     pub max_bytes: u64,
     /// MIME types kept: exact (`application/pdf`) or a family (`image/`).
     pub types: Vec<String>,
 }
 
-/// The media id of an inbound message with media, if it has one this fetcher can get.
-pub fn media_id(e: &Event) -> Option<String> {
+/// Where an inbound message's media is, if it has some this fetcher can get.
+pub fn media_source(e: &Event) -> Option<Source> {
     if e.event_type != EventType::Received.as_str()
         || !MEDIA_TYPES.contains(&e.message_type.as_deref()?)
-        || !matches!(e.bsp.as_str(), "meta" | "360dialog")
     {
         return None;
     }
+    let bsp: Bsp = e.bsp.parse().ok()?;
     let v: Value = serde_json::from_str(e.content.as_deref()?).ok()?;
-    v.get("id")?.as_str().map(str::to_string)
+    source(bsp, &v)
 }
 
 impl Fetcher {
@@ -74,8 +79,19 @@ impl Fetcher {
         })
     }
 
+    fn refuse_type(&self, mime: &str) -> anyhow::Result<()> {
+        if self.allowed(mime) {
+            return Ok(());
+        }
+        Err(Permanent::new(
+            "media_type_refused",
+            anyhow::anyhow!("{mime} is not an allowed media type"),
+        )
+        .into())
+    }
+
     /// Fetch, keep and record one message's media; the event that says so.
-    async fn fetch(&self, e: &Event, id: &str) -> anyhow::Result<Event> {
+    async fn fetch(&self, e: &Event, src: &Source) -> anyhow::Result<Event> {
         let tenant = e.tenant_id.as_deref().ok_or_else(|| {
             Permanent::new(
                 "media_no_tenant",
@@ -86,60 +102,84 @@ impl Fetcher {
             .bsp
             .parse()
             .map_err(|_| anyhow::anyhow!("unknown BSP {}", e.bsp))?;
-        let creds = self
-            .core
-            .credentials(tenant, bsp)
-            .map_err(|err| Permanent::new("media_no_credentials", anyhow::anyhow!(err.detail)))?;
-        let secret = creds
-            .get(if bsp == Bsp::Dialog360 {
-                "api_key"
-            } else {
-                "access_token"
-            })
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                Permanent::new(
-                    "media_no_credentials",
-                    anyhow::anyhow!("no token in the {bsp} credentials"),
-                )
-            })?;
-        let expired =
-            || switchboard_runtime::now_ms() - e.received_at_ms > URL_LIFETIME.as_millis() as i64;
+        let no_creds = |d: String| -> anyhow::Error {
+            Permanent::new("media_no_credentials", anyhow::anyhow!(d)).into()
+        };
+        let creds = self.core.credentials(tenant, bsp).map_err(|err| err.detail);
+        // A URL's own expiry where the webhook gives one, else the BSP's usual lifetime.
+        let dies_at = match src {
+            Source::Url {
+                expires_at_ms: Some(at),
+                ..
+            } => *at,
+            _ => e.received_at_ms + URL_LIFETIME.as_millis() as i64,
+        };
         let classify = |err: FetchError| -> anyhow::Error {
+            let permanent =
+                |reason: &'static str, d: String| Permanent::new(reason, anyhow::anyhow!(d)).into();
             match err {
-                FetchError::Transient(d) if expired() => Permanent::new(
-                    "media_expired",
-                    anyhow::anyhow!("{d}; the URL's lifetime is over"),
-                )
-                .into(),
+                FetchError::Transient(d) if switchboard_runtime::now_ms() > dies_at => {
+                    permanent("media_expired", format!("{d}; the URL's lifetime is over"))
+                }
                 FetchError::Transient(d) => anyhow::anyhow!(d),
-                FetchError::Gone(d) => Permanent::new("media_gone", anyhow::anyhow!(d)).into(),
-                FetchError::TooLarge(d) => {
-                    Permanent::new("media_too_large", anyhow::anyhow!(d)).into()
-                }
-                FetchError::Corrupt(d) => {
-                    Permanent::new("media_corrupt", anyhow::anyhow!(d)).into()
-                }
+                FetchError::Gone(d) => permanent("media_gone", d),
+                FetchError::TooLarge(d) => permanent("media_too_large", d),
+                FetchError::Corrupt(d) => permanent("media_corrupt", d),
+                FetchError::UrlRefused(d) => permanent("media_url_refused", d),
             }
         };
         let base = self.core.cfg.base_url(bsp);
-        let meta = info(&self.core.http, bsp, base, id, secret)
-            .await
-            .map_err(classify)?;
-        let mime = meta
-            .mime_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
-        if !self.allowed(&mime) {
-            return Err(Permanent::new(
-                "media_type_refused",
-                anyhow::anyhow!("{mime} is not an allowed media type"),
-            )
-            .into());
-        }
-        let (bytes, sha256) = download(&self.core.http, bsp, &meta, secret, self.max_bytes)
-            .await
-            .map_err(classify)?;
+        let (bytes, sha256, mime, media_id) = match src {
+            Source::Id(id) => {
+                let creds = creds.map_err(no_creds)?;
+                let secret = creds
+                    .get(if bsp == Bsp::Dialog360 {
+                        "api_key"
+                    } else {
+                        "access_token"
+                    })
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| no_creds(format!("no token in the {bsp} credentials")))?;
+                let meta = info(&self.core.http, bsp, base, id, secret)
+                    .await
+                    .map_err(classify)?;
+                let mime = meta
+                    .mime_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into());
+                self.refuse_type(&mime)?;
+                let (bytes, sha256) = download(&self.core.http, bsp, &meta, secret, self.max_bytes)
+                    .await
+                    .map_err(classify)?;
+                (bytes, sha256, mime, Some(id.clone()))
+            }
+            Source::Url { url, mime_type, .. } => {
+                if let Some(m) = mime_type {
+                    self.refuse_type(m)?;
+                }
+                // Credentials are needed only on the BSP's own origin; a missing set
+                // shows there as a refusal by the BSP.
+                let resp = self
+                    .urls
+                    .open(bsp, base, url, creds.as_ref().ok())
+                    .await
+                    .map_err(classify)?;
+                let served = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let mime = mime_type
+                    .clone()
+                    .or(served)
+                    .unwrap_or_else(|| "application/octet-stream".into());
+                self.refuse_type(&mime)?;
+                let (bytes, sha256) = read_body(resp, self.max_bytes, None)
+                    .await
+                    .map_err(classify)?;
+                (bytes, sha256, mime, None)
+            }
+        };
         let size = bytes.len() as i64;
         self.store
             .put(&sha256, bytes)
@@ -155,7 +195,7 @@ impl Fetcher {
             event_type: EventType::MediaStored.as_str().into(),
             status: None,
             content: Some(
-                json!({"media_id": id, "sha256": sha256, "size": size, "mime_type": mime,
+                json!({"media_id": media_id, "sha256": sha256, "size": size, "mime_type": mime,
                     "url": format!("/v1/media/{sha256}")})
                 .to_string(),
             ),
@@ -173,9 +213,9 @@ impl Fetcher {
 impl BatchHandler for Fetcher {
     async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
         let events = switchboard_sinks::decode_events(&self.core.codec, batch).await?;
-        let wanted: Vec<(&Event, String)> = events
+        let wanted: Vec<(&Event, Source)> = events
             .iter()
-            .filter_map(|e| Some((e, media_id(e)?)))
+            .filter_map(|e| Some((e, media_source(e)?)))
             .collect();
         if wanted.is_empty() {
             return Ok(());
@@ -184,7 +224,7 @@ impl BatchHandler for Fetcher {
         let mut stored = Vec::new();
         for chunk in wanted.chunks(8) {
             let done =
-                futures::future::join_all(chunk.iter().map(|(e, id)| self.fetch(e, id))).await;
+                futures::future::join_all(chunk.iter().map(|(e, src)| self.fetch(e, src))).await;
             for d in done {
                 stored.push(d?);
             }

@@ -103,6 +103,10 @@ pub struct Config {
     /// MIME types kept, comma-separated: exact ones, or families ending in `/`.
     #[serde(default = "default_media_types")]
     pub media_types: String,
+    /// Networks a media URL from a webhook may reach although not public (CIDRs,
+    /// comma-separated); the BSPs' own configured API URLs are always reachable.
+    #[serde(default)]
+    pub media_allow_nets: String,
     /// Sync each WABA's message templates from Meta this often (0: never).
     #[serde(default = "default_template_sync", with = "humantime_serde")]
     pub template_sync_interval: Duration,
