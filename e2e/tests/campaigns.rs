@@ -139,16 +139,25 @@ async fn every_valid_recipient_once_through_pauses_and_kills() -> anyhow::Result
             .await?;
         anyhow::ensure!(s == 200, "{v}");
     }
-    let (s, c) = p
-        .call(
-            Method::POST,
-            "/v1/campaigns",
-            &t.key,
-            Some(json!({"name": "Summer sale", "template": {"name": "summer_sale", "language": "en_US"},
-                "from": NUMBER, "recipients_csv": csv, "rate_per_sec": 80, "metadata": {"team": "growth"}})),
-            &[],
-        )
+    // Uploaded as a file, as `curl -F campaign=@c.json -F recipients=@audience.csv` does.
+    let summer = json!({"name": "Summer sale", "template": {"name": "summer_sale", "language": "en_US"},
+        "from": NUMBER, "rate_per_sec": 80, "metadata": {"team": "growth"}});
+    let form = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"campaign\"; filename=\"c.json\"\r\n\
+         Content-Type: application/json\r\n\r\n{summer}\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"recipients\"; filename=\"audience.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n{csv}\r\n--b0undary--\r\n"
+    );
+    let r = p
+        .http
+        .post(format!("{}/v1/campaigns", p.gateway_url))
+        .bearer_auth(&t.key)
+        .header("content-type", "multipart/form-data; boundary=b0undary")
+        .body(form)
+        .send()
         .await?;
+    let s = r.status().as_u16();
+    let c: serde_json::Value = r.json().await?;
     assert_eq!(s, 201, "{c}");
     let id = c["id"].as_str().unwrap().to_string();
     assert_eq!(c["state"], "running");

@@ -127,6 +127,50 @@ fn audience(c: &NewCampaign) -> ApiResult<Vec<(String, Option<Value>)>> {
     }
 }
 
+/// A campaign uploaded as `multipart/form-data`: a `campaign` part (the JSON, without an
+/// audience) and a `recipients` part (the CSV file, as `recipients_csv` reads it).
+async fn uploaded(content_type: &str, body: bytes::Bytes) -> ApiResult<NewCampaign> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| bad("content-type", format!("multipart without a boundary: {e}")))?;
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    let (mut campaign, mut csv) = (None, None);
+    let malformed = |e: multer::Error| bad("body", format!("not valid multipart/form-data: {e}"));
+    while let Some(part) = parts.next_field().await.map_err(malformed)? {
+        let name = part.name().unwrap_or_default().to_string();
+        let slot = match name.as_str() {
+            "campaign" => &mut campaign,
+            "recipients" => &mut csv,
+            _ => {
+                return Err(bad(
+                    &name,
+                    "unknown part; a campaign upload has the parts campaign and recipients",
+                ))
+            }
+        };
+        if slot.is_some() {
+            return Err(bad(&name, "given twice"));
+        }
+        *slot = Some(
+            part.text()
+                .await
+                .map_err(|e| bad(&name, format!("not UTF-8 text: {e}")))?,
+        );
+    }
+    let campaign =
+        campaign.ok_or_else(|| bad("campaign", "required part: the campaign as JSON"))?;
+    let csv = csv.ok_or_else(|| bad("recipients", "required part: the audience as CSV"))?;
+    let mut c: NewCampaign = super::admin::json_body(campaign.as_bytes())?;
+    if c.recipients.is_some() || c.recipients_csv.is_some() {
+        return Err(bad(
+            "recipients",
+            "the audience is the uploaded file; give none in the campaign part",
+        ));
+    }
+    c.recipients_csv = Some(csv);
+    Ok(c)
+}
+
 fn schedule_at(s: &Schedule) -> ApiResult<(Ts, Option<String>)> {
     let at = match &s.time_zone {
         None => chrono::DateTime::parse_from_rfc3339(&s.at)
@@ -194,7 +238,18 @@ pub async fn create(
     body: axum::body::Body,
 ) -> ApiResult<impl IntoResponse> {
     let body = crate::ingest::read_limited(&headers, body, app.cfg.max_batch_body_bytes).await?;
-    let c: NewCampaign = super::admin::json_body(&body)?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let c: NewCampaign = if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        uploaded(content_type, body).await?
+    } else {
+        super::admin::json_body(&body)?
+    };
     if c.name.trim().is_empty() || c.name.len() > 200 {
         return Err(bad("name", "1 to 200 characters"));
     }
@@ -553,6 +608,78 @@ mod tests {
 
     fn body(v: Value) -> NewCampaign {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_campaign_uploads_with_its_csv_as_multipart() {
+        let form = |parts: &[(&str, &str, &str)]| {
+            let mut b = String::new();
+            for (name, ct, text) in parts {
+                b.push_str(&format!(
+                    "--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: {ct}\r\n\r\n{text}\r\n"
+                ));
+            }
+            b.push_str("--XyZ--\r\n");
+            bytes::Bytes::from(b)
+        };
+        let ct = "multipart/form-data; boundary=XyZ";
+        let campaign =
+            r#"{"name": "x", "template": {"name": "t", "language": "en"}, "from": "+1"}"#;
+        let csv = "to,name\n+4915112345678,Ann\n+4915112345679,Bo\n";
+        let c = uploaded(
+            ct,
+            form(&[
+                ("campaign", "application/json", campaign),
+                ("recipients", "text/csv", csv),
+            ]),
+        )
+        .await
+        .unwrap();
+        let a = audience(&c).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1], ("+4915112345679".into(), Some(json!(["Bo"]))));
+        for (parts, field) in [
+            (
+                vec![("campaign", "application/json", campaign)],
+                "recipients",
+            ),
+            (vec![("recipients", "text/csv", csv)], "campaign"),
+            (
+                vec![
+                    ("campaign", "application/json", campaign),
+                    ("recipients", "text/csv", csv),
+                    ("recipients", "text/csv", csv),
+                ],
+                "recipients",
+            ),
+            (
+                vec![
+                    ("campaign", "application/json", campaign),
+                    ("photo", "image/png", "x"),
+                ],
+                "photo",
+            ),
+        ] {
+            let e = uploaded(ct, form(&parts)).await.err().expect(field);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(format!("{e:?}").contains(field), "{field}: {e:?}");
+        }
+        let with_list = r#"{"name": "x", "template": {"name": "t", "language": "en"}, "from": "+1", "recipients": ["+4915112345678"]}"#;
+        assert!(uploaded(
+            ct,
+            form(&[
+                ("campaign", "application/json", with_list),
+                ("recipients", "text/csv", csv)
+            ])
+        )
+        .await
+        .is_err());
+        assert!(uploaded("multipart/form-data", bytes::Bytes::new())
+            .await
+            .is_err());
+        assert!(uploaded(ct, bytes::Bytes::from_static(b"--XyZ\r\ngarbage"))
+            .await
+            .is_err());
     }
 
     #[test]
