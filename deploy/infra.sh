@@ -10,7 +10,7 @@
 # role switchboard_tls may only connect over TLS, ClickHouse's user switchboard_tls needs
 # its password.
 #
-# usage: deploy/infra.sh up|down|status
+# usage: deploy/infra.sh up|down|status|restart-broker
 # Idempotent: `up` installs what is missing, starts what is not running, and leaves
 # running services alone. Needs root for apt-get and for PostgreSQL's cluster control.
 #
@@ -302,6 +302,8 @@ case "${1:-up}" in
   up) up ;;
   deps) deps ;;
   down) down ;;
+  # The memory broker's fetch cost grows with what it holds: benchmarks start it afresh.
+  restart-broker) stop_pidfile "$RUN/broker.pid"; start_broker ;;
   status) status ;;
   *) echo "usage: $0 up|deps|down|status" >&2; exit 2 ;;
 esac

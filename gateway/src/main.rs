@@ -1,5 +1,9 @@
 //! Switchboard gateway: load config, start telemetry, serve until SIGTERM.
 
+// Every webhook allocates its body, its record and its answer several times over.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     switchboard_runtime::telemetry::init("gateway");

@@ -33,6 +33,11 @@
 //!       N events of T tenants over the last D days (template sends with campaigns,
 //!       Meta pricing, failures, inbound, five countries) onto wa.events: the input of
 //!       the analytics benchmark (`analytics-bench.sh`).
+//!   loadgen presign [--meta-secret S] [--messages N] [--out FILE]
+//!       N conversations' webhooks (as `bench` sends them), signed, one per line as
+//!       "<x-hub-signature-256>\t<body>": the input of `ingest-bench.sh`'s wrk script.
+//!   loadgen topic-records --topic T
+//!       the records a topic holds (the sum of its partitions' high watermarks).
 //!   loadgen bench   [--gateway URL] [--meta-secret S] [--messages N] [--concurrency C]
 //!                   [--database-url URL] [--clickhouse-url URL] [--clickhouse-database DB]
 //!       send N messages' webhooks (3 statuses + 1 inbound each) as fast as C concurrent
@@ -353,6 +358,41 @@ async fn warm_up(a: &Args, c: &Client, run: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn presign(a: &Args, c: &Client) -> anyhow::Result<()> {
+    use std::io::Write;
+    let n = a.num("messages", 10_000)?;
+    let out = a.get("out", "PRESIGN_OUT", "bodies.txt");
+    let run = format!("p{}", now_s());
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
+    let mut count = 0;
+    for b in (0..n).flat_map(|i| conversation(&run, i, now_s() - 3600)) {
+        // One line per request: the bodies are single-line JSON.
+        anyhow::ensure!(!b.contains(&b'\n'), "a body spans lines");
+        writeln!(w, "{}\t{}", sign(&c.meta_secret, &b), String::from_utf8(b)?)?;
+        count += 1;
+    }
+    w.flush()?;
+    eprintln!("{count} signed webhooks in {out}");
+    Ok(())
+}
+
+fn topic_records(topic: &str) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let brokers =
+        std::env::var("SWITCHBOARD_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let mut sum = 0;
+    for t in md.topics() {
+        for p in t.partitions() {
+            sum += c.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?.1;
+        }
+    }
+    Ok(sum)
+}
+
 async fn bench(a: &Args, c: Arc<Client>) -> anyhow::Result<()> {
     let n = a.num("messages", 25_000)?;
     let conc = a.num("concurrency", 64)?;
@@ -642,11 +682,18 @@ async fn main() -> anyhow::Result<()> {
         !c.meta_secret.is_empty(),
         "--meta-secret (or SWITCHBOARD_META_APP_SECRET) is required to sign Meta webhooks"
     );
+    if cmd == "topic-records" {
+        let topic = a.get("topic", "TOPIC", "");
+        anyhow::ensure!(!topic.is_empty(), "--topic is required");
+        println!("{}", topic_records(&topic)?);
+        return Ok(());
+    }
     match cmd {
+        "presign" => presign(&a, &c),
         "sample" => sample(&a, &c).await,
         "bench" => bench(&a, c).await,
         _ => {
-            eprintln!("usage: loadgen sample|bench [--gateway URL] [--meta-secret S] ... (see the module doc)");
+            eprintln!("usage: loadgen sample|bench|presign|topic-records [--gateway URL] [--meta-secret S] ... (see the module doc)");
             std::process::exit(2)
         }
     }

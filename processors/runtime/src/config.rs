@@ -135,6 +135,10 @@ pub struct KafkaConfig {
     /// wake-ups of librdkafka's threads, against added latency.
     #[serde(default = "default_linger", with = "humantime_serde")]
     pub kafka_linger: std::time::Duration,
+    /// Producers' `compression.type`: `lz4` (default), `zstd`, `snappy`, `gzip` or `none`
+    /// (on loopback compression can cost more CPU than the bytes it saves).
+    #[serde(default = "default_compression")]
+    pub kafka_compression: String,
     /// Largest record value, end to end: producers' `message.max.bytes`, topics'
     /// `max.message.bytes` (set when topics are created) and consumers' fetch sizes. It
     /// must hold the largest body the gateway accepts plus the record's framing.
@@ -184,6 +188,7 @@ impl Default for KafkaConfig {
             topic_prefix: String::new(),
             schema_registry_url: default_registry(),
             kafka_linger: default_linger(),
+            kafka_compression: default_compression(),
             kafka_message_max_bytes: default_message_max(),
             kafka_security_protocol: default_protocol(),
             kafka_sasl_mechanism: String::new(),
@@ -243,6 +248,9 @@ fn default_replication() -> i32 {
 
 fn default_brokers() -> String {
     "127.0.0.1:9092".into()
+}
+fn default_compression() -> String {
+    "lz4".into()
 }
 fn default_linger() -> std::time::Duration {
     std::time::Duration::from_millis(5)

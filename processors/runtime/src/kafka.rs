@@ -172,7 +172,7 @@ pub fn producer(cfg: &KafkaConfig, delivery_timeout: Duration) -> anyhow::Result
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", cfg.kafka_linger.as_millis().to_string())
-        .set("compression.type", "lz4")
+        .set("compression.type", &cfg.kafka_compression)
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("message.max.bytes", cfg.kafka_message_max_bytes.to_string())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Micro-benchmarks (criterion): per-webhook signature checks and routing keys, every
+# parser over its fixtures, Avro encoding and decoding of raw webhooks and events, event
+# ids. Writes each estimate to loadtest/results/micro-<timestamp>.txt; criterion's
+# full reports stay in $CARGO_TARGET_DIR/criterion.
+#
+# usage: loadtest/micro-bench.sh [FILTER]   (a criterion filter, e.g. "verify")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+mkdir -p loadtest/results
+OUT=loadtest/results/micro-$(date -u +%Y%m%dT%H%M%SZ).txt
+{
+  echo "# loadtest/micro-bench.sh ${1:-}   ($(date -u +%FT%TZ), $(nproc) cores, $(git rev-parse --short HEAD))"
+  echo "# benchmark: [lower bound, estimate, upper bound] of the time per iteration (criterion, 95 % confidence); thrpt: webhooks per second"
+  cargo bench -p switchboard-connectors -p switchboard-schemas --bench connectors --bench codec -- ${1:+"$1"} 2>/dev/null |
+    awk '
+      /time:/ { n = $0; sub(/ *time:.*/, "", n); if (n != "") name = n
+                t = $0; sub(/.*time: +/, "", t); print name ": " t; next }
+      /thrpt:/ { t = $0; sub(/.*thrpt: +/, "", t); print name ": thrpt " t; next }
+      /^[a-z]/ { name = $0 }'
+} | tee "$OUT"
+echo "results written to $OUT" >&2
