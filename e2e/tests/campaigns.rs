@@ -484,3 +484,83 @@ async fn drafts_schedules_cancels_limits_and_bad_input() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A router that dies between claiming a recipient and creating its send leaves the
+/// recipient `released` with a message id and no send. The campaign must not complete
+/// over it: once the grace period passes, another router creates the send under the same
+/// id, and only then is the campaign completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recipient_claimed_by_a_router_that_died_is_still_sent() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts()).await?;
+    let t = setup(&p).await?;
+    let (s, v) = p
+        .call(
+            Method::POST,
+            "/v1/campaigns",
+            &t.key,
+            Some(
+                json!({"name": "c", "template": {"name": "order_update", "language": "en_US"},
+                "from": NUMBER, "start": false,
+                "recipients": [{"to": "+4915112345611", "parameters": ["Ann", "1"]},
+                               {"to": "+4915112345612", "parameters": ["Bo", "2"]},
+                               {"to": "+4915112345613", "parameters": ["Cy", "3"]}]}),
+            ),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    // What the dead router left behind: the second recipient claimed, no send.
+    let orphan = "msg_0000000000000000000000000000dead";
+    let n = sqlx::query(
+        "UPDATE campaign_recipients SET state = 'released', released_at = now(), message_id = $2 \
+         WHERE campaign_id = $1 AND recipient = '+4915112345612'",
+    )
+    .bind(&id)
+    .bind(orphan)
+    .execute(&p.pg)
+    .await?
+    .rows_affected();
+    assert_eq!(n, 1);
+    let (s, _) = p
+        .call(
+            Method::POST,
+            &format!("/v1/campaigns/{id}/start"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 200);
+    wait_until(
+        "the two unclaimed recipients sent",
+        Duration::from_secs(30),
+        || async { Ok(p.sim().calls().len() >= 2) },
+    )
+    .await?;
+    assert_ne!(
+        campaign(&p, &t, &id).await?["state"],
+        "completed",
+        "completed with a claimed recipient unsent"
+    );
+    wait_until(
+        "the orphan sent and the campaign completed",
+        Duration::from_secs(90),
+        || async {
+            let v = campaign(&p, &t, &id).await?;
+            Ok(v["state"] == "completed" && v["progress"]["accepted"] == 3)
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", p.logs()))?;
+    let mut to: Vec<String> = p.sim().calls().into_iter().map(|c| c.to).collect();
+    to.sort();
+    assert_eq!(to, ["4915112345611", "4915112345612", "4915112345613"]);
+    let (state,): (String,) =
+        sqlx::query_as("SELECT state FROM outbound_messages WHERE message_id = $1")
+            .bind(orphan)
+            .fetch_one(&p.pg)
+            .await?;
+    assert_eq!(state, "accepted", "sent under the id it was claimed with");
+    Ok(())
+}

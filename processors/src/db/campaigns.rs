@@ -295,12 +295,17 @@ impl Campaigns {
         .await
     }
 
-    /// A running campaign with nothing pending is completed.
+    /// A running campaign with nothing pending, and a send for every released recipient,
+    /// is completed. A recipient a dying router claimed but never created the send of
+    /// keeps the campaign running until [`Self::orphans`] hands it to another router:
+    /// completing first would leave it unsent for good.
     pub async fn complete_if_done(&self, campaign: &str) -> Result<bool, sqlx::Error> {
         Ok(sqlx::query(
             "UPDATE campaigns SET state = 'completed', finished_at = now(), updated_at = now(), waiting = NULL \
              WHERE id = $1 AND state = 'running' \
-               AND NOT EXISTS (SELECT 1 FROM campaign_recipients WHERE campaign_id = $1 AND state = 'pending')",
+               AND NOT EXISTS (SELECT 1 FROM campaign_recipients WHERE campaign_id = $1 AND state = 'pending') \
+               AND NOT EXISTS (SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = $1 AND r.state = 'released' \
+                 AND NOT EXISTS (SELECT 1 FROM outbound_messages o WHERE o.message_id = r.message_id))",
         )
         .bind(campaign)
         .execute(&self.pool)
