@@ -294,7 +294,7 @@ async fn repeated_webhooks_and_a_restart_yield_one_row_each() -> anyhow::Result<
     switchboard_e2e::wait_until(
         "normalizer dedupe hits for the last round",
         Duration::from_secs(60),
-        || async { Ok(p.pg_count("SELECT count(*) FROM dedupe_events").await? == 40) },
+        || async { Ok(p.pg_count("SELECT count(*) FROM dedupe_ids").await? == 40) },
     )
     .await?;
     let events = p
@@ -491,5 +491,38 @@ async fn kill_9_of_normalizer_and_sinks_mid_stream_loses_and_doubles_nothing() -
             .map(|(id,)| id)
             .collect();
     assert_eq!(ids.len() as i64, total_status);
+    Ok(())
+}
+
+/// The dedupe store forgets ids past the retention (14 days) and keeps the rest: the
+/// normalizer prunes when it starts (then every ten minutes), oldest first by the BRIN
+/// index on `first_seen`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dedupe_store_forgets_ids_past_the_retention_only() -> anyhow::Result<()> {
+    let mut p = Pipeline::start(Options::default()).await?;
+    // 25,000 ids 20 days old (more than one 10,000-row pruning chunk), 500 from today.
+    sqlx::query(
+        "INSERT INTO dedupe_ids (id, first_seen) \
+         SELECT decode(md5('old' || i), 'hex'), now() - interval '20 days' - i * interval '1 second' \
+         FROM generate_series(1, 25000) i",
+    )
+    .execute(&p.pg)
+    .await?;
+    sqlx::query(
+        "INSERT INTO dedupe_ids (id) SELECT decode(md5('new' || i), 'hex') FROM generate_series(1, 500) i",
+    )
+    .execute(&p.pg)
+    .await?;
+    p.normalizer.stop().await?;
+    p.normalizer.start()?;
+    switchboard_e2e::wait_until("the old ids pruned", Duration::from_secs(60), || async {
+        Ok(p.pg_count(
+            "SELECT count(*) FROM dedupe_ids WHERE first_seen < now() - interval '14 days'",
+        )
+        .await?
+            == 0)
+    })
+    .await?;
+    assert_eq!(p.pg_count("SELECT count(*) FROM dedupe_ids").await?, 500);
     Ok(())
 }

@@ -12,10 +12,21 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The stored key of an event id: the 16 bytes of `evt_<32 hex>` (every id
+/// `switchboard_schemas::ids` makes), else the first 16 bytes of the id's SHA-256, so any
+/// other id still dedupes.
+pub fn key(id: &str) -> Vec<u8> {
+    id.strip_prefix("evt_")
+        .filter(|h| h.len() == 32)
+        .and_then(|h| hex::decode(h).ok())
+        .unwrap_or_else(|| Sha256::digest(id.as_bytes())[..16].to_vec())
+}
 
 #[derive(Clone)]
 pub struct DedupeStore {
@@ -40,16 +51,21 @@ impl DedupeStore {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        // A join against UNNEST, not `event_id = ANY($1)`: a cached generic plan made
-        // while the table was small kept seq-scanning it with the whole array per row as
-        // it grew (measured: ~1 s per 1,600-id batch at 100k rows, see loadtest/REPORT.md).
-        // An unnest estimated at a few rows plans as index probes on the primary key.
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT d.event_id FROM UNNEST($1::text[]) AS t(id) JOIN dedupe_events d ON d.event_id = t.id")
-                .bind(ids)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(id)).collect();
+        // A join against UNNEST, not `id = ANY($1)`: a cached generic plan made while the
+        // table was small kept seq-scanning it with the whole array per row as it grew
+        // (measured: ~1 s per 1,600-id batch at 100k rows, see loadtest/REPORT.md). An
+        // unnest estimated at a few rows plans as index probes on the primary key.
+        let rows: Vec<(i32,)> = sqlx::query_as(
+            "SELECT t.n::int4 FROM UNNEST($1::bytea[]) WITH ORDINALITY AS t(id, n) JOIN dedupe_ids d ON d.id = t.id",
+        )
+        .bind(&keys)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(n,)| ids.get(n as usize - 1).cloned())
+            .collect())
     }
 
     /// Mark `ids` as written. Idempotent.
@@ -57,10 +73,13 @@ impl DedupeStore {
         if ids.is_empty() {
             return Ok(());
         }
-        sqlx::query("INSERT INTO dedupe_events (event_id) SELECT * FROM UNNEST($1::text[]) ON CONFLICT DO NOTHING")
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key(id)).collect();
+        sqlx::query(
+            "INSERT INTO dedupe_ids (id) SELECT * FROM UNNEST($1::bytea[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&keys)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -70,7 +89,7 @@ impl DedupeStore {
         let mut total = 0;
         loop {
             let n = sqlx::query(
-                "DELETE FROM dedupe_events WHERE ctid = ANY(ARRAY(SELECT ctid FROM dedupe_events WHERE first_seen < now() - make_interval(secs => $1) LIMIT 10000))",
+                "DELETE FROM dedupe_ids WHERE ctid = ANY(ARRAY(SELECT ctid FROM dedupe_ids WHERE first_seen < now() - make_interval(secs => $1) LIMIT 10000))",
             )
             .bind(retention.as_secs_f64())
             .execute(&self.pool)
@@ -90,5 +109,27 @@ impl DedupeStore {
 
     pub async fn ping(&self) -> Result<(), String> {
         switchboard_runtime::pg::ping(&self.pool).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_kept_as_their_sixteen_bytes() {
+        let id = switchboard_schemas::status_event_id(
+            "meta",
+            "wamid.1",
+            switchboard_schemas::Status::Sent,
+        );
+        let k = key(&id);
+        assert_eq!(k.len(), 16);
+        assert_eq!(format!("evt_{}", hex::encode(&k)), id);
+        // Anything else still gets a stable 16-byte key of its own.
+        assert_eq!(key("legacy-id").len(), 16);
+        assert_eq!(key("legacy-id"), key("legacy-id"));
+        assert_ne!(key("legacy-id"), key("legacy-id2"));
+        assert_ne!(key("evt_XYZ"), key("evt_XY"));
     }
 }
