@@ -54,6 +54,8 @@ start_pipeline() { # id
   echo "# loadtest/bench.sh $N $C $RUNS   ($(date -u +%FT%TZ), $(nproc) cores, linger ${SWITCHBOARD_KAFKA_LINGER:-5ms}, ch-sink: ${CH_SINK_ENV:-defaults})"
   for run in $(seq 1 "$RUNS"); do
     id=bench$(date +%s)r$run
+    # A fresh broker per run: its memory storage gets slower as it fills.
+    SWITCHBOARD_BIN=$BIN deploy/infra.sh restart-broker 2>/dev/null
     start_pipeline "$id"
     declare -A before=()
     while read -r name pid; do before[$name]=$(cpu_of "$pid"); done < <(named_pids)
