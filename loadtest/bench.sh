@@ -30,23 +30,6 @@ GW_PORT=18080
 . loadtest/pipeline.sh
 trap stop_pipeline EXIT
 
-start_pipeline() { # id
-  local id=$1
-  export SWITCHBOARD_TOPIC_PREFIX=$id. SWITCHBOARD_CLICKHOUSE_DATABASE=$id
-  su postgres -c "psql -qc 'CREATE DATABASE $id OWNER switchboard'" >/dev/null
-  export SWITCHBOARD_DATABASE_URL=postgres://switchboard:switchboard@127.0.0.1:5432/$id
-  "$BIN/switchboard" create-topics --partitions 6 >/dev/null 2>&1
-  : >"$RUN/pids"
-  start() { local name=$1; shift; env "$@" "$BIN/$name" >"$RUN/$name.log" 2>&1 & pids+=($!); echo "$name $!" >>"$RUN/pids"; }
-  start gateway SWITCHBOARD_HTTP_ADDR=127.0.0.1:$GW_PORT SWITCHBOARD_OPS_ADDR=127.0.0.1:19100
-  start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:19101 SWITCHBOARD_GROUP_ID=$id-n
-  start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19102 SWITCHBOARD_GROUP_ID=$id-p
-  # shellcheck disable=SC2086 # CH_SINK_ENV is a list of K=V words
-  start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$id-c ${CH_SINK_ENV:-}
-  for port in 19100 19101 19102 19103; do
-    for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-  done
-}
 
 {
   # The runs happen in this subshell (it feeds tee): stop its pipeline however it ends.

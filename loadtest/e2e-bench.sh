@@ -19,34 +19,17 @@ RUN=${SWITCHBOARD_RUN:-/tmp/switchboard}/e2e-bench
 mkdir -p "$RUN" loadtest/results
 OUT=loadtest/results/e2e-$(date -u +%Y%m%dT%H%M%SZ).txt
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } ||
-  { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+. loadtest/pipeline.sh
+need_wrk
 cargo build --release --workspace --bins --locked >&2
 SWITCHBOARD_BIN=$BIN deploy/infra.sh up >/dev/null
 
 export SWITCHBOARD_KAFKA_BROKERS=127.0.0.1:9092 SWITCHBOARD_SCHEMA_REGISTRY_URL=http://127.0.0.1:8081
 export SWITCHBOARD_META_APP_SECRET=bench-secret SWITCHBOARD_CLICKHOUSE_URL=http://127.0.0.1:8123
-GW=127.0.0.1:18080
-
-. loadtest/pipeline.sh
+GW_PORT=18080
+GW=127.0.0.1:$GW_PORT
 trap stop_pipeline EXIT
 
-start_pipeline() { # id
-  local id=$1
-  export SWITCHBOARD_TOPIC_PREFIX=$id. SWITCHBOARD_CLICKHOUSE_DATABASE=$id
-  su postgres -c "psql -qc 'CREATE DATABASE $id OWNER switchboard'" >/dev/null
-  export SWITCHBOARD_DATABASE_URL=postgres://switchboard:switchboard@127.0.0.1:5432/$id
-  "$BIN/switchboard" create-topics --partitions 6 >/dev/null 2>&1
-  : >"$RUN/pids"
-  start() { local name=$1; shift; env "$@" "$BIN/$name" >"$RUN/$name.log" 2>&1 & pids+=($!); echo "$name $!" >>"$RUN/pids"; }
-  start gateway SWITCHBOARD_HTTP_ADDR=$GW SWITCHBOARD_OPS_ADDR=127.0.0.1:19100
-  start normalizer SWITCHBOARD_OPS_ADDR=127.0.0.1:19101 SWITCHBOARD_GROUP_ID=$id-n
-  start pg-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19102 SWITCHBOARD_GROUP_ID=$id-p
-  start ch-sink SWITCHBOARD_OPS_ADDR=127.0.0.1:19103 SWITCHBOARD_GROUP_ID=$id-c
-  for port in 19100 19101 19102 19103; do
-    for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-  done
-}
 
 ch() { curl -sf "$SWITCHBOARD_CLICKHOUSE_URL/?database=$SWITCHBOARD_CLICKHOUSE_DATABASE" --data-binary "$1"; }
 pg() { psql -At "$SWITCHBOARD_DATABASE_URL" -c "$1"; }

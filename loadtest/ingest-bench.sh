@@ -24,16 +24,14 @@ RUN=${SWITCHBOARD_RUN:-/tmp/switchboard}/ingest-bench
 mkdir -p "$RUN" loadtest/results
 OUT=loadtest/results/ingest-$(date -u +%Y%m%dT%H%M%SZ).txt
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } ||
-  { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+. loadtest/pipeline.sh
+need_wrk
 cargo build --release --workspace --bins --locked >&2
 SWITCHBOARD_BIN=$BIN deploy/infra.sh up >/dev/null
 
 export SWITCHBOARD_KAFKA_BROKERS=127.0.0.1:9092 SWITCHBOARD_SCHEMA_REGISTRY_URL=http://127.0.0.1:8081
 export SWITCHBOARD_META_APP_SECRET=bench-secret
 GW=127.0.0.1:18080
-
-. loadtest/pipeline.sh
 trap stop_pipeline EXIT
 
 # 10,000 conversations: 38,500 distinct signed webhooks (3 statuses + 1 inbound each, one
