@@ -849,7 +849,8 @@ impl Pipeline {
             kafka_brokers: self.services.brokers.clone(),
             ..Default::default()
         };
-        let producer = switchboard_runtime::kafka::producer(&kafka, Duration::from_secs(10))?;
+        let producer =
+            switchboard_runtime::producer::ProducerSlot::new(&kafka, Duration::from_secs(10))?;
         switchboard_runtime::kafka::produce_all(
             &producer,
             &[switchboard_runtime::kafka::OutRecord {

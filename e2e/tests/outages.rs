@@ -3,9 +3,16 @@
 
 use std::time::Duration;
 
+use rdkafka::message::OwnedMessage;
 use switchboard_e2e::bsp::meta_status;
 use switchboard_e2e::services::{PrivateBroker, PrivateClickHouse, PrivatePostgres};
 use switchboard_e2e::{ch_query, wait_until, Options, Pipeline};
+use switchboard_runtime::config::KafkaConfig;
+use switchboard_runtime::deadletter::DeadLetters;
+use switchboard_runtime::kafka::{OutRecord, TopicSpec};
+use switchboard_runtime::producer::ProducerSlot;
+use switchboard_runtime::stream::{BatchHandler, StreamConfig, StreamLoop};
+use tokio_util::sync::CancellationToken;
 
 fn bodies(tag: &str, n: usize) -> Vec<Vec<u8>> {
     (0..n)
@@ -276,5 +283,172 @@ async fn a_send_refused_for_a_broker_outage_leaves_nothing_behind() -> anyhow::R
         "no row is left for the router's sweeper to send later"
     );
     broker.resume().await?;
+    Ok(())
+}
+
+/// Copies each batch to `to` through a [`ProducerSlot`], as every processor stage
+/// produces its outputs; the second batch finds its producer made fatal under it.
+struct CopyTurningFatal {
+    slot: ProducerSlot,
+    to: String,
+    batches: usize,
+    made_fatal: Option<rdkafka::producer::FutureProducer>,
+}
+
+impl BatchHandler for CopyTurningFatal {
+    async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        use rdkafka::message::Message;
+        self.batches += 1;
+        let out: Vec<OutRecord> = batch
+            .iter()
+            .map(|m| OutRecord {
+                topic: self.to.clone(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers: vec![],
+            })
+            .collect();
+        let produced = switchboard_runtime::kafka::produce_all(&self.slot, &out);
+        if self.batches == 2 {
+            // What the local broker once did with OutOfOrderSequenceNumber: the idempotent
+            // producer turns fatal with this batch in flight, and stays fatal.
+            use rdkafka::producer::Producer;
+            let p = self.slot.get();
+            let reason = std::ffi::CString::new("injected by the test")?;
+            // SAFETY: a live client handle and a NUL-terminated reason, as the librdkafka
+            // test API asks; it only sets the client's fatal error state.
+            unsafe {
+                rdkafka::bindings::rd_kafka_test_fatal_error(
+                    p.client().native_ptr(),
+                    rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    reason.as_ptr(),
+                );
+            }
+            self.made_fatal = Some(p);
+        }
+        produced.await?;
+        Ok(())
+    }
+}
+
+/// A stage whose producer turns fatal mid-stream gets a new one by itself and loses
+/// nothing: before `ProducerSlot`, every later produce failed and the stage retried its
+/// batch forever (a router stalled a campaign this way in CI).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_producer_turned_fatal_mid_stream_is_replaced_and_every_record_lands(
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::Producer;
+
+    let services = switchboard_e2e::Services::from_env();
+    let prefix = format!("fatal{}.", uuid::Uuid::new_v4().simple());
+    let kafka = KafkaConfig {
+        kafka_brokers: services.brokers.clone(),
+        topic_prefix: prefix.clone(),
+        schema_registry_url: services.registry.clone(),
+        ..Default::default()
+    };
+    let (input, output, dlq) = (
+        format!("{prefix}in"),
+        format!("{prefix}out"),
+        format!("{prefix}dlq"),
+    );
+    let spec = |name: &String| TopicSpec {
+        name: name.clone(),
+        partitions: 3,
+        compacted: false,
+    };
+    switchboard_runtime::kafka::ensure_topics(&kafka, &[spec(&input), spec(&output), spec(&dlq)])
+        .await?;
+
+    const N: usize = 4000;
+    let feeder = ProducerSlot::new(&kafka, Duration::from_secs(10))?;
+    let records: Vec<OutRecord> = (0..N)
+        .map(|i| OutRecord {
+            topic: input.clone(),
+            key: format!("k{i}"),
+            payload: format!("record {i}").into_bytes(),
+            headers: vec![],
+        })
+        .collect();
+    switchboard_runtime::kafka::produce_all(&feeder, &records).await?;
+
+    let slot = ProducerSlot::new(&kafka, Duration::from_secs(10))?;
+    let dead = DeadLetters::new(
+        "fatal-test",
+        &dlq,
+        slot.clone(),
+        switchboard_schemas::Codec::new(&services.registry),
+        &kafka,
+    );
+    let stream = StreamLoop::new(
+        &kafka,
+        StreamConfig {
+            max_batch: Some(500),
+            ..Default::default()
+        },
+        &format!("{prefix}copy"),
+        &[&input],
+        dead,
+    )?;
+    let shutdown = CancellationToken::new();
+    let first = slot.get();
+    let copier = tokio::spawn(stream.run(
+        CopyTurningFatal {
+            slot: slot.clone(),
+            to: output.clone(),
+            batches: 0,
+            made_fatal: None,
+        },
+        shutdown.clone(),
+    ));
+
+    let reader: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &services.brokers)
+        .set("group.id", format!("{prefix}reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    reader.subscribe(&[&output])?;
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while seen.len() < N {
+        match tokio::time::timeout_at(deadline, reader.recv()).await {
+            Err(_) => break,
+            Ok(m) => {
+                let m = m?;
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                assert_eq!(
+                    m.payload().unwrap_or_default(),
+                    format!("record {}", &key[1..]).as_bytes(),
+                    "a copied record keeps its payload"
+                );
+                *seen.entry(key).or_default() += 1;
+            }
+        }
+    }
+    shutdown.cancel();
+    copier.await??;
+
+    assert_eq!(seen.len(), N, "every record is copied, none lost");
+    let repeated: usize = seen.values().map(|c| c - 1).sum();
+    // At least once: only the batch in flight when the producer turned fatal may repeat.
+    assert!(repeated <= 500, "{repeated} records copied twice");
+    assert!(
+        first.client().fatal_error().is_some(),
+        "the first producer was made fatal"
+    );
+    assert!(
+        slot.get().client().fatal_error().is_none(),
+        "the slot holds a working producer"
+    );
+    let metrics = prometheus::TextEncoder::new().encode_to_string(&prometheus::gather())?;
+    let replaced: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_kafka_producer_replaced_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(replaced >= 1.0, "the replacement is counted:\n{metrics}");
     Ok(())
 }

@@ -74,7 +74,7 @@ async fn round_trip(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<()> {
         }],
     )
     .await?;
-    let producer = kafka::producer(cfg, Duration::from_secs(10))?;
+    let producer = switchboard_runtime::producer::ProducerSlot::new(cfg, Duration::from_secs(10))?;
     kafka::produce_all(
         &producer,
         &[OutRecord {

@@ -42,10 +42,6 @@ pub struct Config {
     /// How long a webhook may wait for the broker's ack before the BSP gets a 503.
     #[serde(default = "default_produce_timeout", with = "humantime_serde")]
     pub produce_timeout: Duration,
-    /// Replace the Kafka producer once deliveries have failed this long (it can get
-    /// stuck after an outage; see `producer.rs`).
-    #[serde(default = "default_rebuild_after", with = "humantime_serde")]
-    pub producer_rebuild_after: Duration,
     /// Meta app secret (X-Hub-Signature-256). This and the other webhook secrets below
     /// are the global ones: they prove webhooks of accounts no tenant owns, and of a
     /// tenant whose credentials for that BSP carry no webhook secret of their own
@@ -250,9 +246,6 @@ fn default_admin_failures() -> u32 {
 }
 fn default_max_body() -> usize {
     4 * 1024 * 1024
-}
-fn default_rebuild_after() -> Duration {
-    Duration::from_secs(10)
 }
 fn default_produce_timeout() -> Duration {
     Duration::from_secs(5)

@@ -15,7 +15,6 @@ pub mod event_log;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
-pub mod producer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +35,7 @@ use crate::config::Config;
 
 pub struct AppState {
     pub cfg: Config,
-    pub producer: producer::ProducerSlot,
+    pub producer: switchboard_runtime::producer::ProducerSlot,
     pub codec: Codec,
     pub topics: Topics,
     pub http: reqwest::Client,
@@ -90,7 +89,7 @@ pub fn ops_router(state: Arc<AppState>) -> Router {
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {
         let s = ready_state.clone();
         Box::pin(async move {
-            switchboard_runtime::kafka::broker_reachable(&s.producer.get(), Duration::from_secs(2))
+            switchboard_runtime::kafka::broker_reachable(&s.producer, Duration::from_secs(2))
                 .await?;
             let url = format!(
                 "{}/subjects",
@@ -203,10 +202,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         ch: switchboard_sinks::ch::client(&cfg.clickhouse_url).with_validation(false),
         codec,
         topics,
-        producer: producer::ProducerSlot::new(
-            cfg.kafka.clone(),
+        producer: switchboard_runtime::producer::ProducerSlot::new(
+            &cfg.kafka,
             cfg.produce_timeout,
-            cfg.producer_rebuild_after,
         )?,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
@@ -244,8 +242,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     ops.await?;
     // Requests are drained; flush anything still queued (nothing acknowledged is pending,
     // because every 2xx waited for its ack).
-    let producer = state.producer.get();
-    switchboard_runtime::kafka::flush(producer, Duration::from_secs(10)).await;
+    switchboard_runtime::kafka::flush(state.producer.clone(), Duration::from_secs(10)).await;
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -14,7 +14,8 @@ use switchboard_schemas::{status_event_id, Codec, Event, Status, EVENT_SCHEMA};
 pub async fn produce(kafka: &KafkaConfig, n: usize) -> anyhow::Result<()> {
     let topics = Topics::new(&kafka.topic_prefix);
     let codec = Codec::new(&kafka.schema_registry_url);
-    let producer = switchboard_runtime::kafka::producer(kafka, Duration::from_secs(60))?;
+    let producer =
+        switchboard_runtime::producer::ProducerSlot::new(kafka, Duration::from_secs(60))?;
     let now = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
     let statuses = [Status::Sent, Status::Delivered, Status::Read];
@@ -79,7 +80,8 @@ pub async fn produce_analytics(
 ) -> anyhow::Result<()> {
     let topics = Topics::new(&kafka.topic_prefix);
     let codec = Codec::new(&kafka.schema_registry_url);
-    let producer = switchboard_runtime::kafka::producer(kafka, Duration::from_secs(60))?;
+    let producer =
+        switchboard_runtime::producer::ProducerSlot::new(kafka, Duration::from_secs(60))?;
     let now = chrono::Utc::now().timestamp_millis();
     let span = days.max(1) * 86_400_000;
     let started = Instant::now();

@@ -96,8 +96,10 @@ pub async fn run_sink<H: switchboard_runtime::stream::BatchHandler>(
         shutdown.clone(),
     )
     .await?;
-    let producer =
-        switchboard_runtime::kafka::producer(&cfg.kafka, std::time::Duration::from_secs(30))?;
+    let producer = switchboard_runtime::producer::ProducerSlot::new(
+        &cfg.kafka,
+        std::time::Duration::from_secs(30),
+    )?;
     let dead = switchboard_runtime::deadletter::DeadLetters::new(
         name,
         dead_letter_topic,

@@ -16,12 +16,12 @@ pub async fn produce_acked(app: &AppState, records: &[OutRecord]) -> Result<(), 
         return Ok(());
     };
     let started = Instant::now();
-    let produced = tokio::time::timeout(
-        app.cfg.produce_timeout,
-        produce_all(&app.producer.get(), records),
-    )
-    .await;
-    app.producer.report(matches!(produced, Ok(Ok(()))));
+    let produced =
+        tokio::time::timeout(app.cfg.produce_timeout, produce_all(&app.producer, records)).await;
+    if produced.is_err() {
+        // Timed out: produce_all had no outcome to report.
+        app.producer.report(false);
+    }
     METRICS
         .produce_seconds
         .with_label_values(&[first.topic.as_str()])

@@ -179,6 +179,10 @@ pub struct KafkaConfig {
     /// topic (`wa.webhooks.raw:retention.ms=1209600000`). Topic names without the prefix.
     #[serde(default)]
     pub kafka_topic_config: String,
+    /// Replace a producer whose deliveries have failed this long (librdkafka's can get
+    /// stuck after an outage; a fatal error replaces it at once): see `producer.rs`.
+    #[serde(default = "default_rebuild_after", with = "humantime_serde")]
+    pub producer_rebuild_after: std::time::Duration,
 }
 
 impl Default for KafkaConfig {
@@ -202,6 +206,7 @@ impl Default for KafkaConfig {
             kafka_properties: Properties::default(),
             kafka_replication_factor: default_replication(),
             kafka_topic_config: String::new(),
+            producer_rebuild_after: default_rebuild_after(),
         }
     }
 }
@@ -251,6 +256,9 @@ fn default_brokers() -> String {
 }
 fn default_compression() -> String {
     "lz4".into()
+}
+fn default_rebuild_after() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
 }
 fn default_linger() -> std::time::Duration {
     std::time::Duration::from_millis(5)

@@ -12,9 +12,9 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use crate::producer::ProducerSlot;
 use prometheus::{register_int_counter_vec, IntCounterVec};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use switchboard_schemas::{Codec, DeadLetter, DEAD_LETTER_SCHEMA};
 
 use crate::config::KafkaConfig;
@@ -40,7 +40,7 @@ const MAX_DETAIL_BYTES: usize = 8 * 1024;
 pub struct DeadLetters {
     pub stage: &'static str,
     pub topic: String,
-    producer: FutureProducer,
+    producer: ProducerSlot,
     codec: Codec,
     max_payload: usize,
 }
@@ -49,7 +49,7 @@ impl DeadLetters {
     pub fn new(
         stage: &'static str,
         topic: &str,
-        producer: FutureProducer,
+        producer: ProducerSlot,
         codec: Codec,
         kafka: &KafkaConfig,
     ) -> Self {
@@ -170,7 +170,8 @@ mod tests {
         };
         // Neither connects before a record is produced.
         let producer =
-            crate::kafka::producer(&kafka, std::time::Duration::from_secs(1)).expect("a producer");
+            crate::producer::ProducerSlot::new(&kafka, std::time::Duration::from_secs(1))
+                .expect("a producer");
         DeadLetters::new(
             "pg-sink",
             "t.dlq",

@@ -13,6 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use crate::config::KafkaConfig;
+use crate::producer::ProducerSlot;
 
 /// Every topic Switchboard uses, with the configured prefix applied.
 #[derive(Debug, Clone)]
@@ -200,11 +201,10 @@ pub struct OutRecord {
 }
 
 /// Produce all records and wait until the broker acknowledged every one of them.
-/// Records are enqueued in order, so per-partition order is kept.
-pub async fn produce_all(
-    producer: &FutureProducer,
-    records: &[OutRecord],
-) -> Result<(), KafkaError> {
+/// Records are enqueued in order, so per-partition order is kept. The outcome is reported
+/// to the slot, which replaces a producer that stopped working: retry on an error.
+pub async fn produce_all(producer: &ProducerSlot, records: &[OutRecord]) -> Result<(), KafkaError> {
+    let p = producer.get();
     let sends = records.iter().map(|r| {
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
         for (k, v) in &r.headers {
@@ -217,12 +217,14 @@ pub async fn produce_all(
             .key(r.key.as_bytes())
             .payload(&r.payload)
             .headers(headers);
-        producer.send(rec, Timeout::After(Duration::from_secs(30)))
+        p.send(rec, Timeout::After(Duration::from_secs(30)))
     });
-    futures::future::try_join_all(sends)
+    let res = futures::future::try_join_all(sends)
         .await
         .map(|_| ())
-        .map_err(|(e, _)| e)
+        .map_err(|(e, _)| e);
+    producer.report(res.is_ok());
+    res
 }
 
 /// A setting of an existing topic that is not what Switchboard would create it with.
@@ -377,13 +379,14 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> anyhow::R
 
 /// On shutdown: hand the broker whatever is still queued (up to `timeout`), off the async
 /// threads (librdkafka's flush blocks).
-pub async fn flush(producer: FutureProducer, timeout: Duration) {
-    let _ = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout))).await;
+pub async fn flush(producer: ProducerSlot, timeout: Duration) {
+    let p = producer.get();
+    let _ = tokio::task::spawn_blocking(move || p.flush(Timeout::After(timeout))).await;
 }
 
 /// Readiness helper: can we fetch cluster metadata within `timeout`?
-pub async fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> Result<(), String> {
-    let p = producer.clone();
+pub async fn broker_reachable(producer: &ProducerSlot, timeout: Duration) -> Result<(), String> {
+    let p = producer.get();
     tokio::task::spawn_blocking(move || {
         p.client()
             .fetch_metadata(None, Timeout::After(timeout))

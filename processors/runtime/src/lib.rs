@@ -29,6 +29,7 @@ pub mod netguard;
 pub mod ops;
 #[cfg(feature = "postgres")]
 pub mod pg;
+pub mod producer;
 pub mod retry;
 pub mod secrets;
 pub mod shutdown;

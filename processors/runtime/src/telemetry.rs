@@ -5,8 +5,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec,
-    IntCounterVec, IntGaugeVec,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -79,3 +79,16 @@ pub static STREAM: LazyLock<StreamMetrics> = LazyLock::new(|| StreamMetrics {
     )
     .expect("metric registers once"),
 });
+
+static PRODUCERS_REPLACED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "switchboard_kafka_producer_replaced_total",
+        "Kafka producers replaced after a fatal error or failing deliveries"
+    )
+    .expect("metric registers once")
+});
+
+/// A [`crate::producer::ProducerSlot`] replaced its producer.
+pub fn producer_replaced() {
+    PRODUCERS_REPLACED.inc();
+}

@@ -112,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
         _ = shutdown.cancelled() => return Ok(()),
         r = cache.wait_ready(Duration::from_secs(3600)) => r?,
     }
-    let producer = switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?;
+    let producer =
+        switchboard_runtime::producer::ProducerSlot::new(&cfg.kafka, Duration::from_secs(30))?;
     let dead = switchboard_runtime::deadletter::DeadLetters::new(
         "fanout",
         &topics.fanout_dlq,

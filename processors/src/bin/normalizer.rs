@@ -40,7 +40,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let topics = Topics::new(&cfg.kafka.topic_prefix);
-    let producer = switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?;
+    let producer =
+        switchboard_runtime::producer::ProducerSlot::new(&cfg.kafka, Duration::from_secs(30))?;
     let ready_producer = producer.clone();
     let ready_dedupe = dedupe.clone();
     let ready: switchboard_runtime::ops::ReadinessCheck = Arc::new(move || {

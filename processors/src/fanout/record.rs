@@ -11,11 +11,11 @@
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use switchboard_runtime::deadletter::DeadLetters;
 use switchboard_runtime::failure::{classify, Class};
 use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
+use switchboard_runtime::producer::ProducerSlot;
 use switchboard_runtime::{now_ms, CancellationToken};
 use switchboard_schemas::{Codec, DeadLetter, DeliveryAttempt, DeliveryAttempts};
 
@@ -94,7 +94,7 @@ impl Settled {
 /// Encodes and produces what deliveries settled, waiting out the registry and the broker.
 pub struct Recorder {
     pub codec: Codec,
-    pub producer: FutureProducer,
+    pub producer: ProducerSlot,
     pub topics: Topics,
     /// `wa.fanout.dlq`, also for output the broker refuses for good.
     pub dead: DeadLetters,

@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::Context;
 use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounterVec};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use switchboard_runtime::deadletter::DeadLetters;
 use switchboard_runtime::kafka::{produce_all, OutRecord, Topics};
+use switchboard_runtime::producer::ProducerSlot;
 use switchboard_runtime::stream::BatchHandler;
 use switchboard_runtime::telemetry::LATENCY_BUCKETS;
 use switchboard_schemas::{Codec, RawWebhook, EVENT_SCHEMA};
@@ -77,7 +77,7 @@ impl Default for Deferral {
 
 pub struct Normalizer {
     pub codec: Codec,
-    pub producer: FutureProducer,
+    pub producer: ProducerSlot,
     pub topics: Topics,
     pub dedupe: DedupeStore,
     /// The customer-service windows and the opt-outs, written before the events go out.

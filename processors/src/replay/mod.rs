@@ -30,9 +30,9 @@ pub mod targets;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use switchboard_runtime::kafka::Topics;
+use switchboard_runtime::producer::ProducerSlot;
 use switchboard_schemas::Codec;
 
 pub use config::{Config, ReplayerConfig};
@@ -45,7 +45,7 @@ pub struct Env {
     pub cfg: Config,
     pub pool: sqlx::PgPool,
     pub codec: Codec,
-    pub producer: FutureProducer,
+    pub producer: ProducerSlot,
     pub topics: Topics,
 }
 
@@ -60,7 +60,10 @@ impl Env {
             )?);
         Ok(Self {
             codec: Codec::new(&cfg.kafka.schema_registry_url),
-            producer: switchboard_runtime::kafka::producer(&cfg.kafka, Duration::from_secs(30))?,
+            producer: switchboard_runtime::producer::ProducerSlot::new(
+                &cfg.kafka,
+                Duration::from_secs(30),
+            )?,
             topics: Topics::new(&cfg.kafka.topic_prefix),
             pool,
             cfg,

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use switchboard_runtime::config_cache::ConfigCache;
 use switchboard_runtime::deadletter::DeadLetters;
 use switchboard_runtime::kafka::{produce_all, OutRecord};
+use switchboard_runtime::producer::ProducerSlot;
 use switchboard_runtime::stream::BatchHandler;
 use switchboard_schemas::{Codec, DeliveryTask, Event, DELIVERY_TASK_SCHEMA};
 use switchboard_sinks::ch::{ChSink, ChWriter};
@@ -195,7 +196,7 @@ pub async fn build(env: &Env, spec: &ReplaySpec, plan: &Plan) -> anyhow::Result<
 
 /// Records back onto a live stage's input topic, key and value as they were.
 pub struct Republish {
-    producer: FutureProducer,
+    producer: ProducerSlot,
     topic: String,
 }
 
@@ -226,7 +227,7 @@ impl BatchHandler for Republish {
 /// from dead-lettered tasks (their attempts start over).
 pub struct FanoutTasks {
     codec: Codec,
-    producer: FutureProducer,
+    producer: ProducerSlot,
     topic: String,
     cache: ConfigCache,
     endpoint_id: Option<String>,
@@ -313,7 +314,7 @@ impl BatchHandler for FanoutTasks {
 
 async fn partitions_of(env: &Env, topic: &str) -> anyhow::Result<i32> {
     use rdkafka::producer::Producer;
-    let (p, t) = (env.producer.clone(), topic.to_string());
+    let (p, t) = (env.producer.get(), topic.to_string());
     tokio::task::spawn_blocking(move || {
         let md = p
             .client()
@@ -329,13 +330,14 @@ async fn partitions_of(env: &Env, topic: &str) -> anyhow::Result<i32> {
 
 /// A copy onto another topic: same key, headers, timestamp and (where it has it) partition.
 pub struct Copy {
-    producer: FutureProducer,
+    producer: ProducerSlot,
     topic: String,
     keep_partition: bool,
 }
 
 impl BatchHandler for Copy {
     async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let producer = self.producer.get();
         let sends = batch.iter().map(|m| {
             let mut headers = OwnedHeaders::new();
             if let Some(h) = m.headers() {
@@ -358,14 +360,13 @@ impl BatchHandler for Copy {
             if let Some(ts) = m.timestamp().to_millis() {
                 rec = rec.timestamp(ts);
             }
-            self.producer
-                .send(rec, Timeout::After(Duration::from_secs(30)))
+            producer.send(rec, Timeout::After(Duration::from_secs(30)))
         });
-        futures::future::try_join_all(sends)
-            .await
-            .map_err(|(e, _)| {
-                anyhow::Error::new(e).context(format!("copying to {}", self.topic))
-            })?;
+        let copied = futures::future::try_join_all(sends).await;
+        self.producer.report(copied.is_ok());
+        copied.map_err(|(e, _)| {
+            anyhow::Error::new(e).context(format!("copying to {}", self.topic))
+        })?;
         Ok(())
     }
 }

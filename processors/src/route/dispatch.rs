@@ -22,13 +22,13 @@ use prometheus::{
     IntCounter, IntCounterVec,
 };
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use switchboard_connectors::send::codes;
 use switchboard_runtime::config_cache::ConfigCache;
 use switchboard_runtime::deadletter::DeadLetters;
 use switchboard_runtime::failure::{classify, Class};
 use switchboard_runtime::kafka::Topics;
 use switchboard_runtime::lanes::{Disposition, RecordHandler};
+use switchboard_runtime::producer::ProducerSlot;
 use switchboard_runtime::secrets::Keyring;
 use switchboard_runtime::telemetry::LATENCY_BUCKETS;
 use switchboard_runtime::CancellationToken;
@@ -110,7 +110,7 @@ pub struct SendRouter {
     pub pair: PairLimiter,
     pub breakers: Breakers,
     pub codec: Codec,
-    pub producer: FutureProducer,
+    pub producer: ProducerSlot,
     pub topics: Topics,
     /// Messages this process is between claim and outcome for.
     pub in_flight: Mutex<HashSet<String>>,
