@@ -6,8 +6,13 @@
 # latency per row (PostgreSQL's status history, ClickHouse's events), plus CPU seconds of
 # every process, wrk's included. Results go to loadtest/results/e2e-<timestamp>.txt.
 #
-# usage: loadtest/e2e-bench.sh [CONVERSATIONS] [CONNECTIONS] [RUNS]   (defaults 100000, 256, 3)
-#        (a conversation is 3 status webhooks and an inbound message; 1 in 20 a single failure)
+# usage: [RATE=webhooks/s] loadtest/e2e-bench.sh [CONVERSATIONS] [CONNECTIONS] [RUNS]
+#        (defaults 100000, 256, 3; a conversation is 3 status webhooks and an inbound
+#        message, 1 in 20 a single failure: 3.85 webhooks each)
+# Without RATE wrk sends as fast as the gateway answers: the stores then drain a backlog,
+# and accept → stored measures that backlog. With RATE the load is paced (open loop, see
+# wrk/presigned.lua), so accept → stored is the pipeline's latency at that rate; e.g.
+# `RATE=5000 loadtest/e2e-bench.sh 156000 256 3` sustains 5,000/s for two minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
@@ -36,7 +41,7 @@ pg() { psql -At "$SWITCHBOARD_DATABASE_URL" -c "$1"; }
 
 {
   trap stop_pipeline EXIT
-  echo "# loadtest/e2e-bench.sh $N $C $RUNS   ($(date -u +%FT%TZ), $(nproc) cores, linger ${SWITCHBOARD_KAFKA_LINGER:-default}, compression ${SWITCHBOARD_KAFKA_COMPRESSION:-default}, $(git rev-parse --short HEAD))"
+  echo "# loadtest/e2e-bench.sh $N $C $RUNS   ($(date -u +%FT%TZ), $(nproc) cores, linger ${SWITCHBOARD_KAFKA_LINGER:-default}, compression ${SWITCHBOARD_KAFKA_COMPRESSION:-default}, rate ${RATE:-unpaced}, $(git rev-parse --short HEAD))"
   for run in $(seq 1 "$RUNS"); do
     id=e2e$(date +%s)r$run
     # New bodies every run (new wamids), so nothing is a repeat of an earlier run.
@@ -50,7 +55,7 @@ pg() { psql -At "$SWITCHBOARD_DATABASE_URL" -c "$1"; }
     echo "## run $run ($id): $want webhooks, each once"
     # wrk's run lasts its -d whatever the script does: stop it (SIGINT, as Ctrl-C does)
     # once the gateway has accepted every body.
-    ONCE=1 BODIES=$RUN/bodies.txt THREADS=1 /usr/bin/time -f "cpu_seconds wrk %U+%S" -o "$RUN/wrk.time" \
+    ONCE=1 RATE=${RATE:-0} BODIES=$RUN/bodies.txt THREADS=1 /usr/bin/time -f "cpu_seconds wrk %U+%S" -o "$RUN/wrk.time" \
       wrk -t1 -c"$C" -d600s --timeout 10s -s loadtest/wrk/presigned.lua "http://$GW/webhooks/meta" >"$RUN/wrk.out" 2>&1 &
     timer=$!
     for _ in $(seq 1 1200); do

@@ -1,7 +1,8 @@
 //! Per-webhook work of the ingest path, per BSP: the signature check the gateway runs on
 //! every request, the account look-up that picks the partition, and the parser the
-//! normalizer runs, over the same fixtures the tests use. `loadtest/micro-bench.sh` runs
-//! it with the other micro-benchmarks and writes a summary.
+//! normalizer runs, over the same fixtures the tests use; plus the checks the gateway's
+//! send API runs on every send. `loadtest/micro-bench.sh` runs it with the other
+//! micro-benchmarks and writes a summary.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -9,7 +10,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Map, Value};
 use switchboard_connectors::{
-    aisensy, meta, parse, routing_key, twilio, waha, webhook_auth, Bsp, WebhookRequest,
+    aisensy, common, meta, parse, routing_key, send::validate, twilio, waha, webhook_auth, Bsp,
+    WebhookRequest,
 };
 use switchboard_schemas::RawWebhook;
 
@@ -161,11 +163,65 @@ fn signatures(c: &mut Criterion) {
     });
 }
 
+/// The connector checks of one send in the gateway's `validate_one` (the rest needs its
+/// `AppState`): the message object against WhatsApp's limits, the recipient against
+/// libphonenumber, the sender's E.164 form.
+fn send_validation(c: &mut Criterion) {
+    let cases = [
+        (
+            "text",
+            json!({"to": "+14155552671", "from": "+15550783881", "type": "text",
+                "text": {"body": "Your order #1042 has shipped.", "preview_url": false}}),
+        ),
+        (
+            "template",
+            json!({"to": "+91 98765-43210", "from": "+15550783881", "type": "template",
+                "template": {"name": "order_update", "language": {"code": "en_US"}, "components": [
+                    {"type": "header", "parameters": [
+                        {"type": "image", "image": {"link": "https://cdn.example.com/1.jpg"}}]},
+                    {"type": "body", "parameters": [
+                        {"type": "text", "text": "Ann"},
+                        {"type": "text", "text": "#1042"},
+                        {"type": "currency", "currency":
+                            {"fallback_value": "$42.00", "code": "USD", "amount_1000": 42000}},
+                        {"type": "date_time", "date_time": {"fallback_value": "June 19, 2025"}}]},
+                    {"type": "button", "sub_type": "url", "index": "0",
+                        "parameters": [{"type": "text", "text": "1042"}]}]}}),
+        ),
+    ];
+    let mut g = c.benchmark_group("send_validate");
+    g.throughput(Throughput::Elements(1));
+    for (name, body) in &cases {
+        let obj = body.as_object().expect("fixture object");
+        let to = obj["to"].as_str().expect("fixture to");
+        let from = obj["from"].as_str().expect("fixture from");
+        let errors = [
+            validate::message(obj).err().map(|e| e.to_string()),
+            validate::recipient(to).err().map(|e| e.to_string()),
+            common::e164(from).err().map(|e| e.to_string()),
+        ];
+        assert!(
+            errors.iter().all(Option::is_none),
+            "{name}: the fixture must validate: {errors:?}"
+        );
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                (
+                    validate::message(black_box(obj)),
+                    validate::recipient(black_box(to)),
+                    common::e164(black_box(from)),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = parsers, signatures
+    targets = parsers, signatures, send_validation
 }
 criterion_main!(benches);

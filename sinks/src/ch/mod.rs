@@ -16,7 +16,7 @@ mod lookup;
 mod writer;
 
 pub use attempts::AttemptRow;
-pub use writer::{client, ChWriter, EventRow};
+pub use writer::{client, rows, ChWriter, EventRow};
 
 use std::sync::{Arc, LazyLock};
 

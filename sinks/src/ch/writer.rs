@@ -277,26 +277,38 @@ impl ChWriter {
             states.insert((bsp, wamid), state);
         }
 
-        // A batch holds many partitions' records; a send time anywhere in it counts for
-        // the whole batch, so a `sent` just behind its `delivered` still gives a latency.
-        for e in &todo {
-            if let Some(sent) = credit::send_time(e) {
-                let s = &mut states
-                    .entry((e.bsp.clone(), e.wamid.clone()))
-                    .or_default()
-                    .sent_at_ms;
-                *s = Some(s.map_or(sent, |v| v.min(sent)));
-            }
-        }
-
         let mut insert = self.db_client.insert::<EventRow>("events").await?;
-        for e in &todo {
-            let state = states.entry((e.bsp.clone(), e.wamid.clone())).or_default();
-            insert.write(&EventRow::new(e, state)).await?;
+        for row in rows(&todo, &mut states) {
+            insert.write(&row).await?;
         }
         insert.end().await?;
         Ok(todo.len())
     }
+}
+
+/// The `events` rows of a batch, in order, given what each message (by `(bsp, wamid)`)
+/// reached before it.
+pub fn rows(
+    todo: &[&Event],
+    states: &mut HashMap<(String, String), MessageState>,
+) -> Vec<EventRow> {
+    // A batch holds many partitions' records; a send time anywhere in it counts for the
+    // whole batch, so a `sent` just behind its `delivered` still gives a latency.
+    for e in todo {
+        if let Some(sent) = credit::send_time(e) {
+            let s = &mut states
+                .entry((e.bsp.clone(), e.wamid.clone()))
+                .or_default()
+                .sent_at_ms;
+            *s = Some(s.map_or(sent, |v| v.min(sent)));
+        }
+    }
+    todo.iter()
+        .map(|e| {
+            let state = states.entry((e.bsp.clone(), e.wamid.clone())).or_default();
+            EventRow::new(e, state)
+        })
+        .collect()
 }
 
 fn fits_datetime(ms: i64) -> bool {
