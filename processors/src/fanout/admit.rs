@@ -197,6 +197,7 @@ pub async fn endpoint_slot(
         _ => None,
     };
     if let Some(p) = quick {
+        rt.health.slot_was_free();
         return Some(Admit::Go(Some(p)));
     }
     let _counted = Waiting::new(&rt.waiting);

@@ -28,7 +28,8 @@ pub struct Health {
     pub failing_since: Mutex<Option<i64>>,
     /// Response time, exponentially weighted (ms; timeouts count as the timeout).
     ewma_ms: AtomicU64,
-    /// When the last request to it finished (Unix ms).
+    /// When the last request to it finished, or a slot was last found free (Unix ms):
+    /// the start of the current stretch with every slot taken and nothing back.
     last_done_ms: AtomicI64,
 }
 
@@ -40,6 +41,15 @@ impl Health {
         self.ewma_ms.store((old * 4 + l) / 5, Relaxed);
         self.last_done_ms
             .store(switchboard_runtime::now_ms(), Relaxed);
+    }
+
+    /// A request took a slot that was free: whatever came before, the endpoint was not
+    /// holding every slot. Without this, an endpoint idle for a while looked hung the
+    /// moment a burst filled its slots (its last answer was long ago), and the burst was
+    /// deferred.
+    pub fn slot_was_free(&self) {
+        self.last_done_ms
+            .fetch_max(switchboard_runtime::now_ms(), Relaxed);
     }
 
     /// Slow: it answers in a second or more, or, with every slot taken, nothing came back
@@ -264,6 +274,23 @@ impl Registry {
 mod tests {
     use super::*;
     use switchboard_schemas::config::{Ordering, SealedSecret};
+
+    #[test]
+    fn a_burst_after_a_quiet_spell_is_not_a_hung_endpoint() {
+        let reg = Registry::new(None, 3, Duration::from_secs(1));
+        let h = reg.health("ep_quiet");
+        // Its last answer was a minute ago; every slot is taken now.
+        h.last_done_ms
+            .store(switchboard_runtime::now_ms() - 60_000, Relaxed);
+        assert!(
+            h.slow(true),
+            "nothing back for a minute with every slot taken"
+        );
+        // But the burst found slots free a moment ago: not a second of nothing yet.
+        h.slot_was_free();
+        assert!(!h.slow(true));
+        assert!(!h.slow(false));
+    }
 
     #[test]
     fn signs_with_every_unexpired_secret() {
