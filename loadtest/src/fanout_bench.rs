@@ -55,6 +55,44 @@ async fn histogram(http: &reqwest::Client, url: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The fan-out's attempt and overflow counters, by series (`attempts{trigger,outcome}`,
+/// `tenant_overflow`, `strict_overflow`), so a run says how its deliveries went.
+async fn counters(http: &reqwest::Client, url: &str) -> BTreeMap<String, f64> {
+    let text = match http.get(url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return BTreeMap::new(),
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            let name = series.strip_prefix("switchboard_fanout_")?;
+            let name = name.strip_suffix("_total").unwrap_or(name);
+            let short = if let Some(labels) = name.strip_prefix("attempts_total{") {
+                let get = |k: &str| {
+                    labels
+                        .split(&format!("{k}=\""))
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                format!("{}/{}", get("trigger"), get("outcome"))
+            } else if let Some(labels) = name.strip_prefix("deferred_total{") {
+                let why = labels.split('"').nth(1).unwrap_or("?");
+                format!("deferred/{why}")
+            } else if name.starts_with("scheduler_lag_seconds_bucket{") {
+                let le = name.split('"').nth(1).unwrap_or("?");
+                format!("lag_le_{le}")
+            } else if name == "tenant_overflow" || name == "strict_overflow" {
+                name.to_string()
+            } else {
+                return None;
+            };
+            Some((short, v.parse().ok()?))
+        })
+        .collect()
+}
+
 /// The q-quantile from cumulative buckets, interpolated linearly inside its bucket.
 fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
@@ -164,6 +202,7 @@ pub async fn run(api: &Api, o: &Opts) -> anyhow::Result<()> {
     sim.clear_all();
     let metrics_url = format!("{}/metrics", o.fanout_metrics.trim_end_matches('/'));
     let before = histogram(&api.http, &metrics_url).await;
+    let counted_before = counters(&api.http, &metrics_url).await;
 
     let started = Instant::now();
     let ts = run / 1000;
@@ -210,6 +249,14 @@ pub async fn run(api: &Api, o: &Opts) -> anyhow::Result<()> {
         .collect();
     per_endpoint.sort_by(|a, b| a.total_cmp(b));
     let after = histogram(&api.http, &metrics_url).await;
+    let counted: Vec<String> = counters(&api.http, &metrics_url)
+        .await
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let d = v - counted_before.get(&k).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| format!("{k}={d:.0}"))
+        })
+        .collect();
     let mut diff: Vec<(f64, f64)> = after
         .iter()
         .map(|(le, v)| {
@@ -247,6 +294,7 @@ pub async fn run(api: &Api, o: &Opts) -> anyhow::Result<()> {
         within_500,
         done_at.len() == healthy.len(),
     );
+    println!("fanout_counters {}", counted.join(" "));
     Ok(())
 }
 

@@ -121,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         codec.clone(),
         &cfg.kafka,
     );
+    let baseline = registry.baseline.clone();
     let dispatcher = Arc::new(Dispatcher {
         http: deliver::client(&allow, cfg.delivery_timeout)?,
         allow,
@@ -131,7 +132,12 @@ async fn main() -> anyhow::Result<()> {
         turns: Default::default(),
         shutdown: shutdown.clone(),
         held: Default::default(),
-        admission: Admission::new(cfg.max_in_flight, cfg.tenant_max_in_flight),
+        admission: Admission::new(
+            cfg.max_in_flight,
+            cfg.tenant_max_in_flight,
+            switchboard_processors::fanout::baseline::TENANT_PATIENCE,
+            baseline,
+        ),
         out: Recorder {
             codec,
             producer: producer.clone(),

@@ -8,9 +8,10 @@
 //! every slot, each deferring the overflow to the shortest delay topic:
 //!
 //! - per tenant ([`Admission`]): once half the slots are taken, a tenant holding
-//!   `SWITCHBOARD_TENANT_MAX_IN_FLIGHT` of them has its further events deferred whole.
-//!   Below half nothing is deferred: a fan-out serving one busy tenant keeps all of its
-//!   capacity for it;
+//!   `SWITCHBOARD_TENANT_MAX_IN_FLIGHT` of them takes a new slot only as one of its own
+//!   events finishes, and has its further events deferred whole once it finishes
+//!   nothing for a second (its events are stuck on its own endpoints). A busy tenant
+//!   whose events flow keeps its pace and defers nothing;
 //! - per strict endpoint ([`StrictHolds`]): at most `SWITCHBOARD_STRICT_HOLD_MAX` failing
 //!   events held in place; later failures wait on a delay topic (and lose strict order);
 //! - per endpoint: deliveries waiting for a slow or rate-limited endpoint
@@ -22,10 +23,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
-use switchboard_runtime::CancellationToken;
-use tokio::sync::OwnedSemaphorePermit;
+use std::time::Duration;
 
-use super::endpoints::EndpointRt;
+use switchboard_runtime::{now_ms, CancellationToken};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+
+use super::baseline::Baseline;
+use super::endpoints::{Defer, EndpointRt};
 use super::order::Ticket;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -36,8 +40,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Admission {
     max_in_flight: usize,
     tenant_max: usize,
-    tenants: Mutex<HashMap<String, usize>>,
+    /// How long a tenant over its share may go without finishing an event (plus the
+    /// fan-out's own lag) before its further events are deferred.
+    stall: Duration,
+    baseline: Arc<Baseline>,
+    tenants: Mutex<HashMap<String, Tenant>>,
     total: AtomicUsize,
+}
+
+struct Tenant {
+    held: usize,
+    /// When one of its events last finished, or it last went from none in flight to one
+    /// (Unix ms).
+    progress_ms: i64,
+    /// Signalled once per finished event: one event waiting for its share takes the
+    /// freed place.
+    released: Arc<Notify>,
 }
 
 /// One admitted event's slot; dropping it (the event is done or interrupted) frees it.
@@ -46,44 +64,104 @@ pub struct Slot {
     tenant: String,
 }
 
+/// What admission decided for an event.
+pub enum Share {
+    Taken(Slot),
+    /// Over its share and not finishing events: defer the event whole.
+    Over,
+}
+
 impl Admission {
-    pub fn new(max_in_flight: usize, tenant_max: usize) -> Arc<Self> {
+    pub fn new(
+        max_in_flight: usize,
+        tenant_max: usize,
+        stall: Duration,
+        baseline: Arc<Baseline>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             max_in_flight,
             tenant_max: tenant_max.max(1),
+            stall,
+            baseline,
             tenants: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
         })
     }
 
-    /// A slot for one of `tenant`'s events, or `None`: defer the event.
-    pub fn admit(self: &Arc<Self>, tenant: &str) -> Option<Slot> {
-        let mut tenants = lock(&self.tenants);
-        let held = tenants.get(tenant).copied().unwrap_or(0);
-        let busy = self.total.load(SeqCst) * 2 >= self.max_in_flight;
-        if busy && held >= self.tenant_max {
-            return None;
+    /// A slot for one of `tenant`'s events. Below half of the fan-out's slots, or below
+    /// its cap, a tenant takes one at once. Over both, the event waits for one of the
+    /// tenant's own events to finish and takes its place, so a busy tenant keeps its
+    /// pace without deferring anything (the consumer's own limit is the backpressure).
+    /// A tenant that finishes nothing for `stall` is stuck on its own endpoints: its
+    /// events are deferred ([`Share::Over`]) so they cannot take every slot while another
+    /// tenant's events wait behind them. `None` on shutdown.
+    pub async fn admit(
+        self: &Arc<Self>,
+        tenant: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<Share> {
+        loop {
+            let (released, stalled_in) = {
+                let mut tenants = lock(&self.tenants);
+                let now = now_ms();
+                let t = tenants.entry(tenant.to_string()).or_insert_with(|| Tenant {
+                    held: 0,
+                    progress_ms: now,
+                    released: Arc::new(Notify::new()),
+                });
+                let busy = self.total.load(SeqCst) * 2 >= self.max_in_flight;
+                if !busy || t.held < self.tenant_max {
+                    return Some(Share::Taken(self.take(t, tenant, now)));
+                }
+                let stalled_in =
+                    t.progress_ms + self.stall.as_millis() as i64 + self.baseline.allowance_ms()
+                        - now;
+                if stalled_in <= 0 {
+                    return Some(Share::Over);
+                }
+                (t.released.clone(), stalled_in)
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = released.notified() => {
+                    let mut tenants = lock(&self.tenants);
+                    let now = now_ms();
+                    if let Some(t) = tenants.get_mut(tenant) {
+                        return Some(Share::Taken(self.take(t, tenant, now)));
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(stalled_in as u64)) => {}
+            }
         }
-        *tenants.entry(tenant.to_string()).or_default() += 1;
+    }
+
+    fn take(self: &Arc<Self>, t: &mut Tenant, tenant: &str, now: i64) -> Slot {
+        if t.held == 0 {
+            t.progress_ms = now;
+        }
+        t.held += 1;
         self.total.fetch_add(1, SeqCst);
-        Some(Slot {
+        Slot {
             admission: self.clone(),
             tenant: tenant.to_string(),
-        })
+        }
     }
 
     /// Events of `tenant` in flight now.
     pub fn held_by(&self, tenant: &str) -> usize {
-        lock(&self.tenants).get(tenant).copied().unwrap_or(0)
+        lock(&self.tenants).get(tenant).map_or(0, |t| t.held)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut tenants = lock(&self.admission.tenants);
-        if let Some(n) = tenants.get_mut(&self.tenant) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(t) = tenants.get_mut(&self.tenant) {
+            t.held = t.held.saturating_sub(1);
+            t.progress_ms = now_ms();
+            t.released.notify_one();
+            // Kept while events wait on its signal.
+            if t.held == 0 && Arc::strong_count(&t.released) == 1 {
                 tenants.remove(&self.tenant);
             }
         }
@@ -145,7 +223,7 @@ pub enum Admit {
     /// Go ahead (with the endpoint's slot, when one was taken).
     Go(Option<OwnedSemaphorePermit>),
     /// The endpoint cannot keep up: the delivery waits on a delay topic.
-    Defer,
+    Defer(Defer),
 }
 
 /// Wait for this event's turn at the endpoint (conversation order). Waiting counts as
@@ -173,8 +251,8 @@ pub async fn turn(
         let recheck = rt.recheck.notified();
         tokio::pin!(recheck);
         recheck.as_mut().enable();
-        if rt.should_defer() {
-            return Some(Admit::Defer);
+        if let Some(why) = rt.should_defer() {
+            return Some(Admit::Defer(why));
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -201,8 +279,8 @@ pub async fn endpoint_slot(
         return Some(Admit::Go(Some(p)));
     }
     let _counted = Waiting::new(&rt.waiting);
-    if may_defer && rt.should_defer() {
-        return Some(Admit::Defer);
+    if let Some(why) = rt.should_defer().filter(|_| may_defer) {
+        return Some(Admit::Defer(why));
     }
     let waited = async {
         let p = rt.in_flight.clone().acquire_owned().await.ok()?;
@@ -218,8 +296,8 @@ pub async fn endpoint_slot(
         let recheck = rt.recheck.notified();
         tokio::pin!(recheck);
         recheck.as_mut().enable();
-        if may_defer && rt.should_defer() {
-            return Some(Admit::Defer);
+        if let Some(why) = rt.should_defer().filter(|_| may_defer) {
+            return Some(Admit::Defer(why));
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -233,23 +311,64 @@ pub async fn endpoint_slot(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_tenant_is_capped_only_once_half_the_slots_are_taken() {
-        let a = Admission::new(10, 2);
+    fn taken(s: Option<Share>) -> Slot {
+        match s {
+            Some(Share::Taken(slot)) => slot,
+            Some(Share::Over) => panic!("deferred"),
+            None => panic!("shut down"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_share_takes_the_place_of_its_own_finished_events() {
+        let stop = CancellationToken::new();
+        let a = Admission::new(10, 2, Duration::from_secs(30), Arc::default());
         // Below half, one tenant may take more than its cap.
-        let mut noisy: Vec<Slot> = (0..4).map(|_| a.admit("noisy").unwrap()).collect();
-        assert_eq!(a.held_by("noisy"), 4);
-        // At half: the noisy tenant is over its cap and deferred; another is not.
-        noisy.push(a.admit("noisy").unwrap());
-        assert!(a.admit("noisy").is_none());
-        let quiet: Vec<Slot> = (0..2).map(|_| a.admit("quiet").unwrap()).collect();
-        assert!(a.admit("quiet").is_none(), "quiet is at its cap too now");
-        // Slots free as events finish.
-        drop(noisy);
-        assert_eq!(a.held_by("noisy"), 0);
-        assert!(a.admit("noisy").is_some());
-        drop(quiet);
+        let mut noisy = Vec::new();
+        for _ in 0..5 {
+            noisy.push(taken(a.admit("noisy", &stop).await));
+        }
+        assert_eq!(a.held_by("noisy"), 5);
+        // At half and over its cap, the next one waits; another tenant does not.
+        let waiter = {
+            let (a, stop) = (a.clone(), stop.clone());
+            tokio::spawn(async move { taken(a.admit("noisy", &stop).await) })
+        };
+        let quiet = taken(a.admit("quiet", &stop).await);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        // One of its events finishes: the waiter takes its place.
+        noisy.pop();
+        let slot = waiter.await.unwrap();
+        assert_eq!(a.held_by("noisy"), 5);
+        drop((noisy, slot, quiet));
         assert_eq!(a.total.load(SeqCst), 0);
+        assert!(lock(&a.tenants).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_that_finishes_nothing_over_its_share_is_deferred() {
+        let stop = CancellationToken::new();
+        let a = Admission::new(4, 1, Duration::from_millis(100), Arc::default());
+        let stuck = [
+            taken(a.admit("stuck", &stop).await),
+            taken(a.admit("stuck", &stop).await),
+        ];
+        let started = std::time::Instant::now();
+        assert!(matches!(a.admit("stuck", &stop).await, Some(Share::Over)));
+        assert!(
+            started.elapsed() >= Duration::from_millis(90),
+            "waited for progress first"
+        );
+        // And at once while it stays stuck.
+        let again = std::time::Instant::now();
+        assert!(matches!(a.admit("stuck", &stop).await, Some(Share::Over)));
+        assert!(again.elapsed() < Duration::from_millis(50));
+        // Another tenant is admitted; shutdown ends a wait.
+        let _other = taken(a.admit("other", &stop).await);
+        drop(stuck);
+        stop.cancel();
+        assert_eq!(a.held_by("stuck"), 0);
     }
 
     #[test]

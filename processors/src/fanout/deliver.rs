@@ -78,6 +78,15 @@ impl Outcome {
             snippet: None,
         }
     }
+
+    /// No attempt: the delivery waits on a delay topic (counted by reason).
+    pub fn deferred(why: super::endpoints::Defer) -> Self {
+        super::dispatch::METRICS
+            .deferred
+            .with_label_values(&[why.label()])
+            .inc();
+        Self::skipped(Kind::Deferred, why.reason())
+    }
 }
 
 /// One attempt through the endpoint's circuit breaker, its answer fed back to the

@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::future::join_all;
-use prometheus::{HistogramVec, IntCounter, IntCounterVec};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 use rdkafka::message::{Message, OwnedMessage};
 use switchboard_runtime::config_cache::ConfigCache;
 use switchboard_runtime::lanes::{Disposition, RecordHandler};
@@ -28,9 +28,9 @@ use switchboard_runtime::{now_ms, CancellationToken};
 use switchboard_schemas::config::{Endpoint, Ordering, ENDPOINT};
 use switchboard_schemas::{DeliveryAttempt, DeliveryTask, Event, DELIVERY_TASK_SCHEMA};
 
-use super::admit::{self, Admission, Admit, Held, StrictHolds};
+use super::admit::{self, Admission, Admit, Held, Share, StrictHolds};
 use super::deliver::{self, Kind, Outcome};
-use super::endpoints::{EndpointRt, Registry};
+use super::endpoints::{Defer, EndpointRt, Registry};
 use super::order::{Ticket, Turns};
 use super::payload::render;
 use super::record::{next_step, Next, Recorder, Settled};
@@ -42,6 +42,8 @@ pub struct Metrics {
     pub event_to_delivery: HistogramVec,
     pub strict_overflow: IntCounter,
     pub tenant_overflow: IntCounter,
+    pub deferred: IntCounterVec,
+    pub scheduler_lag: Histogram,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -72,7 +74,25 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Events deferred whole to a delay topic because their tenant held SWITCHBOARD_TENANT_MAX_IN_FLIGHT of a busy fan-out's slots",
     )
     .expect("valid metric");
+    let deferred = IntCounterVec::new(
+        prometheus::Opts::new(
+            "switchboard_fanout_deferred_total",
+            "Deliveries sent to a delay topic without an attempt, by reason (slow, hung, rate_limited, tenant_share)",
+        ),
+        &["reason"],
+    )
+    .expect("valid metric");
+    let scheduler_lag = Histogram::with_opts(
+        prometheus::HistogramOpts::new(
+            "switchboard_fanout_scheduler_lag_seconds",
+            "How late the fan-out's 200 ms health tick wakes: its own CPU starvation, which inflates every answer time it measures",
+        )
+        .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+    )
+    .expect("valid metric");
     let r = prometheus::default_registry();
+    let _ = r.register(Box::new(deferred.clone()));
+    let _ = r.register(Box::new(scheduler_lag.clone()));
     let _ = r.register(Box::new(attempts.clone()));
     let _ = r.register(Box::new(event_to_delivery.clone()));
     let _ = r.register(Box::new(strict_overflow.clone()));
@@ -82,11 +102,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         event_to_delivery,
         strict_overflow,
         tenant_overflow,
+        deferred,
+        scheduler_lag,
     }
 });
-
-const CANNOT_KEEP_UP: &str = "the endpoint cannot keep up";
-const OVER_TENANT_SHARE: &str = "the tenant has its share of the fan-out in flight";
 
 pub struct Dispatcher {
     pub cfg: Config,
@@ -137,7 +156,7 @@ enum Mode {
     Retry,
     /// Deferred by admission before any attempt, for this reason: logged, and sent to the
     /// shortest delay topic.
-    Deferred(&'static str),
+    Deferred(Defer),
 }
 
 /// The first-attempt consumer of `wa.events`.
@@ -215,12 +234,20 @@ impl Dispatcher {
             .filter(|e| e.wants(&ty, number))
             .cloned()
             .collect();
-        // A tenant over its share of a busy fan-out has the whole event deferred; it then
-        // takes no turn in its conversations (deferred deliveries lose their order).
-        let slot = self.admission.admit(&tenant);
-        if slot.is_none() && !targets.is_empty() {
-            METRICS.tenant_overflow.inc();
-        }
+        // A tenant stuck over its share of a busy fan-out has the whole event deferred; it
+        // then takes no turn in its conversations (deferred deliveries lose their order).
+        let slot = if targets.is_empty() {
+            None
+        } else {
+            match self.admission.admit(&tenant, &self.shutdown).await {
+                None => return Disposition::Interrupted,
+                Some(Share::Taken(slot)) => Some(slot),
+                Some(Share::Over) => {
+                    METRICS.tenant_overflow.inc();
+                    None
+                }
+            }
+        };
         let ids: Vec<String> = match slot {
             Some(_) => targets.iter().map(|e| e.id.clone()).collect(),
             None => Vec::new(),
@@ -246,7 +273,7 @@ impl Dispatcher {
         let done = join_all(targets.iter().map(|ep| async move {
             if !admitted {
                 return me
-                    .deliver(&ep.id, d, 1, Mode::Deferred(OVER_TENANT_SHARE))
+                    .deliver(&ep.id, d, 1, Mode::Deferred(Defer::TenantShare))
                     .await;
             }
             let mode = if ep.ordering == Ordering::Strict {
@@ -258,7 +285,7 @@ impl Dispatcher {
                 let rt = me.runtime(ep);
                 match admit::turn(ticket, &ep.id, rt.as_deref(), &me.shutdown).await? {
                     Admit::Go(_) => Mode::InTurn,
-                    Admit::Defer => Mode::Deferred(CANNOT_KEEP_UP),
+                    Admit::Defer(why) => Mode::Deferred(why),
                 }
             };
             let settled = me.deliver(&ep.id, d, 1, mode).await;
@@ -352,7 +379,7 @@ impl Dispatcher {
             } else {
                 match (self.registry.get(&ep, version), mode) {
                     (Err(e), _) => Outcome::skipped(Kind::Failed, &e),
-                    (Ok(_), Mode::Deferred(why)) => Outcome::skipped(Kind::Deferred, why),
+                    (Ok(_), Mode::Deferred(why)) => Outcome::deferred(why),
                     (Ok(rt), _) => self.attempt(&rt, d, attempt, mode).await?,
                 }
             };
@@ -433,7 +460,7 @@ impl Dispatcher {
     ) -> Option<Outcome> {
         let _slot = match admit::endpoint_slot(rt, mode != Mode::Strict, &self.shutdown).await? {
             Admit::Go(slot) => slot,
-            Admit::Defer => return Some(Outcome::skipped(Kind::Deferred, CANNOT_KEEP_UP)),
+            Admit::Defer(why) => return Some(Outcome::deferred(why)),
         };
         let o = deliver::attempt_guarded(
             &self.http,

@@ -19,7 +19,48 @@ use switchboard_runtime::secrets::Keyring;
 use switchboard_schemas::config::Endpoint;
 use tokio::sync::Semaphore;
 
+use super::baseline::Baseline;
+
 type Machine = StateMachine<ConsecutiveFailures<backoff::Exponential>, ()>;
+
+/// Why a delivery waits on a delay topic instead of holding its event's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defer {
+    /// The endpoint's answers take a second or more.
+    Slow,
+    /// Every slot taken and nothing back for a second.
+    Hung,
+    /// More than a second of its rate limit is waiting.
+    RateLimited,
+    /// The tenant has its share of a busy fan-out in flight.
+    TenantShare,
+}
+
+impl Defer {
+    /// The delivery log's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Defer::Slow => "the endpoint cannot keep up: its answers take a second or more",
+            Defer::Hung => {
+                "the endpoint cannot keep up: nothing came back for a second with every slot taken"
+            }
+            Defer::RateLimited => {
+                "the endpoint cannot keep up: more than a second of its rate limit is waiting"
+            }
+            Defer::TenantShare => "the tenant has its share of the fan-out in flight",
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Defer::Slow => "slow",
+            Defer::Hung => "hung",
+            Defer::RateLimited => "rate_limited",
+            Defer::TenantShare => "tenant_share",
+        }
+    }
+}
 
 /// Health outlives configuration changes: a PATCH must not reset a failing endpoint.
 pub struct Health {
@@ -31,6 +72,8 @@ pub struct Health {
     /// When the last request to it finished, or a slot was last found free (Unix ms):
     /// the start of the current stretch with every slot taken and nothing back.
     last_done_ms: AtomicI64,
+    /// What `slow` judges against.
+    baseline: Arc<Baseline>,
 }
 
 impl Health {
@@ -39,6 +82,7 @@ impl Health {
         let l = latency_ms.max(0) as u64;
         let old = self.ewma_ms.load(Relaxed);
         self.ewma_ms.store((old * 4 + l) / 5, Relaxed);
+        self.baseline.answered(latency_ms);
         self.last_done_ms
             .store(switchboard_runtime::now_ms(), Relaxed);
     }
@@ -52,13 +96,25 @@ impl Health {
             .fetch_max(switchboard_runtime::now_ms(), Relaxed);
     }
 
-    /// Slow: it answers in a second or more, or, with every slot taken, nothing came back
-    /// for a second (a hanging endpoint, before its first timeout says so). A merely busy
-    /// fan-out (the CPU is the limit) is not an endpoint being slow.
-    pub fn slow(&self, all_slots_taken: bool) -> bool {
-        self.ewma_ms.load(Relaxed) >= 1000
-            || (all_slots_taken
-                && switchboard_runtime::now_ms() - self.last_done_ms.load(Relaxed) >= 1000)
+    /// Slow: it answers in a second or more (and several times slower than endpoints
+    /// typically answer here), or, with every slot taken, nothing came back for a second
+    /// (a hanging endpoint, before its first timeout says so). A merely busy fan-out (the
+    /// CPU is the limit) is not an endpoint being slow: the second is stretched by the
+    /// fan-out's own recent lag, which delays reading every answer (see `baseline`).
+    pub fn slow(&self, all_slots_taken: bool) -> Option<Defer> {
+        let second = self.baseline.patience_ms();
+        if self
+            .baseline
+            .slow_answers(self.ewma_ms.load(Relaxed) as i64)
+        {
+            Some(Defer::Slow)
+        } else if all_slots_taken
+            && switchboard_runtime::now_ms() - self.last_done_ms.load(Relaxed) >= second
+        {
+            Some(Defer::Hung)
+        } else {
+            None
+        }
     }
 
     pub fn permits(&self) -> bool {
@@ -98,15 +154,19 @@ impl EndpointRt {
     /// for a second with every slot taken) with more than its `max_in_flight` waiting,
     /// or rate-limited with more than a second of its rate waiting. A fan-out that is
     /// merely busy (the CPU is the limit) defers nothing: that would only add work.
-    pub fn should_defer(&self) -> bool {
+    pub fn should_defer(&self) -> Option<Defer> {
         use std::sync::atomic::Ordering::SeqCst;
         let waiting = self.waiting.load(SeqCst);
         let slow_cap = (self.ep.max_in_flight as usize).clamp(8, 1000);
-        (waiting > slow_cap && self.health.slow(self.in_flight.available_permits() == 0))
-            || self
-                .ep
-                .rate_per_sec
-                .is_some_and(|r| waiting > (r as usize).max(8))
+        if waiting > slow_cap {
+            if let Some(why) = self.health.slow(self.in_flight.available_permits() == 0) {
+                return Some(why);
+            }
+        }
+        self.ep
+            .rate_per_sec
+            .is_some_and(|r| waiting > (r as usize).max(8))
+            .then_some(Defer::RateLimited)
     }
 }
 
@@ -159,6 +219,8 @@ pub struct Registry {
     breaker_open_for: Duration,
     live: Mutex<HashMap<String, Arc<EndpointRt>>>,
     health: Mutex<HashMap<String, Arc<Health>>>,
+    /// Measured by `watch`; shared with admission.
+    pub baseline: Arc<Baseline>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -168,16 +230,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Registry {
     /// Every 200 ms, wake the waiters of endpoints that cannot keep up, so they defer
     /// (an endpoint turns slow while deliveries wait: a hanging one is known after 1 s).
+    /// How late each tick wakes is the fan-out's own scheduling lag
+    /// (`switchboard_fanout_scheduler_lag_seconds`).
     pub async fn watch(&self, shutdown: switchboard_runtime::CancellationToken) {
         use std::sync::atomic::Ordering::SeqCst;
+        const TICK: Duration = Duration::from_millis(200);
         loop {
+            let slept = std::time::Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(TICK) => {}
             }
+            let late = slept.elapsed().saturating_sub(TICK);
+            self.baseline.tick(late);
+            super::dispatch::METRICS
+                .scheduler_lag
+                .observe(late.as_secs_f64());
             let live: Vec<Arc<EndpointRt>> = lock(&self.live).values().cloned().collect();
             for rt in live {
-                if rt.waiting.load(SeqCst) > 0 && rt.should_defer() {
+                if rt.waiting.load(SeqCst) > 0 && rt.should_defer().is_some() {
                     rt.recheck.notify_waiters();
                 }
             }
@@ -196,6 +267,7 @@ impl Registry {
             breaker_open_for: breaker_open_for.max(Duration::from_secs(1)),
             live: Default::default(),
             health: Default::default(),
+            baseline: Default::default(),
         }
     }
 
@@ -212,6 +284,7 @@ impl Registry {
                     failing_since: Mutex::new(None),
                     ewma_ms: AtomicU64::new(0),
                     last_done_ms: AtomicI64::new(switchboard_runtime::now_ms()),
+                    baseline: self.baseline.clone(),
                 })
             })
             .clone()
@@ -282,14 +355,15 @@ mod tests {
         // Its last answer was a minute ago; every slot is taken now.
         h.last_done_ms
             .store(switchboard_runtime::now_ms() - 60_000, Relaxed);
-        assert!(
+        assert_eq!(
             h.slow(true),
+            Some(Defer::Hung),
             "nothing back for a minute with every slot taken"
         );
         // But the burst found slots free a moment ago: not a second of nothing yet.
         h.slot_was_free();
-        assert!(!h.slow(true));
-        assert!(!h.slow(false));
+        assert_eq!(h.slow(true), None);
+        assert_eq!(h.slow(false), None);
     }
 
     #[test]

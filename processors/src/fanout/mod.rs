@@ -14,11 +14,13 @@
 //!   dead-letter topic), and producing both;
 //! - [`health`]: failing-since and auto-disable.
 //!
-//! Beside them: [`payload`] (the webhook body of each event type) and [`endpoints`]
-//! (per-endpoint secrets, limits and health). Its writes to the `endpoints` table go
+//! Beside them: [`payload`] (the webhook body of each event type), [`endpoints`]
+//! (per-endpoint secrets, limits and health) and [`baseline`] (the fan-out's own lag and
+//! typical answer time, what endpoints and tenants are judged against). Its writes to the `endpoints` table go
 //! through that table's owner, `crate::db::endpoints`.
 
 pub mod admit;
+pub mod baseline;
 mod config;
 pub mod deliver;
 pub mod dispatch;
