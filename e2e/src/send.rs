@@ -288,7 +288,7 @@ impl Pipeline {
         ids: &[String],
         within: Duration,
     ) -> anyhow::Result<HashMap<String, String>> {
-        wait_until("sends to reach a final state", within, || async {
+        let waited = wait_until("sends to reach a final state", within, || async {
             let (n,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM outbound_messages WHERE message_id = ANY($1)
                    AND state IN ('accepted', 'failed', 'unknown', 'cancelled')",
@@ -298,8 +298,24 @@ impl Pipeline {
             .await?;
             Ok(n as usize == ids.len())
         })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+        .await;
+        if let Err(e) = waited {
+            // Which sends are stuck, and where: the state machine's view of them.
+            let stuck: Vec<(String, bool, i64, String, String)> = sqlx::query_as(
+                "SELECT state, published, count(*), min(updated_at)::text, max(updated_at)::text
+                   FROM outbound_messages WHERE message_id = ANY($1)
+                    AND state NOT IN ('accepted', 'failed', 'unknown', 'cancelled')
+                  GROUP BY 1, 2",
+            )
+            .bind(ids)
+            .fetch_all(&self.pg)
+            .await
+            .unwrap_or_default();
+            anyhow::bail!(
+                "{e}\nnot final (state, published, count, updated from, to): {stuck:?}\n{}",
+                self.logs()
+            );
+        }
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT message_id, state FROM outbound_messages WHERE message_id = ANY($1)",
         )
