@@ -37,6 +37,9 @@ trap stop_pipeline EXIT
 
 start_pipeline() { # id
   local id=$1
+  # A fresh broker per run: its memory storage slows every fetch as it fills (measured:
+  # 1,395, 987, 989 sends/s in three consecutive runs on one broker).
+  SWITCHBOARD_BIN=$BIN deploy/infra.sh restart-broker >/dev/null 2>&1
   export SWITCHBOARD_TOPIC_PREFIX=$id. SWITCHBOARD_CLICKHOUSE_DATABASE=$id
   su postgres -c "psql -qc 'CREATE DATABASE $id OWNER switchboard'" >/dev/null
   export SWITCHBOARD_DATABASE_URL=postgres://switchboard:switchboard@127.0.0.1:5432/$id
@@ -69,8 +72,9 @@ start_pipeline() { # id
     while read -r name pid; do before[$name]=$(cpu_of "$pid"); done < <(named_pids)
     pg_before=$(pg_cpu)
     echo "## run $run ($id)"
-    "$BIN/loadgen" send-bench --gateway "http://$GW" --sim-url "http://$SIM" --messages "$N" \
-      --concurrency "$C" --numbers "$K" --database-url "$SWITCHBOARD_DATABASE_URL"
+    /usr/bin/time -f "cpu_seconds loadgen %U+%S peak_rss %MKiB" \
+      "$BIN/loadgen" send-bench --gateway "http://$GW" --sim-url "http://$SIM" --messages "$N" \
+      --concurrency "$C" --numbers "$K" --database-url "$SWITCHBOARD_DATABASE_URL" 2>&1
     for port in 19101 19102 19103 19104; do
       curl -s "http://127.0.0.1:$port/metrics" | awk -v port="$port" '/^switchboard_stream_offset_gaps_total/ {print "offset_gaps :" port, $0}'
     done
