@@ -175,6 +175,8 @@ impl Requests {
                     from_number, to_id, message_type, (extract(epoch from scheduled_at) * 1000)::int8 AS sched
                FROM outbound_messages WHERE tenant_id = $1 AND idempotency_key = ANY($2)",
         )
+        // Planned per run, like the outbox's batches (see `db::outbox`).
+        .persistent(false)
         .bind(tenant)
         .bind(keys)
         .fetch_all(&self.pool)
@@ -205,6 +207,8 @@ impl Requests {
               WHERE message_id = ANY($1) AND state IN ('queued', 'scheduled') AND NOT published
           RETURNING message_id",
         )
+        // Planned per run, like the outbox's batches (see `db::outbox`).
+        .persistent(false)
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
