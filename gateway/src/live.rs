@@ -241,6 +241,11 @@ impl LiveFeed {
             };
             let (partition, offset) = (m.partition(), m.offset());
             position.insert(partition, offset + 1);
+            // Most gateways serve no stream most of the time: decoding every event for
+            // nobody cost 4 % of the gateway's CPU in the send benchmark.
+            if lock(&self.subscribers).is_empty() {
+                continue;
+            }
             let Ok(event) = codec.decode::<Event>(m.payload().unwrap_or_default()).await else {
                 continue;
             };
