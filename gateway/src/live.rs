@@ -3,8 +3,14 @@
 //! `api::stream`).
 //!
 //! The feed reads every partition by plain assignment (no consumer group: each gateway
-//! reads the whole topic for its own connections) from where the topic stood when the
-//! gateway started. Each event goes to the subscriptions of its tenant as it arrives,
+//! reads the whole topic for its own connections), and only while a connection is open
+//! on this gateway: a fleet of gateways with no stream open does not read the event
+//! topic once per gateway. The first subscription wakes the feed, which starts at the
+//! topic's end as it stands then; a subscription is [`Subscription::ready`] once the
+//! feed reads from a position taken after it subscribed, so a connection catching up
+//! from a cursor reads the topic past that position and meets the live events with no
+//! gap. The feed stops reading at the first event it reads for no subscriber.
+//! Each event goes to the subscriptions of its tenant as it arrives,
 //! with the feed's position after it. A subscription's buffer is bounded: one that
 //! overflows (a burst larger than the buffer, or a client reading slower than its events
 //! come) is cut off from the live events rather than hold memory or slow the feed for
@@ -26,12 +32,13 @@ use rdkafka::message::Message;
 use switchboard_runtime::config::KafkaConfig;
 use switchboard_runtime::CancellationToken;
 use switchboard_schemas::{Codec, Event};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 
 pub struct Metrics {
     pub open: IntGauge,
     pub closed: IntCounterVec,
     pub catch_ups: IntCounter,
+    pub reading: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -49,6 +56,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     catch_ups: register_int_counter!(
         "switchboard_gateway_stream_catch_ups_total",
         "Times a stream fell behind the live events and caught up from the topic"
+    )
+    .expect("metric registers once"),
+    reading: register_int_gauge!(
+        "switchboard_gateway_live_feed_reading",
+        "1 while this gateway reads wa.events for its open streams, 0 while none is open"
     )
     .expect("metric registers once"),
 });
@@ -91,6 +103,11 @@ struct Subscriber {
 /// The gateway's one reader of `wa.events` and its subscriptions.
 pub struct LiveFeed {
     subscribers: Mutex<HashMap<String, Vec<Subscriber>>>,
+    /// Whether the feed reads from a position taken after every current subscription;
+    /// changed only under the `subscribers` lock.
+    reading: watch::Sender<bool>,
+    /// A subscription came while the feed was not reading.
+    wake: Notify,
     next_id: AtomicU64,
     /// Connections one tenant may have open on this gateway.
     pub max_per_tenant: usize,
@@ -112,6 +129,14 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Wait until the feed reads from a position taken after this subscription: from
+    /// then on every event of the topic reaches it, and a catch-up from the topic that
+    /// starts now overlaps the live events instead of missing some.
+    pub async fn ready(&self) {
+        let mut rx = self.feed.reading.subscribe();
+        let _ = rx.wait_for(|reading| *reading).await;
+    }
+
     /// A fresh buffer after an overflow: live events flow into it from now on (the
     /// connection catches up on what came before from the topic).
     pub fn renew(&mut self) {
@@ -153,6 +178,8 @@ impl LiveFeed {
     ) -> Arc<Self> {
         Arc::new(Self {
             subscribers: Mutex::new(HashMap::new()),
+            reading: watch::Sender::new(false),
+            wake: Notify::new(),
             next_id: AtomicU64::new(0),
             max_per_tenant,
             buffer: buffer.max(1),
@@ -171,6 +198,10 @@ impl LiveFeed {
         let (tx, rx) = mpsc::channel(self.buffer);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         list.push(Subscriber { id, tx: Some(tx) });
+        if !*self.reading.borrow() {
+            // Kept as a permit if the feed is not waiting yet.
+            self.wake.notify_one();
+        }
         METRICS.open.inc();
         Some(Subscription {
             feed: self.clone(),
@@ -206,7 +237,8 @@ impl LiveFeed {
         }
     }
 
-    /// Read `topic` from its end as it stands now, for ever (until `shutdown`).
+    /// Read `topic` while subscriptions exist, each time from its end as it stands when
+    /// the first one comes, until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
         kafka: KafkaConfig,
@@ -215,10 +247,10 @@ impl LiveFeed {
         shutdown: CancellationToken,
     ) {
         let consumer = loop {
-            match open(&kafka, &topic).await {
-                Ok(c) => break c,
+            match consumer(&kafka) {
+                Ok(c) => break Arc::new(c),
                 Err(e) => {
-                    tracing::warn!(error = %e, "live events: cannot open wa.events yet; retrying")
+                    tracing::warn!(error = %e, "live events: cannot create a consumer yet; retrying")
                 }
             }
             tokio::select! {
@@ -226,54 +258,92 @@ impl LiveFeed {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         };
-        let (consumer, mut position) = consumer;
         loop {
-            let m = tokio::select! {
+            // Nobody listens: read nothing until a subscription comes.
+            tokio::select! {
                 _ = shutdown.cancelled() => return,
-                m = consumer.recv() => m,
-            };
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "live events: read error");
-                    continue;
+                _ = self.wake.notified() => {}
+            }
+            let mut position = loop {
+                match at_end(&consumer, &topic).await {
+                    Ok(p) => break p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "live events: cannot read wa.events yet; retrying")
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             };
-            let (partition, offset) = (m.partition(), m.offset());
-            position.insert(partition, offset + 1);
-            // Most gateways serve no stream most of the time: decoding every event for
-            // nobody cost 4 % of the gateway's CPU in the send benchmark.
-            if lock(&self.subscribers).is_empty() {
-                continue;
+            {
+                let subs = lock(&self.subscribers);
+                self.reading.send_replace(!subs.is_empty());
+                if subs.is_empty() {
+                    // They left before the feed was ready.
+                    drop(subs);
+                    let _ = consumer.unassign();
+                    continue;
+                }
             }
-            let Ok(event) = codec.decode::<Event>(m.payload().unwrap_or_default()).await else {
-                continue;
-            };
-            self.dispatch(LiveEvent {
-                partition,
-                offset,
-                feed_position: position.clone(),
-                event,
-                rendered: OnceLock::new(),
-            });
+            METRICS.reading.set(1);
+            loop {
+                let m = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    m = consumer.recv() => m,
+                };
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "live events: read error");
+                        continue;
+                    }
+                };
+                {
+                    let subs = lock(&self.subscribers);
+                    if subs.is_empty() {
+                        // Any later subscription waits for a fresh position.
+                        self.reading.send_replace(false);
+                        break;
+                    }
+                }
+                let (partition, offset) = (m.partition(), m.offset());
+                position.insert(partition, offset + 1);
+                let Ok(event) = codec.decode::<Event>(m.payload().unwrap_or_default()).await else {
+                    continue;
+                };
+                self.dispatch(LiveEvent {
+                    partition,
+                    offset,
+                    feed_position: position.clone(),
+                    event,
+                    rendered: OnceLock::new(),
+                });
+            }
+            METRICS.reading.set(0);
+            if let Err(e) = consumer.unassign() {
+                tracing::warn!(error = %e, "live events: cannot stop reading");
+            }
         }
     }
 }
 
-/// A consumer assigned to every partition at its end, and those positions.
-async fn open(
-    kafka: &KafkaConfig,
-    topic: &str,
-) -> anyhow::Result<(StreamConsumer, BTreeMap<i32, i64>)> {
-    let consumer: StreamConsumer = switchboard_runtime::kafka::consumer_config(kafka)
+/// The feed's consumer, assigned nothing yet.
+fn consumer(kafka: &KafkaConfig) -> anyhow::Result<StreamConsumer> {
+    Ok(switchboard_runtime::kafka::consumer_config(kafka)
         // Required by the client; nothing is ever committed under it.
         .set("group.id", "switchboard-gateway-live")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "20")
-        .create()?;
-    let (c, topic_name) = (consumer, topic.to_string());
-    let (consumer, position) = tokio::task::spawn_blocking(move || {
+        .create()?)
+}
+
+/// Assign `consumer` every partition of `topic` at its end as it stands now; returns
+/// those positions.
+async fn at_end(consumer: &Arc<StreamConsumer>, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let (c, topic_name) = (consumer.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
         let md = c.fetch_metadata(Some(&topic_name), Duration::from_secs(5))?;
         let mut tpl = rdkafka::TopicPartitionList::new();
         let mut position = BTreeMap::new();
@@ -286,10 +356,9 @@ async fn open(
         }
         anyhow::ensure!(!position.is_empty(), "{topic_name} has no partitions");
         c.assign(&tpl)?;
-        anyhow::Ok((c, position))
+        anyhow::Ok(position)
     })
-    .await??;
-    Ok((consumer, position))
+    .await?
 }
 
 #[cfg(test)]
@@ -307,6 +376,34 @@ mod tests {
             },
             rendered: OnceLock::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_subscription_wakes_the_feed_and_is_ready_once_the_feed_reads() {
+        let feed = LiveFeed::new(2, 2, Duration::from_secs(15), Duration::from_secs(30));
+        let sub = feed.subscribe("a").unwrap();
+        // The wake is kept until the feed waits for it.
+        tokio::time::timeout(Duration::from_secs(1), feed.wake.notified())
+            .await
+            .expect("the feed is woken");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), sub.ready())
+                .await
+                .is_err(),
+            "not ready before the feed reads from a fresh position"
+        );
+        feed.reading.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(1), sub.ready())
+            .await
+            .expect("ready once it reads");
+        // A subscription while the feed reads needs no wake.
+        let _b = feed.subscribe("b").unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), feed.wake.notified())
+                .await
+                .is_err(),
+            "no wake while reading"
+        );
     }
 
     #[test]

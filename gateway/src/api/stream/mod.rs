@@ -177,6 +177,16 @@ async fn feed(app: Arc<AppState>, opened: Opened, tx: mpsc::Sender<Item>) {
     }
 }
 
+/// The gateway is stopping: the connection's last item says so.
+fn shut_down(tx: &mpsc::Sender<Item>) -> Result<(), Stop> {
+    METRICS.closed.with_label_values(&["shutdown"]).inc();
+    let _ = tx.try_send(Item::End {
+        reason: "shutdown",
+        detail: json!("the gateway is stopping; reconnect with the last cursor"),
+    });
+    Ok(())
+}
+
 async fn run(app: &AppState, opened: Opened, tx: &mpsc::Sender<Item>) -> Result<(), Stop> {
     let stall = app.live.stall;
     let Opened {
@@ -184,6 +194,13 @@ async fn run(app: &AppState, opened: Opened, tx: &mpsc::Sender<Item>) -> Result<
         from,
         filter,
     } = opened;
+    // The feed must read from a position taken after this subscription before the
+    // catch-up reads the topic up to its end: then the two overlap.
+    tokio::select! {
+        _ = app.shutdown.cancelled() => return shut_down(tx),
+        _ = tx.closed() => return Err(Stop::Gone),
+        _ = sub.ready() => {}
+    }
     // What the client has: the next offset per partition (empty: only live events).
     let mut have: BTreeMap<i32, i64> = BTreeMap::new();
     let mut catch_up = from;
@@ -232,14 +249,7 @@ async fn run(app: &AppState, opened: Opened, tx: &mpsc::Sender<Item>) -> Result<
         }
         loop {
             let live = tokio::select! {
-                _ = app.shutdown.cancelled() => {
-                    METRICS.closed.with_label_values(&["shutdown"]).inc();
-                    let _ = tx.try_send(Item::End {
-                        reason: "shutdown",
-                        detail: json!("the gateway is stopping; reconnect with the last cursor"),
-                    });
-                    return Ok(());
-                }
+                _ = app.shutdown.cancelled() => return shut_down(tx),
                 _ = tx.closed() => return Err(Stop::Gone),
                 live = sub.events.recv() => live,
             };
