@@ -692,6 +692,16 @@ async fn scheduled_sends_go_on_time_across_restarts_and_can_be_cancelled() -> an
         )
         .await?;
     assert_eq!(s, 409);
+    // Only a waiting send has a due time (the due index and HOT updates rely on it):
+    // the released one and the cancelled one have none.
+    assert_eq!(
+        p.pg_count(
+            "SELECT count(*) FROM outbound_messages \
+              WHERE due_at IS NOT NULL AND state NOT IN ('scheduled', 'retrying')"
+        )
+        .await?,
+        0
+    );
     Ok(())
 }
 

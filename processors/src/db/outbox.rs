@@ -11,6 +11,10 @@
 //! in message id order first: batches that overlap (a claim and an accept, two routers
 //! during a rebalance) then wait for each other instead of deadlocking.
 //!
+//! `due_at` is set only while a send waits (`scheduled`, `retrying`) and cleared when it
+//! leaves those states: the due index then names no state, and the claim and accept,
+//! which change only unindexed columns, are HOT updates (see the 20261205 migration).
+//!
 //! The statements that pick rows by an id array or a sweep are planned on every run
 //! (`persistent(false)`), not prepared once per connection: PostgreSQL's cached generic
 //! plan is made from the statistics of the moment, and one made while the table was
@@ -420,7 +424,7 @@ impl Outbox {
     /// Due scheduled and retrying sends → queued (unpublished), returned for publishing.
     pub async fn release_due(&self, limit: i64) -> Result<Vec<SendRequest>, sqlx::Error> {
         let rows = sqlx::query(
-            "UPDATE outbound_messages o SET state = 'queued', published = false, updated_at = now()
+            "UPDATE outbound_messages o SET state = 'queued', published = false, due_at = NULL, updated_at = now()
               WHERE o.message_id IN (
                     SELECT message_id FROM outbound_messages
                      WHERE state IN ('scheduled', 'retrying') AND due_at <= now()

@@ -265,7 +265,7 @@ impl Requests {
     /// waiting for a retry).
     pub async fn cancel(&self, tenant: &str, id: &str) -> Result<Cancelled, sqlx::Error> {
         let done = sqlx::query(
-            "UPDATE outbound_messages SET state = 'cancelled', updated_at = now()
+            "UPDATE outbound_messages SET state = 'cancelled', due_at = NULL, updated_at = now()
               WHERE message_id = $1 AND tenant_id = $2 AND state IN ('queued', 'scheduled', 'retrying')
           RETURNING message_id",
         )
