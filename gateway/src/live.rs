@@ -30,7 +30,7 @@ use prometheus::{
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use switchboard_runtime::config::KafkaConfig;
-use switchboard_runtime::CancellationToken;
+use switchboard_runtime::{retry, CancellationToken};
 use switchboard_schemas::{Codec, Event};
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -246,17 +246,16 @@ impl LiveFeed {
         codec: Codec,
         shutdown: CancellationToken,
     ) {
-        let consumer = loop {
-            match consumer(&kafka) {
-                Ok(c) => break Arc::new(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "live events: cannot create a consumer yet; retrying")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+        let Ok(Some(consumer)) = retry::until(
+            "live events: creating a consumer",
+            &shutdown,
+            Duration::from_secs(1),
+            |_| true,
+            || std::future::ready(consumer(&kafka).map(Arc::new)),
+        )
+        .await
+        else {
+            return;
         };
         loop {
             // Nobody listens: read nothing until a subscription comes.
@@ -264,61 +263,59 @@ impl LiveFeed {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => {}
             }
-            let mut position = loop {
-                match at_end(&consumer, &topic).await {
-                    Ok(p) => break p,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "live events: cannot read wa.events yet; retrying")
-                    }
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+            let Ok(Some(mut position)) = retry::until(
+                "live events: reading wa.events from its end",
+                &shutdown,
+                Duration::from_secs(1),
+                |_| true,
+                || at_end(&consumer, &topic),
+            )
+            .await
+            else {
+                return;
             };
-            {
+            // They may have left before the feed was ready.
+            let listening = {
                 let subs = lock(&self.subscribers);
                 self.reading.send_replace(!subs.is_empty());
-                if subs.is_empty() {
-                    // They left before the feed was ready.
-                    drop(subs);
-                    let _ = consumer.unassign();
-                    continue;
-                }
-            }
-            METRICS.reading.set(1);
-            loop {
-                let m = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    m = consumer.recv() => m,
-                };
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "live events: read error");
+                !subs.is_empty()
+            };
+            METRICS.reading.set(i64::from(listening));
+            if listening {
+                loop {
+                    let m = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        m = consumer.recv() => m,
+                    };
+                    let m = match m {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "live events: read error");
+                            continue;
+                        }
+                    };
+                    {
+                        let subs = lock(&self.subscribers);
+                        if subs.is_empty() {
+                            // Any later subscription waits for a fresh position.
+                            self.reading.send_replace(false);
+                            break;
+                        }
+                    }
+                    let (partition, offset) = (m.partition(), m.offset());
+                    position.insert(partition, offset + 1);
+                    let Ok(event) = codec.decode::<Event>(m.payload().unwrap_or_default()).await
+                    else {
                         continue;
-                    }
-                };
-                {
-                    let subs = lock(&self.subscribers);
-                    if subs.is_empty() {
-                        // Any later subscription waits for a fresh position.
-                        self.reading.send_replace(false);
-                        break;
-                    }
+                    };
+                    self.dispatch(LiveEvent {
+                        partition,
+                        offset,
+                        feed_position: position.clone(),
+                        event,
+                        rendered: OnceLock::new(),
+                    });
                 }
-                let (partition, offset) = (m.partition(), m.offset());
-                position.insert(partition, offset + 1);
-                let Ok(event) = codec.decode::<Event>(m.payload().unwrap_or_default()).await else {
-                    continue;
-                };
-                self.dispatch(LiveEvent {
-                    partition,
-                    offset,
-                    feed_position: position.clone(),
-                    event,
-                    rendered: OnceLock::new(),
-                });
             }
             METRICS.reading.set(0);
             if let Err(e) = consumer.unassign() {
