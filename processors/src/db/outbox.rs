@@ -249,7 +249,57 @@ impl Outbox {
     }
 
     /// queued → sending, recording the intent before any BSP call.
+    ///
+    /// A claim that misses a row the look-up then reads as `queued` ran on a snapshot
+    /// from before the row became queued (the scheduler released it meanwhile): it is
+    /// claimed again, not reported idle, or the send would sit queued with its record
+    /// consumed.
     pub async fn claim(&self, message_id: &str, bsp: &str) -> anyhow::Result<Claim> {
+        loop {
+            if let Some((attempt, since_first_ms)) = self.claim_queued(message_id, bsp).await? {
+                return Ok(Claim::Send {
+                    attempt,
+                    since_first_ms,
+                });
+            }
+            let row = sqlx::query(
+                "SELECT state, bsp, wamid, error_code, error_detail,
+                        (extract(epoch from now() - updated_at) * 1000)::int8 AS age_ms,
+                        (extract(epoch from updated_at) * 1000)::int8 AS at_ms
+                   FROM outbound_messages WHERE message_id = $1",
+            )
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(r) = row else {
+                return Ok(Claim::Missing);
+            };
+            let state: String = r.get("state");
+            return Ok(match state.as_str() {
+                "queued" => continue,
+                "sending" => Claim::Sending {
+                    age: Duration::from_millis(r.get::<i64, _>("age_ms").max(0) as u64),
+                },
+                "accepted" | "failed" | "unknown" => Claim::Final(Final {
+                    state,
+                    bsp: r.get("bsp"),
+                    wamid: r.get("wamid"),
+                    error_code: r.get("error_code"),
+                    error_detail: r.get("error_detail"),
+                    at_ms: r.get("at_ms"),
+                }),
+                _ => Claim::Idle,
+            });
+        }
+    }
+
+    /// The batched `queued → sending` transition: `(attempt, ms since the first)` if
+    /// this call moved the row.
+    async fn claim_queued(
+        &self,
+        message_id: &str,
+        bsp: &str,
+    ) -> anyhow::Result<Option<(i32, i64)>> {
         let (reply, rx) = oneshot::channel();
         self.claims
             .send(ClaimReq {
@@ -259,43 +309,9 @@ impl Outbox {
             })
             .await
             .map_err(|_| anyhow::anyhow!("claim batcher stopped"))?;
-        let claimed = rx
-            .await
+        rx.await
             .map_err(|_| anyhow::anyhow!("claim batcher stopped"))?
-            .map_err(|e| anyhow::anyhow!("claim: {e}"))?;
-        if let Some((attempt, since_first_ms)) = claimed {
-            return Ok(Claim::Send {
-                attempt,
-                since_first_ms,
-            });
-        }
-        let row = sqlx::query(
-            "SELECT state, bsp, wamid, error_code, error_detail,
-                    (extract(epoch from now() - updated_at) * 1000)::int8 AS age_ms,
-                    (extract(epoch from updated_at) * 1000)::int8 AS at_ms
-               FROM outbound_messages WHERE message_id = $1",
-        )
-        .bind(message_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(r) = row else {
-            return Ok(Claim::Missing);
-        };
-        let state: String = r.get("state");
-        Ok(match state.as_str() {
-            "sending" => Claim::Sending {
-                age: Duration::from_millis(r.get::<i64, _>("age_ms").max(0) as u64),
-            },
-            "accepted" | "failed" | "unknown" => Claim::Final(Final {
-                state,
-                bsp: r.get("bsp"),
-                wamid: r.get("wamid"),
-                error_code: r.get("error_code"),
-                error_detail: r.get("error_detail"),
-                at_ms: r.get("at_ms"),
-            }),
-            _ => Claim::Idle,
-        })
+            .map_err(|e| anyhow::anyhow!("claim: {e}"))
     }
 
     /// sending → accepted; returns the recorded time (None: not in `sending` any more).

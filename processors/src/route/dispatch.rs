@@ -13,8 +13,7 @@
 //! look-up by our id, so it is not re-sent blindly: it ends as `send failed` with code
 //! `outcome_unknown` and goes to `wa.send.dlq` for an operator (policy in the README).
 
-use std::collections::HashSet;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -34,7 +33,7 @@ use switchboard_runtime::telemetry::LATENCY_BUCKETS;
 use switchboard_runtime::CancellationToken;
 use switchboard_schemas::{Codec, SendRequest};
 
-use super::admit::Admission;
+use super::admit::{Admission, InFlight};
 use super::breaker::Breakers;
 use super::limiter::SenderLimiter;
 use super::pair::PairLimiter;
@@ -112,8 +111,8 @@ pub struct SendRouter {
     pub codec: Codec,
     pub producer: ProducerSlot,
     pub topics: Topics,
-    /// Messages this process is between claim and outcome for.
-    pub in_flight: Mutex<HashSet<String>>,
+    /// Messages this process is between admission and outcome for.
+    pub in_flight: Arc<InFlight>,
     pub shutdown: CancellationToken,
     /// `wa.send.dlq`.
     pub dead: DeadLetters,
