@@ -128,7 +128,7 @@ impl LaneLoop {
         drain: Duration,
     ) -> anyhow::Result<()> {
         let tracker = Arc::new(Mutex::new(Tracker::default()));
-        let mut gaps = crate::gaps::GapGuard::new(self.consumer.context().generation.clone());
+        let mut gaps = crate::gaps::GapGuard::new(self.consumer.context());
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let lag_task = tokio::spawn(report_lag(
             self.consumer.clone(),

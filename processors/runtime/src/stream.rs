@@ -88,17 +88,24 @@ pub trait BatchHandler {
     async fn handle(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()>;
 }
 
-/// Commits what is stored before partitions move, and counts rebalances (the
-/// [`crate::gaps::GapGuard`] starts its expectations over on each).
+/// Commits what is stored before partitions move, and counts rebalances and learns where
+/// each assigned partition starts (the [`crate::gaps::GapGuard`] starts its expectations
+/// over on each rebalance, from those offsets).
 #[derive(Default)]
 pub(crate) struct CommitOnRevoke {
     pub(crate) generation: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) starts: crate::gaps::Starts,
 }
 
 impl ClientContext for CommitOnRevoke {}
 
 impl ConsumerContext for CommitOnRevoke {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let starts = match rebalance {
+            Rebalance::Assign(assigned) => crate::gaps::start_offsets(consumer, assigned),
+            _ => HashMap::new(),
+        };
+        *self.starts.lock().unwrap_or_else(|p| p.into_inner()) = starts;
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
@@ -174,7 +181,7 @@ impl StreamLoop {
             .clone()
             .unwrap_or_else(|| default_group.to_string());
         let consumer = group_consumer(kafka, &group, None, topics)?;
-        let gaps = crate::gaps::GapGuard::new(consumer.context().generation.clone());
+        let gaps = crate::gaps::GapGuard::new(consumer.context());
         Ok(Self {
             gaps: std::sync::Mutex::new(gaps),
             consumer: Arc::new(consumer),
