@@ -34,15 +34,20 @@ fn behavior() -> Behavior {
 }
 
 async fn setup(p: &Pipeline) -> anyhow::Result<TestTenant> {
+    setup_at(p, 80).await
+}
+
+/// The tenant, and its number at `tier` messages a second with the WABA's templates.
+async fn setup_at(p: &Pipeline, tier: u32) -> anyhow::Result<TestTenant> {
     p.sim().set_behavior(behavior());
     let t = p.tenant("acme").await?;
     // The number with its credentials, then its WABA.
-    p.number(&t, NUMBER, "meta", "15550000001", 80, None)
+    p.number(&t, NUMBER, "meta", "15550000001", tier, None)
         .await?;
     p.admin(
         Method::PUT,
         &format!("/admin/tenants/{}/numbers/%2B15550000001", t.id),
-        Some(json!({"bsp": "meta", "bsp_account_id": "15550000001", "tier_mps": 80, "waba_id": WABA})),
+        Some(json!({"bsp": "meta", "bsp_account_id": "15550000001", "tier_mps": tier, "waba_id": WABA})),
     )
     .await?;
     wait_until(
@@ -316,6 +321,113 @@ async fn every_valid_recipient_once_through_pauses_and_kills() -> anyhow::Result
             == accepted as i64)
     })
     .await?;
+    Ok(())
+}
+
+/// A cancel takes back the sends a campaign released that have not gone out: on a number
+/// whose queue the tenant's own traffic keeps full they wait parked in the outbox, and
+/// none of them reaches the BSP after the cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_takes_back_released_sends_that_have_not_gone() -> anyhow::Result<()> {
+    let p = Pipeline::start(opts()).await?;
+    // One message a second, and eight of the tenant's own sends ahead of the campaign.
+    let t = setup_at(&p, 1).await?;
+    let order = |to: &str| {
+        json!({"from": NUMBER, "to": to, "type": "template", "template": {
+            "name": "order_update", "language": {"code": "en_US"},
+            "components": [{"type": "body", "parameters": [
+                {"type": "text", "text": "Ann"}, {"type": "text", "text": "1"}]}]}})
+    };
+    let mut own = Vec::new();
+    for i in 0..8 {
+        let (s, v) = p
+            .call(
+                Method::POST,
+                "/v1/messages",
+                &t.key,
+                Some(order(&format!("+491515550{i:04}"))),
+                &[],
+            )
+            .await?;
+        assert_eq!(s, 202, "{v}");
+        own.push(v["id"].as_str().unwrap_or_default().to_string());
+    }
+    let audience: Vec<String> = (0..5).map(|i| format!("+491516660{i:04}")).collect();
+    let recipients: Vec<Value> = audience
+        .iter()
+        .map(|to| json!({"to": to, "parameters": ["Bo", "2"]}))
+        .collect();
+    let (s, v) = p
+        .call(
+            Method::POST,
+            "/v1/campaigns",
+            &t.key,
+            Some(
+                json!({"name": "c", "template": {"name": "order_update", "language": "en_US"},
+                "from": NUMBER, "rate_per_sec": 1, "recipients": recipients}),
+            ),
+            &[],
+        )
+        .await?;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    wait_until(
+        "two recipients released",
+        Duration::from_secs(30),
+        || async { Ok(campaign(&p, &t, &id).await?["progress"]["released"].as_i64() >= Some(2)) },
+    )
+    .await?;
+    let (s, v) = p
+        .call(
+            Method::POST,
+            &format!("/v1/campaigns/{id}/cancel"),
+            &t.key,
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!((s, &v["state"]), (200, &json!("cancelled")), "{v}");
+
+    // What a router had claimed went; the rest of what was released is cancelled, and
+    // stays so once the tenant's own sends (and the parked places before them) are done.
+    let released: Vec<String> = sqlx::query_scalar(
+        "SELECT message_id FROM campaign_recipients WHERE campaign_id = $1 AND state = 'released'",
+    )
+    .bind(&id)
+    .fetch_all(&p.pg)
+    .await?;
+    let states = p.wait_final(&released, Duration::from_secs(60)).await?;
+    let own_states = p.wait_final(&own, Duration::from_secs(60)).await?;
+    assert!(
+        own_states.values().all(|s| s == "accepted"),
+        "{own_states:?}"
+    );
+    let count = |state: &str| states.values().filter(|s| *s == state).count();
+    let (accepted, cancelled) = (count("accepted"), count("cancelled"));
+    assert_eq!(accepted + cancelled, released.len(), "{states:?}");
+    assert!(
+        cancelled >= 1,
+        "nothing released was still waiting: {states:?}"
+    );
+    let at_bsp = p
+        .sim()
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.status == 200
+                && audience
+                    .iter()
+                    .any(|a| a[1..] == *c.to.trim_start_matches('+'))
+        })
+        .count();
+    assert_eq!(at_bsp, accepted, "a cancelled send reached the BSP");
+    let v = campaign(&p, &t, &id).await?;
+    assert_eq!(
+        v["progress"]["cancelled"].as_u64(),
+        Some(5 - accepted as u64),
+        "{v}"
+    );
+    assert_eq!(v["progress"]["queued"], 0, "{v}");
     Ok(())
 }
 

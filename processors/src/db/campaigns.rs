@@ -231,6 +231,17 @@ impl Campaigns {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            // Released sends that have not gone out stop too: a number shared with other
+            // traffic parks a campaign's sends (`scheduled`) for as long as its queue is
+            // full, and a cancel that let them go would not stop the campaign.
+            let released: Vec<String> = sqlx::query_scalar(
+                "SELECT message_id FROM campaign_recipients \
+                 WHERE campaign_id = $1 AND state = 'released' AND message_id IS NOT NULL",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            crate::db::outbox::cancel_unsent(&mut tx, tenant, &released).await?;
         }
         tx.commit().await?;
         Ok(c)
@@ -345,7 +356,7 @@ impl Campaigns {
             "SELECT \
                count(*) FILTER (WHERE r.state = 'pending') AS pending, \
                count(*) FILTER (WHERE r.state = 'released') AS released, \
-               count(*) FILTER (WHERE r.skip_reason = 'cancelled') AS cancelled, \
+               count(*) FILTER (WHERE r.skip_reason = 'cancelled' OR o.state = 'cancelled') AS cancelled, \
                count(*) FILTER (WHERE r.skip_reason = 'suppressed' OR o.error_code = 'customer_opted_out') AS suppressed, \
                count(*) FILTER (WHERE o.state IN ('queued', 'scheduled', 'retrying', 'sending')) AS queued, \
                count(*) FILTER (WHERE o.state = 'accepted') AS accepted, \

@@ -29,7 +29,9 @@ use switchboard_schemas::SendRequest;
 use tokio::sync::{mpsc, oneshot};
 
 mod requests;
-pub use requests::{Cancelled, Earlier, MessageFilter, MessageRow, NewSend, Requests};
+pub use requests::{
+    cancel_unsent, Cancelled, Earlier, MessageFilter, MessageRow, NewSend, Requests,
+};
 
 /// What the state machine says about a message the router is about to send.
 #[derive(Debug, Clone, PartialEq)]

@@ -287,3 +287,31 @@ impl Requests {
         Ok(state.map_or(Cancelled::Missing, Cancelled::Too))
     }
 }
+
+/// Cancel those of `ids` (sends of `tenant`) that have not gone out, inside the caller's
+/// transaction; how many. Rows are locked in message id order, like the router's claim
+/// batches, so the two never deadlock; a send a router has claimed (`sending`) goes on.
+pub async fn cancel_unsent(
+    conn: &mut sqlx::PgConnection,
+    tenant: &str,
+    ids: &[String],
+) -> Result<u64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(
+        "WITH l AS (SELECT message_id FROM outbound_messages
+                     WHERE message_id = ANY($1) AND tenant_id = $2
+                       AND state IN ('queued', 'scheduled', 'retrying')
+                     ORDER BY message_id FOR UPDATE)
+         UPDATE outbound_messages SET state = 'cancelled', due_at = NULL, updated_at = now()
+          WHERE message_id IN (SELECT message_id FROM l)
+            AND state IN ('queued', 'scheduled', 'retrying')",
+    )
+    .persistent(false)
+    .bind(ids)
+    .bind(tenant)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
