@@ -100,9 +100,59 @@ fn inbound_messages() {
 }
 
 #[test]
-fn user_events_are_ignored_and_bad_ones_rejected() {
-    let p = parsed("user_event_opted_in");
-    assert!(p.events.is_empty() && p.rejects.is_empty());
+fn opt_outs_and_opt_ins_are_preferences_and_bad_user_events_rejected() {
+    for (name, value, at) in [
+        ("user_event_opted_out", "stop", 1_750_263_800_456),
+        ("user_event_opted_in", "resume", 1_750_263_700_123),
+    ] {
+        let p = parsed(name);
+        assert!(p.rejects.is_empty(), "{name}");
+        assert_eq!(p.events.len(), 1, "{name}");
+        let e = &p.events[0];
+        assert_eq!(e.event_type, "customer.preference");
+        assert_eq!(e.customer_id, "+919876543210");
+        assert_eq!(e.business_number, "AcmeShop");
+        assert_eq!(e.occurred_at_ms, at);
+        let c: serde_json::Value = serde_json::from_str(e.content.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            (c["category"].as_str(), c["value"].as_str()),
+            (Some("notifications"), Some(value))
+        );
+    }
+    // The same opt-out twice is one event (a BSP retry is deduplicated downstream).
+    assert_eq!(
+        parsed("user_event_opted_out").events[0].event_id,
+        parsed("user_event_opted_out").events[0].event_id
+    );
+    let sandbox = parse(&raw(br#"{"app":"A","type":"user-event","payload":{"phone":"callbackSetPhone","type":"sandbox-start"}}"#)).unwrap();
+    assert!(sandbox.events.is_empty() && sandbox.rejects.is_empty());
+    for (body, reason) in [
+        (
+            &br#"{"app":"A","type":"user-event","payload":{"phone":"919876543210"}}"#[..],
+            "bad_shape",
+        ),
+        (
+            br#"{"app":"A","type":"user-event","payload":{"phone":"12","type":"opted-out"}}"#,
+            "bad_phone_number",
+        ),
+        (
+            br#"{"app":"A","type":"user-event","payload":{"type":"opted-out"}}"#,
+            "missing_customer",
+        ),
+        (
+            br#"{"app":"A","type":"user-event","payload":"opted-out"}"#,
+            "bad_shape",
+        ),
+    ] {
+        assert_eq!(
+            parse(&raw(body)).unwrap_err().reason,
+            reason,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let billing = parse(&raw(br#"{"app":"A","type":"billing-event","payload":{}}"#)).unwrap();
+    assert!(billing.events.is_empty() && billing.rejects.is_empty());
     assert_eq!(parse(&raw(br#"{"app":"A","type":"message-event","payload":{"id":"x","type":"teleported","destination":"919876543210"}}"#)).unwrap_err().reason, "unknown_status");
     assert_eq!(parse(&raw(br#"{"app":"A","type":"message-event","payload":{"id":"x","type":"sent","destination":"12"}}"#)).unwrap_err().reason, "bad_phone_number");
     assert_eq!(

@@ -88,12 +88,18 @@ async fn every_fixture_lands_in_postgres_and_clickhouse_with_canonical_fields() 
         }
     }
     assert!(expected.iter().any(|e| e.bsp == "twilio") && expected.iter().any(|e| e.bsp == "waha"));
-    // A customer's preference (user_preferences) is no message event: the message stores
-    // skip it (the normalizer keeps it in `suppressions`).
+    // A customer's preference (Meta's user_preferences, Gupshup's opt-out and opt-in) is
+    // no message event: the message stores skip it (the normalizer keeps it in
+    // `suppressions`).
     let (preferences, expected): (Vec<_>, Vec<_>) = expected
         .into_iter()
         .partition(|e| e.event_type == "customer.preference");
-    assert_eq!(preferences.len(), 1, "the user_preferences fixture");
+    let by_bsp = |bsp: &str| preferences.iter().filter(|e| e.bsp == bsp).count();
+    assert_eq!(
+        (by_bsp("meta"), by_bsp("gupshup"), preferences.len()),
+        (1, 2, 3),
+        "the user_preferences fixture and Gupshup's two user events"
+    );
 
     let statuses: Vec<_> = expected.iter().filter(|e| e.status.is_some()).collect();
     let inbound: Vec<_> = expected

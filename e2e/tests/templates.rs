@@ -518,3 +518,72 @@ async fn a_send_held_back_by_the_marketing_limit_goes_again_later_once() -> anyh
     );
     Ok(())
 }
+
+/// Gupshup's `opted-out` (of all the business's notifications), through the gateway and
+/// the normalizer, suppresses the customer's marketing; its `opted-in` lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gupshup_opt_outs_and_opt_ins_change_the_suppression() -> anyhow::Result<()> {
+    let p = Pipeline::start(Options {
+        send_path: true,
+        ..Default::default()
+    })
+    .await?;
+    let t = p.tenant("acme").await?;
+    p.number(&t, "+15550090011", "gupshup", "acme-app", 80, None)
+        .await?;
+    let mut creds = p.send_path().credentials("gupshup");
+    creds["webhook_token"] = json!("tok-acme");
+    p.admin(
+        Method::PUT,
+        &format!("/admin/tenants/{}/credentials/gupshup", t.id),
+        Some(creds),
+    )
+    .await?;
+    let event = |kind: &str, ts: i64| {
+        json!({"app": "acme-app", "timestamp": ts, "version": 2, "type": "user-event",
+            "payload": {"phone": "919876543210", "type": kind}})
+        .to_string()
+    };
+    let post = |body: String| {
+        let r = p
+            .http
+            .post(format!("{}/webhooks/gupshup", p.gateway_url))
+            .header("content-type", "application/json")
+            .header("x-switchboard-token", "tok-acme")
+            .body(body);
+        async move { anyhow::Ok(r.send().await?.status().as_u16()) }
+    };
+    let suppressed = || async {
+        let (s, v) = p
+            .call(
+                Method::GET,
+                "/v1/suppressions/%2B919876543210",
+                &t.key,
+                None,
+                &[],
+            )
+            .await?;
+        anyhow::Ok((s == 200).then_some(v))
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    // The gateway learns the tenant's token from wa.config: posted until it takes it.
+    wait_until("the opt-out accepted", Duration::from_secs(30), || async {
+        Ok(post(event("opted-out", now - 60_000)).await? == 200)
+    })
+    .await?;
+    wait_until("the opt-out recorded", Duration::from_secs(30), || async {
+        Ok(suppressed().await?.is_some_and(|v| v["suppressed"] == true))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", p.logs()))?;
+    let v = suppressed().await?.unwrap_or_default();
+    assert_eq!(v["source"], "user_preferences", "{v}");
+    assert_eq!(post(event("opted-in", now - 30_000)).await?, 200);
+    wait_until("the opt-in recorded", Duration::from_secs(30), || async {
+        Ok(suppressed()
+            .await?
+            .is_some_and(|v| v["suppressed"] == false))
+    })
+    .await?;
+    Ok(())
+}

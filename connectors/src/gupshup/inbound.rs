@@ -4,8 +4,11 @@
 //! name stands in for `business_number`; a message's status events do not all carry the
 //! same id (`enqueued` has Gupshup's id in `id`, later ones have the WhatsApp id in `id`
 //! and Gupshup's in `gsId`), so Gupshup's id (`gsId`, else `id`) is the message id that
-//! joins them. `user-event` and `billing-event` envelopes are valid but carry no message
-//! event: they are acknowledged and ignored.
+//! joins them. A `user-event` is a customer's `opted-out` or `opted-in` of the business's
+//! notifications: a preference event (category `notifications`, value `stop` or
+//! `resume`), which the normalizer turns into a suppression change; its `sandbox-start`,
+//! and `billing-event` and `system-event` envelopes, are valid but carry no event: they
+//! are acknowledged and ignored.
 
 use serde_json::{json, Value};
 use switchboard_schemas::{RawWebhook, Status};
@@ -36,12 +39,51 @@ fn map_status(t: &str) -> Option<Status> {
     })
 }
 
+/// `{"type": "user-event", "payload": {"phone", "type": "opted-out" | "opted-in" |
+/// "sandbox-start"}}`: "an end user opt-out from receiving notification from a business"
+/// (Gupshup's documentation) is a stop of the customer's notifications.
+fn user_event(raw: &RawWebhook, v: &Value) -> Result<Parsed, ParseError> {
+    let p = v
+        .get("payload")
+        .filter(|p| p.is_object())
+        .ok_or_else(|| ParseError::new("bad_shape", "no payload object"))?;
+    let (value, detail) = match s(p, "type") {
+        Some("opted-out") => ("stop", "opted-out"),
+        Some("opted-in") => ("resume", "opted-in"),
+        // sandbox-start (its phone may be the placeholder `callbackSetPhone`).
+        Some(_) => return Ok(Parsed::default()),
+        None => return Err(ParseError::new("bad_shape", "user-event without type")),
+    };
+    let app = s(v, "app").ok_or_else(|| ParseError::new("bad_shape", "envelope without app"))?;
+    let customer = e164(
+        s(p, "phone")
+            .ok_or_else(|| ParseError::new("missing_customer", "user-event without phone"))?,
+    )?;
+    let ts = match v.get("timestamp") {
+        Some(t) => timestamp_ms(t)?,
+        None => raw.received_at_ms,
+    };
+    let origin = Origin {
+        raw,
+        bsp: Bsp::Gupshup,
+        business: app.into(),
+        account: Some(app.into()),
+    };
+    Ok(Parsed {
+        events: vec![origin.preference(customer, "notifications", value, Some(detail), ts)],
+        rejects: Vec::new(),
+    })
+}
+
 pub fn parse(raw: &RawWebhook) -> Result<Parsed, ParseError> {
     let v: Value = serde_json::from_slice(&raw.body)
         .map_err(|e| ParseError::new("bad_shape", format!("not JSON: {e}")))?;
     let kind =
         s(&v, "type").ok_or_else(|| ParseError::new("bad_shape", "envelope without type"))?;
-    if matches!(kind, "user-event" | "billing-event" | "system-event") {
+    if kind == "user-event" {
+        return user_event(raw, &v);
+    }
+    if matches!(kind, "billing-event" | "system-event") {
         return Ok(Parsed::default());
     }
     if !matches!(kind, "message" | "message-event") {

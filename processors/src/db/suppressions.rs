@@ -1,7 +1,7 @@
 //! `suppressions`: the customers of each tenant who stopped marketing messages. The
 //! normalizer records what the BSPs say ([`Suppressions::record`]: Meta's
-//! `user_preferences` stop and resume, and a failed status with error 131050) before it
-//! publishes the events; the tenant adds and removes customers through the API
+//! `user_preferences` stop and resume, Gupshup's opt-out and opt-in of all notifications,
+//! and a failed status with error 131050) before it publishes the events; the tenant adds and removes customers through the API
 //! ([`Suppressions::set`]). The send API and the router refuse marketing templates to a
 //! suppressed customer before any BSP call.
 //!
@@ -42,7 +42,11 @@ pub fn change(e: &Event) -> Option<Change> {
     };
     if e.event_type == EventType::Preference.as_str() {
         let v: serde_json::Value = serde_json::from_str(e.content.as_deref()?).ok()?;
-        if v.get("category")?.as_str()? != "marketing_messages" {
+        // A customer who stopped every notification (Gupshup) stopped marketing too.
+        if !matches!(
+            v.get("category")?.as_str()?,
+            "marketing_messages" | "notifications"
+        ) {
             return None;
         }
         let suppressed = match v.get("value")?.as_str()? {
@@ -261,5 +265,14 @@ mod tests {
         assert_eq!((c.suppressed, c.source), (true, "bsp_error"));
         failed.error_code = Some("131026".into());
         assert_eq!(change(&failed), None);
+        // Gupshup's opt-out of every notification stops marketing too; other categories
+        // change nothing.
+        let mut all = pref("stop", 4);
+        all.content =
+            Some(serde_json::json!({"category": "notifications", "value": "stop"}).to_string());
+        let c = change(&all).unwrap();
+        assert_eq!((c.suppressed, c.source), (true, "user_preferences"));
+        all.content = Some(serde_json::json!({"category": "surveys", "value": "stop"}).to_string());
+        assert_eq!(change(&all), None);
     }
 }
