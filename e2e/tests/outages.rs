@@ -341,38 +341,16 @@ async fn a_producer_turned_fatal_mid_stream_is_replaced_and_every_record_lands(
     use rdkafka::message::Message;
     use rdkafka::producer::Producer;
 
-    let services = switchboard_e2e::Services::from_env();
-    let prefix = format!("fatal{}.", uuid::Uuid::new_v4().simple());
-    let kafka = KafkaConfig {
-        kafka_brokers: services.brokers.clone(),
-        topic_prefix: prefix.clone(),
-        schema_registry_url: services.registry.clone(),
-        ..Default::default()
-    };
+    let (services, kafka, prefix) = private_topics("fatal", &["in", "out", "dlq"], 3).await?;
     let (input, output, dlq) = (
         format!("{prefix}in"),
         format!("{prefix}out"),
         format!("{prefix}dlq"),
     );
-    let spec = |name: &String| TopicSpec {
-        name: name.clone(),
-        partitions: 3,
-        compacted: false,
-    };
-    switchboard_runtime::kafka::ensure_topics(&kafka, &[spec(&input), spec(&output), spec(&dlq)])
-        .await?;
 
     const N: usize = 4000;
     let feeder = ProducerSlot::new(&kafka, Duration::from_secs(10))?;
-    let records: Vec<OutRecord> = (0..N)
-        .map(|i| OutRecord {
-            topic: input.clone(),
-            key: format!("k{i}"),
-            payload: format!("record {i}").into_bytes(),
-            headers: vec![],
-        })
-        .collect();
-    switchboard_runtime::kafka::produce_all(&feeder, &records).await?;
+    switchboard_runtime::kafka::produce_all(&feeder, &numbered(&input, 0..N)).await?;
 
     let slot = ProducerSlot::new(&kafka, Duration::from_secs(10))?;
     let dead = DeadLetters::new(
@@ -453,6 +431,45 @@ async fn a_producer_turned_fatal_mid_stream_is_replaced_and_every_record_lands(
     Ok(())
 }
 
+/// Kafka settings under a fresh prefix `<tag><uuid>.`, with the topics `names` under it
+/// created `partitions` wide.
+async fn private_topics(
+    tag: &str,
+    names: &[&str],
+    partitions: i32,
+) -> anyhow::Result<(switchboard_e2e::Services, KafkaConfig, String)> {
+    let services = switchboard_e2e::Services::from_env();
+    let prefix = format!("{tag}{}.", uuid::Uuid::new_v4().simple());
+    let kafka = KafkaConfig {
+        kafka_brokers: services.brokers.clone(),
+        topic_prefix: prefix.clone(),
+        schema_registry_url: services.registry.clone(),
+        ..Default::default()
+    };
+    let specs: Vec<TopicSpec> = names
+        .iter()
+        .map(|n| TopicSpec {
+            name: format!("{prefix}{n}"),
+            partitions,
+            compacted: false,
+        })
+        .collect();
+    switchboard_runtime::kafka::ensure_topics(&kafka, &specs).await?;
+    Ok((services, kafka, prefix))
+}
+
+/// Records `k<i>` → `record <i>` on `topic`, for each `i` of `range`.
+fn numbered(topic: &str, range: std::ops::Range<usize>) -> Vec<OutRecord> {
+    range
+        .map(|i| OutRecord {
+            topic: topic.to_string(),
+            key: format!("k{i}"),
+            payload: format!("record {i}").into_bytes(),
+            headers: vec![],
+        })
+        .collect()
+}
+
 /// Offsets a stage handled, in order.
 struct Offsets(std::sync::Arc<std::sync::Mutex<Vec<i64>>>);
 
@@ -472,31 +489,11 @@ impl BatchHandler for Offsets {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_stage_resumes_at_its_committed_offset_with_no_false_gap() -> anyhow::Result<()>
 {
-    let services = switchboard_e2e::Services::from_env();
-    let prefix = format!("resume{}.", uuid::Uuid::new_v4().simple());
-    let kafka = KafkaConfig {
-        kafka_brokers: services.brokers.clone(),
-        topic_prefix: prefix.clone(),
-        schema_registry_url: services.registry.clone(),
-        ..Default::default()
-    };
+    let (services, kafka, prefix) = private_topics("resume", &["in", "dlq"], 1).await?;
     let (input, dlq) = (format!("{prefix}in"), format!("{prefix}dlq"));
-    let spec = |name: &String| TopicSpec {
-        name: name.clone(),
-        partitions: 1,
-        compacted: false,
-    };
-    switchboard_runtime::kafka::ensure_topics(&kafka, &[spec(&input), spec(&dlq)]).await?;
     let slot = ProducerSlot::new(&kafka, Duration::from_secs(10))?;
     let produce = |from: usize, to: usize| {
-        let records: Vec<OutRecord> = (from..to)
-            .map(|i| OutRecord {
-                topic: input.clone(),
-                key: format!("k{i}"),
-                payload: format!("record {i}").into_bytes(),
-                headers: vec![],
-            })
-            .collect();
+        let records = numbered(&input, from..to);
         let slot = slot.clone();
         async move { switchboard_runtime::kafka::produce_all(&slot, &records).await }
     };
